@@ -14,21 +14,21 @@ from typing import Any, Union
 import msgspec
 
 
-class TextDelta(msgspec.Struct, tag="text", frozen=True):
+class TextDelta(msgspec.Struct, tag="text", tag_field="kind", frozen=True):
     """A piece of generated text for one choice."""
 
     text: str
     index: int = 0
 
 
-class ReasoningDelta(msgspec.Struct, tag="reasoning", frozen=True):
+class ReasoningDelta(msgspec.Struct, tag="reasoning", tag_field="kind", frozen=True):
     """A piece of reasoning text (vLLM's ``reasoning`` / ``reasoning_content``)."""
 
     text: str
     index: int = 0
 
 
-class ToolCallDelta(msgspec.Struct, tag="tool_call", frozen=True):
+class ToolCallDelta(msgspec.Struct, tag="tool_call", tag_field="kind", frozen=True):
     """A piece of one tool call, as OpenAI streams them.
 
     ``tool_index`` is the call's position within the choice. ``id``, ``name`` come
@@ -42,7 +42,7 @@ class ToolCallDelta(msgspec.Struct, tag="tool_call", frozen=True):
     index: int = 0
 
 
-class LogprobsDelta(msgspec.Struct, tag="logprobs", frozen=True):
+class LogprobsDelta(msgspec.Struct, tag="logprobs", tag_field="kind", frozen=True):
     """Log probabilities for the text of one choice, in the OpenAI shape the route
     uses: for chat ``{"content": [...]}``; for completions ``{"tokens", "token_logprobs",
     "top_logprobs", "text_offset"}``."""
@@ -51,7 +51,7 @@ class LogprobsDelta(msgspec.Struct, tag="logprobs", frozen=True):
     index: int = 0
 
 
-class Usage(msgspec.Struct, tag="usage", frozen=True):
+class Usage(msgspec.Struct, tag="usage", tag_field="kind", frozen=True):
     """Token counts for the whole request (cumulative: the last one wins)."""
 
     prompt_tokens: int
@@ -62,7 +62,7 @@ class Usage(msgspec.Struct, tag="usage", frozen=True):
         return self.prompt_tokens + self.completion_tokens
 
 
-class Finish(msgspec.Struct, tag="finish", frozen=True):
+class Finish(msgspec.Struct, tag="finish", tag_field="kind", frozen=True):
     """A choice has ended. ``reason`` is OpenAI's: stop, length, tool_calls,
     content_filter (or a worker's own string, passed through)."""
 
@@ -70,7 +70,7 @@ class Finish(msgspec.Struct, tag="finish", frozen=True):
     index: int = 0
 
 
-class ErrorEvent(msgspec.Struct, tag="error", frozen=True):
+class ErrorEvent(msgspec.Struct, tag="error", tag_field="kind", frozen=True):
     """The worker reported an error inside its output.
 
     ``status`` is the HTTP status the error deserves (400 for a bad request the

@@ -1,0 +1,69 @@
+"""The proxy's Litestar app: ``create_app(settings) -> Litestar``.
+
+The app owns, from startup to shutdown, the ``Gateway``: the settings, one RunPod client
+per upstream base URL (``Upstreams``) and the cancel queue. Routes reach it through
+``request.app.state.gateway``. ``readiness`` (optional; sync or async, returns bool)
+backs ``GET /readyz`` — the embedded default passes a check that its worker is up.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any, Awaitable, Callable
+
+from litestar import Litestar
+
+from proxy.cancel import CancelQueue
+from proxy.context import RequestContextMiddleware
+from proxy.errors import EXCEPTION_HANDLERS
+from proxy.routes import ROUTES
+from proxy.settings import Settings
+from proxy.upstreams import Upstreams
+
+Readiness = Callable[[], "bool | Awaitable[bool]"]
+
+
+class Gateway:
+    """What the app holds while it runs."""
+
+    def __init__(self, settings: Settings, readiness: Readiness | None = None):
+        self.settings = settings
+        self.readiness = readiness
+        self.created = int(time.time())
+        self.upstreams: Upstreams | None = None
+        t = settings.timing
+        self.cancels = CancelQueue(concurrency=t.cancel_concurrency, retries=t.cancel_retries)
+
+    async def start(self) -> None:
+        self.upstreams = Upstreams(self.settings)
+        self.cancels.start()
+
+    async def stop(self) -> None:
+        await self.cancels.close()
+        if self.upstreams is not None:
+            await self.upstreams.aclose()
+
+
+def create_app(settings: Settings, *, readiness: Readiness | None = None, debug: bool = False,
+               route_handlers: list[Any] | None = None) -> Litestar:
+    gateway = Gateway(settings, readiness)
+    app = Litestar(
+        route_handlers=[*ROUTES, *(route_handlers or [])],
+        exception_handlers=EXCEPTION_HANDLERS,  # type: ignore[arg-type]
+        on_startup=[gateway.start],
+        on_shutdown=[gateway.stop],
+        debug=debug,
+        openapi_config=None,
+        request_max_body_size=20 * 1024 * 1024,
+    )
+    app.state.gateway = gateway
+    return RequestContextMiddlewareApp(app)  # type: ignore[return-value]
+
+
+class RequestContextMiddlewareApp(RequestContextMiddleware):
+    """The Litestar app wrapped in the context middleware (outermost, so that every
+    response — Litestar's own errors included — gets the id headers and a log line).
+    Attribute access falls through to the Litestar app (``.state``, ``.debug`` …)."""
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.app, name)

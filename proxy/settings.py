@@ -1,0 +1,216 @@
+"""podgate's proxy settings: the TOML file (``podgate serve --config podgate.toml``).
+
+One home for the proxy's configuration. The file is decoded with ``msgspec.toml`` straight
+into the Structs below (decoding is the validation); any problem becomes a ``SettingsError``
+whose message names the key (``models[1].format``) and what is wrong with it, so that
+``podgate serve`` can refuse to start with one clear line.
+
+    [server]
+    host = "127.0.0.1"
+    port = 8000
+
+    [runpod]
+    base_url = "https://api.runpod.ai/v2"   # default
+    api_key_env = "RUNPOD_API_KEY"          # default; the key itself never goes in the file
+
+    [timing]                                 # every knob optional (defaults below)
+    keepalive_s = 10.0
+
+    [[models]]
+    name = "llama-3-8b"                      # the model id clients send
+    endpoint = "abc123xyz"                   # the RunPod endpoint id
+    format = "vllm"                          # vllm | vllm-native | sglang | tgi | text
+    served_model = "meta-llama/Meta-Llama-3-8B-Instruct"   # optional: what the worker expects
+    base_url = "http://127.0.0.1:8100/v2"    # optional per-model upstream override
+
+The API key is read from the environment (``RUNPOD_API_KEY`` or the variable named by
+``api_key_env``) and kept in ``Settings.api_key``; it is never printed (``repr`` hides it).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+from typing import Literal, Mapping
+
+import msgspec
+
+FormatName = Literal["vllm", "vllm-native", "sglang", "tgi", "text"]
+DEFAULT_BASE_URL = "https://api.runpod.ai/v2"
+
+
+class SettingsError(ValueError):
+    """The settings file is unusable; the message names the key and the problem."""
+
+
+class _Section(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    """Base for TOML sections: an unknown key is an error (typos must not pass silently)."""
+
+
+class ServerSettings(_Section):
+    host: str = "127.0.0.1"
+    port: int = 8000
+
+
+class RunPodSettings(_Section):
+    base_url: str = DEFAULT_BASE_URL
+    api_key_env: str = "RUNPOD_API_KEY"
+
+
+class TimingSettings(_Section):
+    """Timing knobs; production defaults, all settable so tests can shorten them."""
+
+    keepalive_s: float = 10.0
+    """An SSE ``: keep-alive`` comment after this long without a byte to the client."""
+    first_byte_wait_s: float = 1.0
+    """A stream's headers wait up to this long for the job's first event, so that an error
+    known early still gets a real HTTP status instead of an in-stream error."""
+    stream_wait_ms: int = 1000
+    """``?wait=`` sent with ``/stream`` polls (the upstream may hold the poll that long)."""
+    poll_min_ms: int = 25
+    """First pause after an empty ``/stream`` poll that the upstream did not hold."""
+    poll_max_ms: int = 1000
+    """Longest pause between polls while the job is idle (backoff doubles up to this)."""
+    runsync_wait_ms: int = 2000
+    """``?wait=`` for ``/runsync``; after it, ``/status`` polling. It bounds how late the
+    cancel of an abandoned non-streaming request can be (the job id arrives with the answer)."""
+    status_poll_min_ms: int = 100
+    status_poll_max_ms: int = 1000
+    request_timeout_s: float = 600.0
+    """A request still unanswered after this long is cancelled upstream (504)."""
+    connect_timeout_s: float = 10.0
+    upstream_timeout_s: float = 30.0
+    """Read timeout for one upstream call, on top of any ``wait`` it asked the upstream for."""
+    max_connections: int = 400
+    """Per upstream base URL: RunPod allows 400 concurrent ``/runsync``/``/status``/``/stream``."""
+    max_keepalive_connections: int = 100
+    cancel_concurrency: int = 20
+    """Concurrent ``/cancel`` calls (RunPod allows 20 per endpoint)."""
+    cancel_retries: int = 3
+
+
+class ModelSettings(_Section):
+    name: str
+    endpoint: str
+    format: FormatName
+    served_model: str | None = None
+    base_url: str | None = None
+
+
+class Settings(_Section):
+    server: ServerSettings = msgspec.field(default_factory=ServerSettings)
+    runpod: RunPodSettings = msgspec.field(default_factory=RunPodSettings)
+    timing: TimingSettings = msgspec.field(default_factory=TimingSettings)
+    models: list[ModelSettings] = msgspec.field(default_factory=list)
+    api_key: str = ""
+    """Filled from the environment by ``load_settings``; not a TOML key."""
+
+    def __repr__(self) -> str:  # never show the key
+        return f"Settings(server={self.server!r}, runpod={self.runpod!r}, models={[m.name for m in self.models]!r})"
+
+    def model(self, name: str) -> ModelSettings | None:
+        for m in self.models:
+            if m.name == name:
+                return m
+        return None
+
+    def upstream_url(self, model: ModelSettings) -> str:
+        return (model.base_url or self.runpod.base_url).rstrip("/")
+
+
+_PATH_RE = re.compile(r" - at `\$(.*)`$")
+
+
+def _key_of(path: str) -> str:
+    """``$.models[0].format`` → ``models[0].format``."""
+    return path[1:] if path.startswith(".") else path
+
+
+def parse_settings(data: bytes | str, env: Mapping[str, str] | None = None, *, source: str = "settings") -> Settings:
+    """Decode TOML text into Settings and check what decoding cannot; raise SettingsError."""
+    env = os.environ if env is None else env
+    try:
+        settings = msgspec.toml.decode(data, type=Settings)
+    except msgspec.ValidationError as exc:
+        msg = str(exc)
+        m = _PATH_RE.search(msg)
+        problem = msg[: m.start()] if m else msg
+        key = _key_of(m.group(1)) if m else "(top level)"
+        if "unknown field" in problem:
+            # msgspec names the unknown field in the problem text; the path is its parent
+            field = re.search(r"`([^`]*)`", problem)
+            if field:
+                key = f"{key}.{field.group(1)}" if key else field.group(1)
+                problem = "unknown key"
+        raise SettingsError(f"{source}: {key or '(top level)'}: {problem}") from None
+    except msgspec.DecodeError as exc:
+        raise SettingsError(f"{source}: not valid TOML: {exc}") from None
+    if "api_key" in _raw_keys(data):
+        raise SettingsError(f"{source}: api_key: the key must not be in the file; set ${settings.runpod.api_key_env}")
+    _check(settings, source)
+    key = env.get(settings.runpod.api_key_env, "")
+    if not key:
+        raise SettingsError(
+            f"{source}: runpod.api_key_env: environment variable {settings.runpod.api_key_env} is not set"
+        )
+    settings.api_key = key
+    return settings
+
+
+def load_settings(path: str | os.PathLike[str], env: Mapping[str, str] | None = None) -> Settings:
+    p = Path(path)
+    try:
+        data = p.read_bytes()
+    except OSError as exc:
+        raise SettingsError(f"{p}: cannot read: {exc.strerror or exc}") from None
+    return parse_settings(data, env, source=str(p))
+
+
+def _raw_keys(data: bytes | str) -> set[str]:
+    try:
+        raw = msgspec.toml.decode(data)
+    except msgspec.DecodeError:
+        return set()
+    return set(raw) if isinstance(raw, dict) else set()
+
+
+def _check(s: Settings, source: str) -> None:
+    def fail(key: str, problem: str) -> None:
+        raise SettingsError(f"{source}: {key}: {problem}")
+
+    if not 0 <= s.server.port <= 65535:
+        fail("server.port", f"must be 0..65535, got {s.server.port}")
+    _check_url(s.runpod.base_url, "runpod.base_url", fail)
+    if not s.runpod.api_key_env:
+        fail("runpod.api_key_env", "must name an environment variable")
+    if not s.models:
+        fail("models", "at least one [[models]] entry is required")
+    seen: set[str] = set()
+    for i, m in enumerate(s.models):
+        for field in ("name", "endpoint"):
+            if not getattr(m, field).strip():
+                fail(f"models[{i}].{field}", "must not be empty")
+        if "/" in m.endpoint or "?" in m.endpoint:
+            fail(f"models[{i}].endpoint", f"must be a RunPod endpoint id, got {m.endpoint!r}")
+        if m.name in seen:
+            fail(f"models[{i}].name", f"duplicate model name {m.name!r}")
+        seen.add(m.name)
+        if m.base_url is not None:
+            _check_url(m.base_url, f"models[{i}].base_url", fail)
+    t = s.timing
+    for name in TimingSettings.__struct_fields__:
+        if getattr(t, name) < 0:
+            fail(f"timing.{name}", "must not be negative")
+    if t.poll_min_ms > t.poll_max_ms:
+        fail("timing.poll_min_ms", "must not exceed timing.poll_max_ms")
+    if t.status_poll_min_ms > t.status_poll_max_ms:
+        fail("timing.status_poll_min_ms", "must not exceed timing.status_poll_max_ms")
+    for name in ("keepalive_s", "request_timeout_s", "max_connections", "cancel_concurrency"):
+        if getattr(t, name) <= 0:
+            fail(f"timing.{name}", "must be positive")
+
+
+def _check_url(url: str, key: str, fail) -> None:
+    if not re.match(r"^https?://[^/\s]+", url):
+        fail(key, f"must be an http(s) URL, got {url!r}")

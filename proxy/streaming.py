@@ -1,0 +1,174 @@
+"""The streaming path: a RunPod job as an OpenAI SSE stream (like vLLM's serving_chat.py).
+
+``start_stream`` submits the job (``/run``) and waits a short while
+(``first_byte_wait_s``) for its first events, so that an error known early (a bad
+parameter the worker refused, a job that failed at once, RunPod refusing the submit)
+is still answered with a real HTTP status. Then the response starts and ``sse_body``
+writes each batch of deltas the moment a ``/stream`` poll brings it, ``: keep-alive``
+comments while the job waits, an in-stream ``data: {"error": …}`` for an error after the
+first byte, the usage chunk only when the client asked for it, and ``data: [DONE]``
+always.
+
+Disconnects: Litestar cancels the body generator the moment the client goes away; its
+``finally`` only queues ``/cancel`` (``JobGuard.release`` → the app's cancel queue),
+never awaits it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import AsyncIterator
+
+from adapters.errors import to_exception
+from adapters.sse import DONE, comment
+from adapters.events import ErrorEvent, Event, Usage
+from adapters.transport import RunPodError
+from proxy.errors import from_runpod, sse_error
+from proxy.jobs import ClientDisconnected, JobEvents, JobGuard, first_error, race_disconnect
+from proxy.prepare import Prepared
+
+KEEPALIVE = comment("keep-alive")
+_TIMEOUT = object()
+
+SSE_HEADERS = {"cache-control": "no-cache", "x-accel-buffering": "no"}
+
+
+class _Pending:
+    """At most one in-flight ``JobEvents.next()``; waiting on it with a timeout (for
+    keep-alives) never cancels the poll."""
+
+    __slots__ = ("source", "task")
+
+    def __init__(self, source: JobEvents):
+        self.source = source
+        self.task: asyncio.Task | None = None
+
+    async def get(self, timeout: float | None):
+        if self.task is None:
+            self.task = asyncio.ensure_future(self.source.next())
+        done, _ = await asyncio.wait((self.task,), timeout=timeout)
+        if not done:
+            return _TIMEOUT
+        task, self.task = self.task, None
+        return task.result()
+
+    def cancel(self) -> None:
+        if self.task is not None:
+            self.task.cancel()
+            self.task = None
+
+
+class StreamJob:
+    """Everything one streaming request holds while its job runs."""
+
+    def __init__(self, prep: Prepared, guard: JobGuard, source: JobEvents):
+        self.prep = prep
+        self.guard = guard
+        self.pending = _Pending(source)
+        self.first: list[Event] = []
+        self.deadline = time.monotonic() + prep.timing.request_timeout_s
+        self.writer = prep.stream_writer()
+        self.ended = False
+
+    def render(self, events: list[Event]) -> tuple[bytes, ErrorEvent | None]:
+        """SSE bytes for a batch of events; stops at the first error event."""
+        err = None
+        for i, ev in enumerate(events):
+            if type(ev) is ErrorEvent:
+                err = ev
+                events = events[:i]
+                break
+        return self.writer.feed(events), err
+
+
+async def start_stream(prep: Prepared) -> StreamJob:
+    """Submit the job and wait briefly for its first events (errors here → HTTP status)."""
+    route = prep.route
+    ctx = prep.ctx
+    try:
+        job = await race_disconnect(prep.receive, route.client.run(route.endpoint, prep.job_input))
+    except ClientDisconnected:
+        ctx.note = "client-disconnected"
+        raise
+    except RunPodError as exc:
+        raise from_runpod(exc) from None
+    ctx.job_id = job.id
+    guard = JobGuard(prep.cancels, route.client, route.endpoint, job.id)
+    source = JobEvents(route.client, route.endpoint, job.id, prep.decoder(), prep.timing, guard)
+    sj = StreamJob(prep, guard, source)
+    try:
+        first = await race_disconnect(prep.receive, sj.pending.get(prep.timing.first_byte_wait_s))
+    except ClientDisconnected:
+        ctx.note = "client-disconnected"
+        sj.pending.cancel()
+        guard.release()
+        raise
+    except RunPodError as exc:
+        sj.pending.cancel()
+        guard.release()
+        raise from_runpod(exc) from None
+    except BaseException:
+        sj.pending.cancel()
+        guard.release()
+        raise
+    if first is None:
+        sj.ended = True
+    elif first is not _TIMEOUT:
+        err = first_error(first)
+        if err is not None and not _has_content(first):
+            guard.release()  # cancels the job if the error did not end it
+            raise to_exception(err)
+        sj.first = first
+    return sj
+
+
+def _has_content(events: list[Event]) -> bool:
+    return any(type(ev) is not ErrorEvent and type(ev) is not Usage for ev in events)
+
+
+async def sse_body(sj: StreamJob) -> AsyncIterator[bytes]:
+    prep = sj.prep
+    keepalive = prep.timing.keepalive_s
+    ended = sj.ended
+    try:
+        data, err = sj.render(sj.first)
+        sj.first = []
+        if data:
+            yield data
+        while err is None and not ended:
+            remaining = sj.deadline - time.monotonic()
+            if remaining <= 0:
+                err = ErrorEvent("The request timed out before the job finished; the job was cancelled.",
+                                 type="timeout", code="request_timeout", status=504)
+                prep.ctx.note = "timeout"
+                break
+            try:
+                got = await sj.pending.get(min(keepalive, remaining))
+            except RunPodError as exc:
+                e = from_runpod(exc)
+                yield sse_error(e)
+                return
+            if got is _TIMEOUT:
+                yield KEEPALIVE
+                continue
+            if got is None:
+                break
+            data, err = sj.render(got)
+            if data:
+                yield data
+        if err is not None:
+            yield sse_error(to_exception(err))
+            return
+        usage = None
+        if prep.include_usage and sj.writer.usage is None:
+            usage = await prep.estimate_usage(sj.writer.completion_texts())
+            prep.ctx.note = "usage-estimated"
+        yield sj.writer.finish(usage) + DONE
+    finally:
+        sj.pending.cancel()
+        if sj.guard.release():
+            prep.ctx.note = prep.ctx.note or "cancelled"
+
+
+__all__ = ["start_stream", "sse_body", "StreamJob", "SSE_HEADERS", "KEEPALIVE", "DONE"]

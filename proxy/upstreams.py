@@ -1,0 +1,65 @@
+"""The upstreams: one ``RunPodClient`` per distinct base URL, and the model table.
+
+Created at app startup from the settings, closed at shutdown. A route asks
+``Upstreams.route(model_name)`` for everything it needs to run a job for a model: the
+model's settings, its worker format and the client for its base URL.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from adapters.transport import RunPodClient, make_http_client
+from proxy.settings import ModelSettings, Settings
+
+
+@dataclass(frozen=True, slots=True)
+class ModelRoute:
+    settings: ModelSettings
+    format: Any  # adapters.formats.WorkerFormat
+    client: RunPodClient
+
+    @property
+    def name(self) -> str:
+        return self.settings.name
+
+    @property
+    def endpoint(self) -> str:
+        return self.settings.endpoint
+
+    @property
+    def served_model(self) -> str:
+        return self.settings.served_model or self.settings.name
+
+
+class Upstreams:
+    def __init__(self, settings: Settings):
+        from adapters.formats import get_format
+
+        t = settings.timing
+        self._clients: dict[str, RunPodClient] = {}
+        self._routes: dict[str, ModelRoute] = {}
+        for m in settings.models:
+            base = settings.upstream_url(m)
+            client = self._clients.get(base)
+            if client is None:
+                http = make_http_client(
+                    base,
+                    connect_timeout=t.connect_timeout_s,
+                    read_timeout=t.upstream_timeout_s,
+                    max_connections=t.max_connections,
+                    max_keepalive_connections=t.max_keepalive_connections,
+                )
+                client = self._clients[base] = RunPodClient(http, settings.api_key, read_timeout=t.upstream_timeout_s)
+            self._routes[m.name] = ModelRoute(m, get_format(m.format), client)
+
+    def route(self, model: str) -> ModelRoute | None:
+        return self._routes.get(model)
+
+    def __iter__(self):
+        return iter(self._routes.values())
+
+    async def aclose(self) -> None:
+        for c in self._clients.values():
+            await c.aclose()

@@ -1,0 +1,128 @@
+"""The endpoint server as a Litestar app, and how to build its store and run it in-process.
+
+- :func:`create_app` builds the app for given settings and store; its lifespan starts and
+  stops the service (sweeper, webhook client) and closes the store.
+- :func:`make_store` picks the store: memory by default, Redis when ``settings.redis_url``.
+- :func:`serve` runs the app under uvicorn until cancelled; ``on_ready`` is called with the
+  bound port (so port 0 works).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from contextlib import asynccontextmanager
+from typing import AsyncIterator, Callable
+
+import msgspec
+from litestar import Litestar, Request, Response
+from litestar.exceptions import HTTPException
+
+from serverless.limits import RateLimited
+from serverless.routes import JSON, ROUTES
+from serverless.service import ApiError, EndpointService
+from serverless.settings import Settings
+from serverless.store.base import JobStore
+
+log = logging.getLogger("podgate.serverless")
+
+
+def _error(status: int, message: str, headers: dict[str, str] | None = None) -> Response[bytes]:
+    return Response(content=msgspec.json.encode({"error": message}), status_code=status, media_type=JSON,
+                    headers=headers)
+
+
+def _api_error(_: Request, exc: ApiError) -> Response[bytes]:
+    return _error(exc.status, exc.message, exc.headers)
+
+
+def _rate_limited(_: Request, exc: RateLimited) -> Response[bytes]:
+    return _error(429, str(exc), {"Retry-After": str(exc.retry_after)})
+
+
+def _http_error(_: Request, exc: HTTPException) -> Response[bytes]:
+    headers = {k: v for k, v in (exc.headers or {}).items() if k.lower() == "allow"}
+    status = exc.status_code
+    message = exc.detail if status < 500 else "internal server error"
+    if status == 400 and getattr(exc, "extra", None):
+        message = f"{message}: {_describe(exc.extra)}"
+    return _error(status, message, headers)
+
+
+def _describe(extra: object) -> str:
+    if isinstance(extra, list):
+        return "; ".join(f"{e.get('key', '')}: {e.get('message', '')}" if isinstance(e, dict) else str(e)
+                         for e in extra)
+    return str(extra)
+
+
+def _internal_error(request: Request, exc: Exception) -> Response[bytes]:
+    log.error("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
+    return _error(500, "internal server error")
+
+
+def make_store(settings: Settings) -> JobStore:
+    """Memory store by default; ``serverless.store.redis.RedisStore`` when a Redis URL is set."""
+    if settings.redis_url:
+        from serverless.store.redis import RedisStore  # lazy: only with --redis-url
+
+        return RedisStore(settings.redis_url, prefix=settings.redis_prefix)
+    from serverless.store.memory import MemoryStore
+
+    return MemoryStore()
+
+
+def create_app(settings: Settings, store: JobStore | None = None) -> Litestar:
+    """The Litestar app serving every endpoint in ``settings.endpoints``."""
+    service = EndpointService(settings, store if store is not None else make_store(settings))
+
+    @asynccontextmanager
+    async def lifespan(app: Litestar) -> AsyncIterator[None]:
+        await service.start()
+        try:
+            yield
+        finally:
+            await service.stop()
+
+    app = Litestar(
+        route_handlers=ROUTES,
+        lifespan=[lifespan],
+        exception_handlers={
+            ApiError: _api_error,
+            RateLimited: _rate_limited,
+            HTTPException: _http_error,
+            Exception: _internal_error,
+        },
+        request_max_body_size=max(settings.max_run_body, settings.max_runsync_body, settings.max_worker_body) + 1,
+        openapi_config=None,
+        debug=False,
+    )
+    app.state.service = service
+    return app
+
+
+async def serve(settings: Settings, store: JobStore | None = None,
+                on_ready: Callable[[int], None] | None = None) -> None:
+    """Run the server under uvicorn on ``settings.host:settings.port`` until cancelled."""
+    import uvicorn
+
+    app = create_app(settings, store)
+    config = uvicorn.Config(app, host=settings.host, port=settings.port, log_level="warning",
+                            access_log=False, lifespan="on", timeout_keep_alive=75,
+                            loop="none", http="httptools")
+    server = uvicorn.Server(config)
+    task = asyncio.create_task(server.serve())
+    try:
+        while not server.started:
+            if task.done():
+                await task  # propagate a startup failure (port in use, …)
+                raise RuntimeError("server stopped during startup")
+            await asyncio.sleep(0.02)
+        if on_ready is not None:
+            port = server.servers[0].sockets[0].getsockname()[1] if server.servers else settings.port
+            on_ready(port)
+        await task
+    finally:
+        if not task.done():
+            server.should_exit = True
+            await asyncio.wait_for(asyncio.shield(task), 10)

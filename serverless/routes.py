@@ -1,0 +1,195 @@
+"""HTTP routes of the endpoint server: the caller API and the worker API under
+``/v2/{endpoint_id}/`` (reference/runpod-protocol.md §3.1). Thin: each handler checks the
+key, the endpoint and the operation's limits, reads the raw body and calls
+:class:`serverless.service.EndpointService`. Bodies are read as raw bytes and decoded with
+msgspec (worker posts are JSON under a form content type); every response is JSON.
+"""
+
+from __future__ import annotations
+
+import hmac
+from contextlib import nullcontext
+
+import msgspec
+from litestar import Request, Response, get, post, route
+from litestar.status_codes import HTTP_200_OK
+
+from serverless.service import ApiError, EndpointService
+
+JSON = "application/json"
+_EMPTY_OK = b"{}"
+
+
+def _service(request: Request) -> EndpointService:
+    return request.app.state.service
+
+
+def _key_matches(header: str | None, key: str) -> bool:
+    if not header:
+        return False
+    if header[:7].lower() == "bearer ":
+        header = header[7:].strip()
+    return hmac.compare_digest(header.encode(), key.encode())
+
+
+def _authorize(request: Request, key: str | None) -> None:
+    if key is not None and not _key_matches(request.headers.get("authorization"), key):
+        raise ApiError(401, "unauthorized")
+
+
+def _caller(request: Request, endpoint_id: str, operation: str | None = None):
+    """Auth + endpoint check for a caller route; returns the limit context to enter."""
+    svc = _service(request)
+    _authorize(request, svc.settings.api_key)
+    svc.check_endpoint(endpoint_id)
+    if operation is None:
+        return svc, nullcontext()
+    return svc, svc.limiter.acquire(endpoint_id, operation, svc.clock())
+
+
+def _worker(request: Request, endpoint_id: str) -> EndpointService:
+    svc = _service(request)
+    _authorize(request, svc.settings.worker_key())
+    svc.check_endpoint(endpoint_id)
+    return svc
+
+
+async def _body(request: Request, limit: int) -> bytes:
+    length = request.headers.get("content-length")
+    if length is not None and length.isdigit() and int(length) > limit:
+        raise ApiError(413, f"request body larger than {limit} bytes")
+    body = await request.body()
+    if len(body) > limit:
+        raise ApiError(413, f"request body larger than {limit} bytes")
+    return body
+
+
+def _json(content: bytes, status_code: int = HTTP_200_OK) -> Response[bytes]:
+    return Response(content=content, media_type=JSON, status_code=status_code)
+
+
+def _no_content() -> Response[bytes]:
+    return Response(content=b"", status_code=204)
+
+
+# --- caller API ----------------------------------------------------------------------------
+
+@post("/v2/{endpoint_id:str}/run", status_code=200)
+async def run(request: Request, endpoint_id: str) -> Response[bytes]:
+    svc, limit = _caller(request, endpoint_id, "run")
+    with limit:
+        body = await _body(request, svc.settings.max_run_body)
+        job = await svc.submit(endpoint_id, body, sync=False)
+        return _json(svc.short_json(job))
+
+
+@post("/v2/{endpoint_id:str}/runsync", status_code=200)
+async def runsync(request: Request, endpoint_id: str, wait: int | None = None) -> Response[bytes]:
+    svc, limit = _caller(request, endpoint_id, "runsync")
+    with limit:
+        body = await _body(request, svc.settings.max_runsync_body)
+        return _json(await svc.runsync(endpoint_id, body, wait))
+
+
+@route("/v2/{endpoint_id:str}/status/{job_id:str}", http_method=["GET", "POST"], status_code=200)
+async def status(request: Request, endpoint_id: str, job_id: str, ttl: int | None = None) -> Response[bytes]:
+    svc, limit = _caller(request, endpoint_id, "status")
+    with limit:
+        return _json(await svc.status(endpoint_id, job_id, ttl))
+
+
+@route("/v2/{endpoint_id:str}/status-sync/{job_id:str}", http_method=["GET", "POST"], status_code=200)
+async def status_sync(request: Request, endpoint_id: str, job_id: str, wait: int | None = None) -> Response[bytes]:
+    svc, limit = _caller(request, endpoint_id, "status-sync")
+    with limit:
+        return _json(await svc.status_sync(endpoint_id, job_id, wait))
+
+
+@route("/v2/{endpoint_id:str}/stream/{job_id:str}", http_method=["GET", "POST"], status_code=200)
+async def stream(request: Request, endpoint_id: str, job_id: str, wait: int | None = None) -> Response[bytes]:
+    svc, limit = _caller(request, endpoint_id, "stream")
+    with limit:
+        return _json(await svc.stream(endpoint_id, job_id, wait))
+
+
+@post("/v2/{endpoint_id:str}/cancel/{job_id:str}", status_code=200)
+async def cancel(request: Request, endpoint_id: str, job_id: str) -> Response[bytes]:
+    svc, limit = _caller(request, endpoint_id, "cancel")
+    with limit:
+        return _json(await svc.cancel(endpoint_id, job_id))
+
+
+@post("/v2/{endpoint_id:str}/retry/{job_id:str}", status_code=200)
+async def retry(request: Request, endpoint_id: str, job_id: str) -> Response[bytes]:
+    svc, limit = _caller(request, endpoint_id, "retry")
+    with limit:
+        return _json(await svc.retry(endpoint_id, job_id))
+
+
+@post("/v2/{endpoint_id:str}/purge-queue", status_code=200)
+async def purge_queue(request: Request, endpoint_id: str) -> Response[bytes]:
+    svc, limit = _caller(request, endpoint_id, "purge-queue")
+    with limit:
+        return _json(await svc.purge(endpoint_id))
+
+
+@get("/v2/{endpoint_id:str}/health")
+async def health(request: Request, endpoint_id: str) -> Response[bytes]:
+    svc, limit = _caller(request, endpoint_id, "health")
+    with limit:
+        return _json(await svc.health(endpoint_id))
+
+
+# --- worker API ----------------------------------------------------------------------------
+
+@get("/v2/{endpoint_id:str}/job-take/{worker_id:str}")
+async def job_take(request: Request, endpoint_id: str, worker_id: str) -> Response[bytes]:
+    svc = _worker(request, endpoint_id)
+    taken = await svc.take(endpoint_id, worker_id, 1)
+    return _json(taken[0].payload) if taken else _no_content()
+
+
+@get("/v2/{endpoint_id:str}/job-take-batch/{worker_id:str}")
+async def job_take_batch(request: Request, endpoint_id: str, worker_id: str, batch_size: int = 1) -> Response[bytes]:
+    svc = _worker(request, endpoint_id)
+    taken = await svc.take(endpoint_id, worker_id, max(1, min(batch_size, 1000)))
+    if not taken:
+        return _no_content()
+    return _json(b"[" + b",".join([job.payload for job in taken]) + b"]")
+
+
+@get("/v2/{endpoint_id:str}/job-stop/{worker_id:str}")
+async def job_stop(request: Request, endpoint_id: str, worker_id: str) -> Response[bytes]:
+    svc = _worker(request, endpoint_id)
+    ids = await svc.stop_signals(endpoint_id, worker_id)
+    if not ids:
+        return _no_content()
+    return _json(msgspec.json.encode({"jobsToStop": ids}))
+
+
+@post("/v2/{endpoint_id:str}/job-done/{worker_id:str}/{job_id:str}", status_code=200)
+async def job_done(request: Request, endpoint_id: str, worker_id: str, job_id: str) -> Response[bytes]:
+    svc = _worker(request, endpoint_id)
+    body = await _body(request, svc.settings.max_worker_body)
+    await svc.done(endpoint_id, worker_id, job_id, body)
+    return _json(_EMPTY_OK)
+
+
+@post("/v2/{endpoint_id:str}/job-stream/{worker_id:str}/{job_id:str}", status_code=200)
+async def job_stream(request: Request, endpoint_id: str, worker_id: str, job_id: str) -> Response[bytes]:
+    svc = _worker(request, endpoint_id)
+    body = await _body(request, svc.settings.max_worker_body)
+    await svc.stream_chunk(endpoint_id, worker_id, job_id, body)
+    return _json(_EMPTY_OK)
+
+
+@get("/v2/{endpoint_id:str}/ping/{worker_id:str}")
+async def ping(request: Request, endpoint_id: str, worker_id: str) -> Response[bytes]:
+    svc = _worker(request, endpoint_id)
+    query = request.query_params
+    await svc.ping(endpoint_id, worker_id, query.get("job_id"), query.get("status"))
+    return _json(_EMPTY_OK)
+
+
+ROUTES = [run, runsync, status, status_sync, stream, cancel, retry, purge_queue, health,
+          job_take, job_take_batch, job_stop, job_done, job_stream, ping]

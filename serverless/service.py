@@ -1,0 +1,316 @@
+"""The endpoint service: RunPod Serverless operations on top of a :class:`JobStore`.
+
+HTTP-agnostic core used by the routes (``serverless.routes_caller``/``routes_worker``):
+validation of submit bodies, long-poll loops, webhooks on terminal transitions, limits and
+the background sweeper that applies timeouts, TTLs and lost-worker re-queues. Failures are
+raised as :class:`ApiError` (status + message), which the app renders as ``{"error": ...}``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import uuid
+
+import msgspec
+
+from serverless import jobs
+from serverless.chunks import split_chunk
+from serverless.jobs import COMPLETED, FAILED, IN_PROGRESS, Job, Outcome, SubmitRequest
+from serverless.limits import Limiter
+from serverless.settings import Settings
+from serverless.store.base import JobStore
+from serverless.webhooks import WebhookSender
+
+log = logging.getLogger("podgate.serverless")
+
+_encode = msgspec.json.encode
+_submit_decoder = msgspec.json.Decoder(SubmitRequest)
+_done_decoder = msgspec.json.Decoder(jobs.DoneBody)
+_stream_decoder = msgspec.json.Decoder(jobs.StreamBody)
+_status_encoder = msgspec.json.Encoder()
+
+
+class ApiError(Exception):
+    """An error for the client: HTTP status, message, optional headers."""
+
+    def __init__(self, status: int, message: str, headers: dict[str, str] | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.headers = headers or {}
+
+
+def _bad_body(exc: Exception) -> ApiError:
+    return ApiError(400, f"invalid request body: {exc}")
+
+
+def _is_object(raw: bytes) -> bool:
+    return raw[:1] == b"{"
+
+
+class EndpointService:
+    """All operations of every configured endpoint. ``start()``/``stop()`` run the sweeper."""
+
+    def __init__(self, settings: Settings, store: JobStore) -> None:
+        self.settings = settings
+        self.store = store
+        self.endpoints = frozenset(settings.endpoints)
+        self.limiter = Limiter(settings.limits, settings.rate_window)
+        self.webhooks: WebhookSender | None = None
+        self._sweeper: asyncio.Task[None] | None = None
+        self.clock = time.time
+
+    # --- lifecycle ---------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        s = self.settings
+        self.webhooks = WebhookSender(retries=s.webhook_retries, interval=s.webhook_retry_interval,
+                                      timeout=s.webhook_timeout)
+        self._sweeper = asyncio.get_running_loop().create_task(self._sweep_loop())
+
+    async def stop(self) -> None:
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+            await asyncio.gather(self._sweeper, return_exceptions=True)
+            self._sweeper = None
+        if self.webhooks is not None:
+            await self.webhooks.close()
+            self.webhooks = None
+        await self.store.close()
+
+    async def _sweep_loop(self) -> None:
+        s = self.settings
+        while True:
+            await asyncio.sleep(s.sweep_interval)
+            for endpoint in s.endpoints:
+                try:
+                    finished = await self.store.sweep(endpoint, now=self.clock(), worker_timeout=s.worker_timeout,
+                                                      max_attempts=s.max_attempts)
+                except Exception:  # keep sweeping whatever one pass did
+                    log.exception("sweep of endpoint %s failed", endpoint)
+                    continue
+                for job in finished:
+                    self._terminal(job)
+
+    # --- shared helpers ---------------------------------------------------------------------
+
+    def check_endpoint(self, endpoint: str) -> None:
+        if endpoint not in self.endpoints:
+            raise ApiError(404, "endpoint not found")
+
+    def _terminal(self, job: Job) -> None:
+        """A job just became terminal: fire its webhook (once)."""
+        log.debug("job %s %s on endpoint %s", job.id, job.status, job.endpoint)
+        if job.webhook and self.webhooks is not None:
+            self.webhooks.send(job.webhook, self.status_json(job), job.id)
+
+    def _after(self, outcome: Outcome) -> None:
+        if outcome.changed and outcome.job.terminal:
+            self._terminal(outcome.job)
+
+    def status_json(self, job: Job) -> bytes:
+        return _status_encoder.encode(jobs.status_body(job, self.clock()))
+
+    @staticmethod
+    def short_json(job: Job) -> bytes:
+        return b'{"id":' + _encode(job.id) + b',"status":"' + job.status.encode() + b'"}'
+
+    async def _job(self, endpoint: str, job_id: str) -> Job:
+        job = await self.store.get(endpoint, job_id, now=self.clock())
+        if job is None:
+            raise ApiError(404, "job not found")
+        return job
+
+    @staticmethod
+    def _wait_ms(value: int | None, default: int, maximum: int) -> float:
+        """Clamp a ``?wait=`` value (ms) to ``[0, maximum]`` and return seconds."""
+        wait = default if value is None else value
+        return max(0, min(wait, maximum)) / 1000.0
+
+    # --- caller operations ---------------------------------------------------------------------
+
+    async def submit(self, endpoint: str, body: bytes, *, sync: bool) -> Job:
+        """Validate a /run or /runsync body and queue the job (429 when the queue is full)."""
+        s = self.settings
+        try:
+            req = _submit_decoder.decode(body)
+        except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+            raise _bad_body(exc) from None
+        raw_input = bytes(req.input)
+        if not raw_input or raw_input == b"null":
+            raise ApiError(400, "input is required and must be a JSON object")
+        if not _is_object(raw_input):
+            raise ApiError(400, "input must be a JSON object")
+        s3 = bytes(req.s3_config)
+        if s3 == b"null":
+            s3 = b""
+        if s3 and not _is_object(s3):
+            raise ApiError(400, "s3Config must be a JSON object")
+        if req.webhook is not None and not req.webhook.startswith(("http://", "https://")):
+            raise ApiError(400, "webhook must be an http(s) URL")
+        policy = req.policy
+        try:
+            execution_timeout, ttl = jobs.resolve_policy(
+                policy, default_execution_timeout_ms=s.default_execution_timeout_ms,
+                default_ttl_ms=s.default_ttl_ms, enforce_bounds=False)
+        except jobs.PolicyError as exc:
+            raise ApiError(400, str(exc)) from None
+        if policy is not None:
+            if policy.execution_timeout is not None and not (
+                    s.execution_timeout_min_ms <= execution_timeout <= jobs.EXECUTION_TIMEOUT_MAX_MS):
+                raise ApiError(400, f"policy.executionTimeout must be between {s.execution_timeout_min_ms} "
+                                    f"and {jobs.EXECUTION_TIMEOUT_MAX_MS} ms")
+            if policy.ttl is not None and not (s.ttl_min_ms <= ttl <= jobs.TTL_MAX_MS):
+                raise ApiError(400, f"policy.ttl must be between {s.ttl_min_ms} and {jobs.TTL_MAX_MS} ms")
+        job_id = f"sync-{uuid.uuid4()}-u1" if sync else f"{uuid.uuid4()}-u1"
+        payload = b'{"id":"' + job_id.encode() + b'","input":' + raw_input
+        if s3:
+            payload += b',"s3Config":' + s3
+        payload += b"}"
+        now = self.clock()
+        job = Job(id=job_id, endpoint=endpoint, payload=payload, webhook=req.webhook,
+                  execution_timeout_ms=execution_timeout, ttl_ms=ttl,
+                  retention_ms=s.retention_runsync_ms if sync else s.retention_run_ms,
+                  created_at=now, expires_at=now + ttl / 1000.0)
+        if not await self.store.submit(job, max_queue=s.queue_cap() + 1, now=now):
+            raise ApiError(429, "queue is full", {"Retry-After": "10"})
+        return job
+
+    async def wait_terminal(self, endpoint: str, job_id: str, wait: float) -> Job | None:
+        """Wait up to ``wait`` seconds for the job to become terminal; the job as it is then
+        (``None`` if it disappeared)."""
+        deadline = self.clock() + wait
+        while True:
+            now = self.clock()
+            job = await self.store.get(endpoint, job_id, now=now)
+            if job is None or job.terminal or now >= deadline:
+                return job
+            await self.store.wait_job(endpoint, job_id, deadline - now)
+
+    async def runsync(self, endpoint: str, body: bytes, wait_ms: int | None) -> bytes:
+        s = self.settings
+        wait = self._wait_ms(wait_ms, s.runsync_wait_default_ms, s.runsync_wait_max_ms)
+        job = await self.submit(endpoint, body, sync=True)
+        done = await self.wait_terminal(endpoint, job.id, wait)
+        if done is None:
+            raise ApiError(404, "job not found")
+        return self.status_json(done) if done.terminal else self.short_json(done)
+
+    async def status(self, endpoint: str, job_id: str, ttl_ms: int | None) -> bytes:
+        if ttl_ms is not None:
+            if ttl_ms <= 0 or ttl_ms > jobs.TTL_MAX_MS:
+                raise ApiError(400, f"ttl must be between 1 and {jobs.TTL_MAX_MS} ms")
+            job = await self.store.set_ttl(endpoint, job_id, ttl_ms, now=self.clock())
+            if job is None:
+                raise ApiError(404, "job not found")
+        else:
+            job = await self._job(endpoint, job_id)
+        return self.status_json(job)
+
+    async def status_sync(self, endpoint: str, job_id: str, wait_ms: int | None) -> bytes:
+        s = self.settings
+        job = await self.wait_terminal(endpoint, job_id,
+                                       self._wait_ms(wait_ms, s.status_sync_wait_default_ms, s.status_sync_wait_max_ms))
+        if job is None:
+            raise ApiError(404, "job not found")
+        return self.status_json(job)
+
+    async def stream(self, endpoint: str, job_id: str, wait_ms: int | None) -> bytes:
+        """New chunks since the last read; held up to ``wait`` while there are none and the
+        job is not terminal."""
+        deadline = self.clock() + self._wait_ms(wait_ms, 0, self.settings.stream_wait_max_ms)
+        while True:
+            now = self.clock()
+            got = await self.store.read_stream(endpoint, job_id, now=now)
+            if got is None:
+                raise ApiError(404, "job not found")
+            job, chunks = got
+            if chunks or job.terminal or now >= deadline:
+                items = b",".join([b'{"output":' + c + b"}" for c in chunks])
+                return b'{"status":"' + job.status.encode() + b'","stream":[' + items + b"]}"
+            await self.store.wait_job(endpoint, job_id, deadline - now)
+
+    async def cancel(self, endpoint: str, job_id: str) -> bytes:
+        outcome = await self.store.cancel(endpoint, job_id, now=self.clock())
+        if outcome is None:
+            raise ApiError(404, "job not found")
+        self._after(outcome)
+        return self.short_json(outcome.job)
+
+    async def retry(self, endpoint: str, job_id: str) -> bytes:
+        outcome = await self.store.retry(endpoint, job_id, now=self.clock())
+        if outcome is None:
+            raise ApiError(404, "job not found")
+        if not outcome.changed:
+            raise ApiError(400, f"job is {outcome.job.status}; only FAILED or TIMED_OUT jobs can be retried")
+        return self.short_json(outcome.job)
+
+    async def purge(self, endpoint: str) -> bytes:
+        removed = await self.store.purge(endpoint, now=self.clock())
+        return b'{"removed":' + str(removed).encode() + b',"status":"completed"}'
+
+    async def health(self, endpoint: str) -> bytes:
+        health = await self.store.health(endpoint, now=self.clock(), worker_timeout=self.settings.worker_timeout)
+        return _encode(health)
+
+    # --- worker operations ---------------------------------------------------------------------
+
+    async def take(self, endpoint: str, worker_id: str, count: int) -> list[Job]:
+        """Long-poll for up to ``count`` jobs (empty list after ``take_hold``)."""
+        deadline = self.clock() + self.settings.take_hold
+        while True:
+            now = self.clock()
+            taken = await self.store.take(endpoint, worker_id, count, now=now)
+            if taken or now >= deadline:
+                return taken
+            await self.store.wait_queue(endpoint, deadline - now)
+
+    async def stop_signals(self, endpoint: str, worker_id: str) -> list[str]:
+        deadline = self.clock() + self.settings.stop_hold
+        while True:
+            now = self.clock()
+            ids = await self.store.take_stop_signals(endpoint, worker_id, now=now)
+            if ids or now >= deadline:
+                return ids
+            await self.store.wait_stop(endpoint, worker_id, deadline - now)
+
+    async def done(self, endpoint: str, worker_id: str, job_id: str, body: bytes) -> None:
+        try:
+            done = _done_decoder.decode(body) if body.strip() else jobs.DoneBody()
+        except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+            raise _bad_body(exc) from None
+        now = self.clock()
+        output = bytes(done.output) or None
+        if done.status == IN_PROGRESS:
+            if not await self.store.progress(endpoint, job_id, worker_id, output, now=now):
+                raise ApiError(404, "job not found or not in progress on this worker")
+            return
+        if done.error:  # truthy error → FAILED (reference §2.5)
+            error = done.error if isinstance(done.error, str) else _encode(done.error).decode()
+            outcome = await self.store.finish(endpoint, job_id, worker_id, FAILED, output=output, error=error,
+                                              now=now)
+        else:
+            outcome = await self.store.finish(endpoint, job_id, worker_id, COMPLETED, output=output, error=None,
+                                              now=now)
+        if outcome is None:
+            raise ApiError(404, "job not found or not in progress on this worker")
+        if done.stop_pod:
+            log.info("worker %s asked to be recycled (stopPod)", worker_id)
+        self._after(outcome)
+
+    async def stream_chunk(self, endpoint: str, worker_id: str, job_id: str, body: bytes) -> None:
+        try:
+            chunk = _stream_decoder.decode(body)
+        except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+            raise _bad_body(exc) from None
+        raw = bytes(chunk.output) or b"null"
+        chunks = split_chunk(raw, self.settings.max_chunk)
+        if not await self.store.append_chunks(endpoint, job_id, worker_id, chunks, now=self.clock()):
+            raise ApiError(404, "job not found or not in progress on this worker")
+
+    async def ping(self, endpoint: str, worker_id: str, job_ids: str | None, status: str | None) -> None:
+        ids = [j for j in job_ids.split(",") if j] if job_ids else []
+        await self.store.touch_worker(endpoint, worker_id, now=self.clock(), job_ids=ids,
+                                      unhealthy=(status == "unhealthy"))

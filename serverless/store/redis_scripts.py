@@ -1,0 +1,380 @@
+"""The Lua scripts of :class:`serverless.store.redis.RedisStore`: one script per store
+operation, each run atomically by Redis, all sharing the prelude below.
+
+Key layout, for endpoint ``E`` under ``prefix`` (``B = "{prefix}:{E}:"``, passed as KEYS[1]; a
+prefix given with a trailing colon gets no second one):
+
+==============  =======  ===================================================================
+key             type     holds
+==============  =======  ===================================================================
+``B j:<id>``    hash     one job: ``spec`` (msgpack of the fields that never change), and the
+                         state fields ``st`` status, ``w`` worker id, ``sa``/``fa`` started /
+                         finished at, ``ex`` expires at, ``o`` output, ``e`` error, ``at``
+                         attempts, ``rt`` retries, plus ``to``/``rn``/``tl`` (execution
+                         timeout, retention, ttl in ms) that the scripts compute with
+``B c:<id>``    list     the job's stream chunks not yet read by ``/stream``
+``B q``         zset     the queue: IN_QUEUE ids by sequence (tail = +seq, head = -seq)
+``B seq``       string   the queue sequence counter
+``B r``         zset     IN_PROGRESS ids by run deadline (started_at + executionTimeout)
+``B x``         zset     every job id by ``expires_at``
+``B w``         zset     worker ids by last contact
+``B wh``        hash     worker id -> last ping report: ``u`` unhealthy, ``r`` reported jobs,
+                         ``""`` idle
+``B wj:<wid>``  set      the IN_PROGRESS job ids a worker holds
+``B s:<wid>``   list     job ids the worker must stop (job-stop), expires after ``stop_ttl``
+``B n``         hash     cumulative counters ``completed``, ``failed``, ``retried``
+==============  =======  ===================================================================
+
+Job and chunk keys also carry a native Redis TTL of ``expires_at + grace``: a safety net for
+when no replica sweeps; sweeps delete them on time (and send the stop signal) before that.
+
+Wake-ups: scripts ``PUBLISH`` msgpack ``[kind, endpoint, id]`` on the store's channel: ``q``
+(queue went from empty to non-empty; id ``""``), ``j`` (job changed; for stream chunks only
+when the unread buffer was empty), ``s`` (stop signal for worker ``id``). A waiter that checked
+and found nothing is always followed by such an event, so fewer events suffice.
+
+Common ARGV: [1] channel, [2] endpoint, [3] now (float seconds), [4] grace (ms), [5] stop
+signal ttl (ms); each script's own arguments start at ARGV[6]. Scripts that return a job
+return its ``FIELDS`` in order (see ``redis.py``).
+"""
+
+from __future__ import annotations
+
+#: the job hash fields a script returns for a job, in this order (decoded by redis.py)
+FIELDS = ("spec", "st", "w", "sa", "fa", "ex", "o", "e", "at", "rt")
+
+PRELUDE = r"""
+local B, CH, EP = KEYS[1], ARGV[1], ARGV[2]
+local NOWS = ARGV[3]
+local NOW = tonumber(NOWS)
+local GRACE = tonumber(ARGV[4])
+local STOP_TTL = tonumber(ARGV[5])
+local Q, SEQ, R, X, W, WH, N = B..'q', B..'seq', B..'r', B..'x', B..'w', B..'wh', B..'n'
+local FIELDS = {'spec', 'st', 'w', 'sa', 'fa', 'ex', 'o', 'e', 'at', 'rt'}
+
+local function jk(id) return B..'j:'..id end
+local function ck(id) return B..'c:'..id end
+local function wjk(wid) return B..'wj:'..wid end
+local function sk(wid) return B..'s:'..wid end
+local function num(x) return string.format('%.17g', x) end
+
+local function publish(kind, id)
+  redis.call('PUBLISH', CH, cmsgpack.pack({kind, EP, id}))
+end
+
+local function record(id)
+  return redis.call('HMGET', jk(id), unpack(FIELDS))
+end
+
+-- {st, ex, w, rn, to, tl} of a job that exists and has not expired, else nil
+local function live(id)
+  local v = redis.call('HMGET', jk(id), 'st', 'ex', 'w', 'rn', 'to', 'tl')
+  if not v[1] or tonumber(v[2]) <= NOW then return nil end
+  return v
+end
+
+-- live() of an IN_PROGRESS job held by worker wid, else nil
+local function owned(id, wid)
+  local v = live(id)
+  if not v or v[1] ~= 'IN_PROGRESS' or v[3] ~= wid then return nil end
+  return v
+end
+
+local function touch(wid)
+  redis.call('ZADD', W, NOWS, wid)
+end
+
+local function set_expiry(id, ex)
+  redis.call('HSET', jk(id), 'ex', num(ex))
+  redis.call('ZADD', X, num(ex), id)
+  local ms = math.max(1, math.floor((ex - NOW) * 1000) + GRACE)
+  redis.call('PEXPIRE', jk(id), ms)
+  redis.call('PEXPIRE', ck(id), ms)
+end
+
+local function enqueue(id, head)
+  local was_empty = redis.call('ZCARD', Q) == 0
+  local seq = redis.call('INCR', SEQ)
+  if head then seq = -seq end
+  redis.call('ZADD', Q, seq, id)
+  if was_empty then publish('q', '') end
+end
+
+local function stop(wid, id)
+  if not wid then return end
+  redis.call('RPUSH', sk(wid), id)
+  redis.call('PEXPIRE', sk(wid), STOP_TTL)
+  publish('s', wid)
+end
+
+-- leave the running structures (R, the worker's set) if the job is IN_PROGRESS
+local function unrun(id, v)
+  if v[1] == 'IN_PROGRESS' then
+    redis.call('ZREM', R, id)
+    if v[3] then redis.call('SREM', wjk(v[3]), id) end
+  end
+end
+
+local function delete(id)
+  redis.call('DEL', jk(id), ck(id))
+  redis.call('ZREM', X, id)
+  publish('j', id)
+end
+
+-- a queued or running job becomes terminal; the retention clock starts
+local function terminate(id, v, status)
+  unrun(id, v)
+  if v[1] == 'IN_QUEUE' then redis.call('ZREM', Q, id) end
+  redis.call('HSET', jk(id), 'st', status, 'fa', NOWS)
+  if status == 'COMPLETED' then
+    redis.call('HINCRBY', N, 'completed', 1)
+  elseif status == 'FAILED' or status == 'TIMED_OUT' then
+    redis.call('HINCRBY', N, 'failed', 1)
+  end
+  set_expiry(id, math.min(tonumber(v[2]), NOW + tonumber(v[4]) / 1000))
+  publish('j', id)
+end
+
+-- back to IN_QUEUE (at the head or the tail), run state and unread chunks cleared
+local function requeue(id, v, head)
+  unrun(id, v)
+  redis.call('HSET', jk(id), 'st', 'IN_QUEUE')
+  redis.call('HDEL', jk(id), 'w', 'sa', 'fa', 'o', 'e')
+  redis.call('DEL', ck(id))
+  enqueue(id, head)
+  publish('j', id)
+end
+
+-- set (flag '1') or remove a hash field
+local function put(id, field, flag, value)
+  if flag == '1' then
+    redis.call('HSET', jk(id), field, value)
+  else
+    redis.call('HDEL', jk(id), field)
+  end
+end
+"""
+
+# ARGV[6] max_queue ('' = none), [7] id, [8] spec, [9] expires_at, [10] to, [11] rn, [12] tl,
+# [13] attempts, [14] retries
+SUBMIT = r"""
+local id = ARGV[7]
+if ARGV[6] ~= '' and redis.call('ZCARD', Q) >= tonumber(ARGV[6]) then return 0 end
+redis.call('HSET', jk(id), 'spec', ARGV[8], 'st', 'IN_QUEUE', 'to', ARGV[10], 'rn', ARGV[11],
+           'tl', ARGV[12], 'at', ARGV[13], 'rt', ARGV[14])
+set_expiry(id, tonumber(ARGV[9]))
+enqueue(id, false)
+return 1
+"""
+
+# ARGV[6] ttl ms, [7] id
+SET_TTL = r"""
+local id = ARGV[7]
+if not live(id) then return nil end
+set_expiry(id, NOW + tonumber(ARGV[6]) / 1000)
+return record(id)
+"""
+
+# ARGV[6] id -> {record, chunks}
+READ_STREAM = r"""
+local id = ARGV[6]
+if not live(id) then return nil end
+local chunks = redis.call('LRANGE', ck(id), 0, -1)
+if #chunks > 0 then redis.call('DEL', ck(id)) end
+return {record(id), chunks}
+"""
+
+# ARGV[6] id -> {changed, record}
+CANCEL = r"""
+local id = ARGV[6]
+local v = live(id)
+if not v then return nil end
+if v[1] ~= 'IN_QUEUE' and v[1] ~= 'IN_PROGRESS' then return {0, record(id)} end
+terminate(id, v, 'CANCELLED')
+if v[1] == 'IN_PROGRESS' then stop(v[3], id) end
+return {1, record(id)}
+"""
+
+# ARGV[6] id -> {changed, record}
+RETRY = r"""
+local id = ARGV[6]
+local v = live(id)
+if not v then return nil end
+if v[1] ~= 'FAILED' and v[1] ~= 'TIMED_OUT' then return {0, record(id)} end
+redis.call('HINCRBY', jk(id), 'rt', 1)
+redis.call('HINCRBY', N, 'retried', 1)
+set_expiry(id, NOW + tonumber(v[6]) / 1000)
+requeue(id, v, false)
+return {1, record(id)}
+"""
+
+PURGE = r"""
+local ids = redis.call('ZRANGE', Q, 0, -1)
+for _, id in ipairs(ids) do delete(id) end
+redis.call('DEL', Q)
+return #ids
+"""
+
+# ARGV[6] worker_timeout (s) -> {completed, failed, retried, inQueue, inProgress, idle, running,
+# unhealthy}
+HEALTH = r"""
+local c = redis.call('HMGET', N, 'completed', 'failed', 'retried')
+local idle, running, unhealthy = 0, 0, 0
+local alive = redis.call('ZRANGEBYSCORE', W, '(' .. num(NOW - tonumber(ARGV[6])), '+inf')
+for _, wid in ipairs(alive) do
+  local report = redis.call('HGET', WH, wid)
+  if report == 'u' then
+    unhealthy = unhealthy + 1
+  elseif report == 'r' or redis.call('SCARD', wjk(wid)) > 0 then
+    running = running + 1
+  else
+    idle = idle + 1
+  end
+end
+return {tonumber(c[1]) or 0, tonumber(c[2]) or 0, tonumber(c[3]) or 0,
+        redis.call('ZCARD', Q), redis.call('ZCARD', R), idle, running, unhealthy}
+"""
+
+# ARGV[6] worker id, [7] count -> list of records
+TAKE = r"""
+local wid, want = ARGV[6], tonumber(ARGV[7])
+touch(wid)
+local out = {}
+while #out < want do
+  local popped = redis.call('ZPOPMIN', Q, want - #out)
+  if #popped == 0 then break end
+  for i = 1, #popped, 2 do
+    local id = popped[i]
+    local v = redis.call('HMGET', jk(id), 'st', 'ex', 'to')
+    if v[1] then
+      if tonumber(v[2]) <= NOW then
+        delete(id)
+      elseif v[1] == 'IN_QUEUE' then
+        redis.call('HSET', jk(id), 'st', 'IN_PROGRESS', 'w', wid, 'sa', NOWS)
+        redis.call('ZADD', R, num(NOW + tonumber(v[3]) / 1000), id)
+        redis.call('SADD', wjk(wid), id)
+        publish('j', id)
+        out[#out + 1] = record(id)
+      end
+    end
+  end
+end
+return out
+"""
+
+# ARGV[6] id, [7] worker id, [8..] chunks -> 1 applied / 0 not
+APPEND_CHUNKS = r"""
+local id, wid = ARGV[6], ARGV[7]
+if not owned(id, wid) then return 0 end
+touch(wid)
+local was = redis.call('LLEN', ck(id))
+for i = 8, #ARGV do redis.call('RPUSH', ck(id), ARGV[i]) end
+local ttl = redis.call('PTTL', jk(id))
+if ttl > 0 then redis.call('PEXPIRE', ck(id), ttl) end
+if was == 0 and #ARGV >= 8 then publish('j', id) end
+return 1
+"""
+
+# ARGV[6] id, [7] worker id, [8] has output '1'/'0', [9] output -> 1 / 0
+PROGRESS = r"""
+local id, wid = ARGV[6], ARGV[7]
+if not owned(id, wid) then return 0 end
+touch(wid)
+put(id, 'o', ARGV[8], ARGV[9])
+publish('j', id)
+return 1
+"""
+
+# ARGV[6] id, [7] worker id, [8] status, [9] has output, [10] output, [11] has error, [12] error
+FINISH = r"""
+local id, wid = ARGV[6], ARGV[7]
+local v = owned(id, wid)
+if not v then return nil end
+touch(wid)
+put(id, 'o', ARGV[9], ARGV[10])
+put(id, 'e', ARGV[11], ARGV[12])
+terminate(id, v, ARGV[8])
+return record(id)
+"""
+
+# ARGV[6] worker id -> job ids
+TAKE_STOPS = r"""
+local wid = ARGV[6]
+touch(wid)
+local ids = redis.call('LRANGE', sk(wid), 0, -1)
+if #ids > 0 then redis.call('DEL', sk(wid)) end
+return ids
+"""
+
+# ARGV[6] worker id, [7] report: '-' keep the last one, 'u' unhealthy, 'r' running jobs, '' idle
+TOUCH = r"""
+touch(ARGV[6])
+if ARGV[7] ~= '-' then redis.call('HSET', WH, ARGV[6], ARGV[7]) end
+return 1
+"""
+
+# ARGV[6] worker_timeout (s), [7] max_attempts, [8] max jobs per pass -> records of the jobs
+# that became terminal
+SWEEP = r"""
+local timeout, max_attempts, limit = tonumber(ARGV[6]), tonumber(ARGV[7]), tonumber(ARGV[8])
+local finished = {}
+
+-- 1. execution timeouts
+for _, id in ipairs(redis.call('ZRANGEBYSCORE', R, '-inf', NOWS, 'LIMIT', 0, limit)) do
+  local v = live(id)
+  local st = redis.call('HGET', jk(id), 'st')
+  if not st or st ~= 'IN_PROGRESS' then
+    redis.call('ZREM', R, id)
+  elseif v then  -- an expired job is left to the expiry pass
+    terminate(id, v, 'TIMED_OUT')
+    stop(v[3], id)
+    finished[#finished + 1] = record(id)
+  end
+end
+
+-- 3. jobs of workers that stopped reporting
+for _, wid in ipairs(redis.call('ZRANGEBYSCORE', W, '-inf', num(NOW - timeout))) do
+  for _, id in ipairs(redis.call('SMEMBERS', wjk(wid))) do
+    local v = redis.call('HMGET', jk(id), 'st', 'ex', 'w', 'rn', 'to', 'tl')
+    if not v[1] or v[1] ~= 'IN_PROGRESS' or v[3] ~= wid then
+      redis.call('SREM', wjk(wid), id)
+      if not v[1] then redis.call('ZREM', R, id) end
+    elseif tonumber(v[2]) > NOW then
+      if redis.call('HINCRBY', jk(id), 'at', 1) <= max_attempts then
+        requeue(id, v, true)
+      else
+        redis.call('HSET', jk(id), 'e', 'worker lost')
+        terminate(id, v, 'FAILED')
+        finished[#finished + 1] = record(id)
+      end
+    end
+  end
+end
+
+-- 2. expiry: deleted (404), with a stop signal if it was running
+for _, id in ipairs(redis.call('ZRANGEBYSCORE', X, '-inf', NOWS, 'LIMIT', 0, limit)) do
+  local v = redis.call('HMGET', jk(id), 'st', 'ex', 'w')
+  if not v[1] then
+    redis.call('ZREM', X, id)
+  elseif tonumber(v[2]) > NOW then
+    redis.call('ZADD', X, v[2], id)
+  else
+    if v[1] == 'IN_PROGRESS' then
+      unrun(id, v)
+      stop(v[3], id)
+    elseif v[1] == 'IN_QUEUE' then
+      redis.call('ZREM', Q, id)
+    end
+    delete(id)
+  end
+end
+
+-- 4. forget workers long gone that hold nothing
+for _, wid in ipairs(redis.call('ZRANGEBYSCORE', W, '-inf', num(NOW - 10 * timeout), 'LIMIT', 0, limit)) do
+  if redis.call('SCARD', wjk(wid)) == 0 then
+    redis.call('ZREM', W, wid)
+    redis.call('HDEL', WH, wid)
+  end
+end
+return finished
+"""

@@ -1,0 +1,122 @@
+"""Run ``podgate serve`` (the embedded default) as a subprocess, the way the README says,
+and read what it prints: the proxy's base URL from its banner, the local endpoint's URL from
+the relayed ``[endpoint] … ready on`` line. Used by tests/e2e and bench/bench_smollm2.py."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import httpx
+
+_BASE_URL = re.compile(r"Base URL\s+(http://\S+/v1)")
+_ENDPOINT = re.compile(r"\[endpoint\] podgate endpoint ready on (http://\S+/v2)")
+
+
+def podgate_command() -> list[str]:
+    """``podgate`` from the running interpreter's environment (the console script the
+    README's install puts on PATH)."""
+    script = shutil.which("podgate", path=str(Path(sys.executable).parent))
+    return [script] if script else [sys.executable, "-m", "proxy.cli"]
+
+
+class ServeProcess:
+    """``podgate serve --port 0 [extra…]`` with a known endpoint key (``PODGATE_EMBEDDED_KEY``)."""
+
+    def __init__(self, *extra: str, key: str = "e2e-key"):
+        self.key = key
+        self.argv = [*podgate_command(), "serve", "--port", "0", *extra]
+        self.stdout: list[str] = []
+        self.stderr: list[str] = []
+        self.base_url: str | None = None
+        self.endpoint_url: str | None = None
+        self.started_at = 0.0
+        self.proc: subprocess.Popen | None = None
+
+    def start(self) -> ServeProcess:
+        env = {**os.environ, "PODGATE_EMBEDDED_KEY": self.key}
+        self.started_at = time.monotonic()
+        self.proc = subprocess.Popen(self.argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env,
+                                     stdin=subprocess.DEVNULL, text=True, bufsize=1)
+        for stream, sink in ((self.proc.stdout, self.stdout), (self.proc.stderr, self.stderr)):
+            threading.Thread(target=self._drain, args=(stream, sink), daemon=True).start()
+        return self
+
+    def _drain(self, stream, sink: list[str]) -> None:
+        for line in stream:
+            sink.append(line)
+            if self.base_url is None and (m := _BASE_URL.search(line)):
+                self.base_url = m.group(1)
+            if self.endpoint_url is None and (m := _ENDPOINT.search(line)):
+                self.endpoint_url = m.group(1)
+
+    def wait_ready(self, timeout: float = 180.0) -> float:
+        """Wait for the banner, then for ``/readyz`` 200; return seconds since start."""
+        deadline = time.monotonic() + timeout
+        while self.base_url is None or self.endpoint_url is None:
+            if self.proc.poll() is not None:
+                raise AssertionError(f"podgate serve exited with {self.proc.returncode}:\n{self.output()}")
+            if time.monotonic() > deadline:
+                raise AssertionError(f"podgate serve printed no banner in {timeout} s:\n{self.output()}")
+            time.sleep(0.05)
+        while httpx.get(self.root + "/readyz").status_code != 200:
+            if time.monotonic() > deadline:
+                raise AssertionError("podgate serve never became ready")
+            time.sleep(0.1)
+        return time.monotonic() - self.started_at
+
+    @property
+    def root(self) -> str:
+        return self.base_url.removesuffix("/v1")
+
+    def endpoint_status(self, job_id: str) -> dict:
+        """The local endpoint's ``/status`` of a job (the RunPod job id podgate reports in
+        ``x-runpod-job-id``)."""
+        r = httpx.get(f"{self.endpoint_url}/smollm2/status/{job_id}", headers={"Authorization": f"Bearer {self.key}"})
+        r.raise_for_status()
+        return r.json()
+
+    def endpoint_health(self) -> dict:
+        r = httpx.get(f"{self.endpoint_url}/smollm2/health", headers={"Authorization": f"Bearer {self.key}"})
+        r.raise_for_status()
+        return r.json()
+
+    def descendants(self, depth: int | None = None) -> list[int]:
+        """Pids of the processes below ``podgate serve`` (``depth=1``: its children — the
+        endpoint and the workers; deeper: the SDK's heartbeat processes)."""
+        children: dict[int, list[int]] = {}
+        for entry in Path("/proc").iterdir():
+            if entry.name.isdigit():
+                try:
+                    stat = (entry / "stat").read_text()
+                except OSError:
+                    continue
+                ppid = int(stat.rsplit(")", 1)[1].split()[1])
+                children.setdefault(ppid, []).append(int(entry.name))
+        out, level = [], [self.proc.pid]
+        while level and (depth is None or depth > 0):
+            level = [c for p in level for c in children.get(p, [])]
+            out += level
+            depth = None if depth is None else depth - 1
+        return out
+
+    def stop(self, sig: int = signal.SIGINT, timeout: float = 30.0) -> int:
+        if self.proc is None or self.proc.poll() is not None:
+            return self.proc.returncode if self.proc else 0
+        self.proc.send_signal(sig)
+        try:
+            return self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+            raise AssertionError(f"podgate serve did not stop within {timeout} s:\n{self.output()}")
+
+    def output(self) -> str:
+        return "".join(self.stdout) + "\n--- stderr ---\n" + "".join(self.stderr[-200:])

@@ -1,0 +1,156 @@
+"""Fixtures for the proxy's contract tests: podgate → local endpoint → real SDK workers.
+
+``stack`` (module scope): one ``podgate endpoint`` (H1's fixture), two real ``runpod`` SDK
+workers running ``tests.proxy.handlers.workers:handler`` (8 jobs each at once), and one
+``podgate serve --config`` subprocess whose models cover every worker format and wire
+style (see ``MODELS``). ``stack.base_url`` is the proxy's ``/v1``; ``stack.markers`` the
+directory where slow handlers leave ``<job>.started`` / ``<job>.cancelled``.
+"""
+
+from __future__ import annotations
+
+import os
+import selectors
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+HANDLER = "tests.proxy.handlers.workers:handler"
+
+#: model name → (format, served_model). The served model picks the worker's wire style.
+MODELS = {
+    "vllm-c": ("vllm", "era-c"),
+    "vllm-b": ("vllm", "era-b"),
+    "vllm-list": ("vllm", "chunk-list"),
+    "sglang": ("sglang", "sglang"),
+    "native": ("vllm-native", None),
+    "tgi": ("tgi", None),
+    "text": ("text", None),
+}
+
+TIMING = {
+    "keepalive_s": 0.3,
+    "first_byte_wait_s": 0.5,
+    "stream_wait_ms": 500,
+    "runsync_wait_ms": 1000,
+    "request_timeout_s": 30.0,
+    "upstream_timeout_s": 10.0,
+}
+
+
+def write_config(path: Path, endpoint_base: str, endpoint: str, *, timing: dict | None = None,
+                 models: dict | None = None) -> Path:
+    lines = ["[server]", 'host = "127.0.0.1"', "port = 0", "", "[runpod]", f'base_url = "{endpoint_base}"',
+             'api_key_env = "PODGATE_TEST_RUNPOD_KEY"', "", "[timing]"]
+    for k, v in {**TIMING, **(timing or {})}.items():
+        lines.append(f"{k} = {v!r}")
+    for name, (fmt, served) in (models or MODELS).items():
+        lines += ["", "[[models]]", f'name = "{name}"', f'endpoint = "{endpoint}"', f'format = "{fmt}"']
+        if served:
+            lines.append(f'served_model = "{served}"')
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+class ProxyProcess:
+    def __init__(self, proc: subprocess.Popen, port: int, log: Path):
+        self.proc = proc
+        self.port = port
+        self.log = log
+        self.base_url = f"http://127.0.0.1:{port}/v1"
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGTERM)
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait(5)
+
+    def output(self) -> str:
+        return self.log.read_text(errors="replace") if self.log.exists() else ""
+
+
+def start_proxy(config: Path, api_key: str, logdir: Path) -> ProxyProcess:
+    log = logdir / f"proxy-{config.stem}.log"
+    env = {**os.environ, "PODGATE_TEST_RUNPOD_KEY": api_key}
+    fh = open(log, "wb")
+    proc = subprocess.Popen([sys.executable, "-m", "proxy.cli", "serve", "--config", str(config)], cwd=ROOT, env=env,
+                            stdout=subprocess.PIPE, stderr=fh, start_new_session=True)
+    fh.close()
+    sel = selectors.DefaultSelector()
+    sel.register(proc.stdout, selectors.EVENT_READ)
+    deadline = time.monotonic() + 30
+    try:
+        while time.monotonic() < deadline and proc.poll() is None:
+            if not sel.select(0.1):
+                continue
+            line = proc.stdout.readline()
+            if b"listening on http://" in line:
+                port = int(line.split(b"http://", 1)[1].split(b"/", 1)[0].rsplit(b":", 1)[1])
+                return ProxyProcess(proc, port, log)
+    finally:
+        sel.close()
+    proc.kill()
+    raise RuntimeError("podgate serve did not start:\n" + log.read_text(errors="replace")[-3000:])
+
+
+@dataclass
+class Stack:
+    endpoint: object  # conftest.EndpointServer
+    proxy: ProxyProcess
+    markers: Path
+
+    @property
+    def base_url(self) -> str:
+        return self.proxy.base_url
+
+    def job_status(self, job_id: str) -> dict:
+        with self.endpoint.client() as c:
+            return c.get(f"{self.endpoint.url()}/status/{job_id}").json()
+
+    def wait_status(self, job_id: str, want: str, timeout: float = 10.0) -> str:
+        deadline = time.monotonic() + timeout
+        status = None
+        while time.monotonic() < deadline:
+            status = self.job_status(job_id).get("status")
+            if status == want:
+                return status
+            time.sleep(0.05)
+        return status
+
+    def wait_marker(self, pattern: str, timeout: float = 15.0) -> list[Path]:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            found = sorted(self.markers.glob(pattern))
+            if found:
+                return found
+            time.sleep(0.05)
+        return []
+
+
+@pytest.fixture(scope="module")
+def stack(module_endpoint_factory, tmp_path_factory) -> Stack:
+    server = module_endpoint_factory(endpoints=("ep",))
+    markers = tmp_path_factory.mktemp("markers")
+    for _ in range(2):
+        server.worker(HANDLER, concurrency=8, extra_env={"PODGATE_TEST_MARKERS": str(markers)})
+    logdir = tmp_path_factory.mktemp("proxy")
+    config = write_config(logdir / "podgate.toml", server.base, "ep")
+    proxy = start_proxy(config, server.api_key, logdir)
+    yield Stack(server, proxy, markers)
+    proxy.stop()
+
+
+@pytest.fixture
+def http(stack) -> httpx.Client:
+    with httpx.Client(base_url=stack.base_url, timeout=30) as c:
+        yield c

@@ -109,6 +109,7 @@ class StreamAssembler:
         self._started: set[int] = set()
         self._finished: set[int] = set()
         self._tool_ids: dict[tuple[int, int], str] = {}
+        self._tool_named: set[tuple[int, int]] = set()
         self._texts: dict[int, list[str]] = {}
         self._tools: set[int] = set()
         self._chunk_usage = None if include_usage else UNSET
@@ -225,14 +226,18 @@ class StreamAssembler:
     def _tool_delta(self, choice: int, tc: ToolCallDelta) -> DeltaToolCall:
         self._tools.add(choice)
         key = (choice, tc.tool_index)
+        fn = DeltaFunction(arguments=tc.arguments or "")
         if key not in self._tool_ids:
             call_id = tc.id or new_tool_call_id()
             self._tool_ids[key] = call_id
-            fn = DeltaFunction(arguments=tc.arguments or "")
             if tc.name is not None:
                 fn.name = tc.name
+                self._tool_named.add(key)
             return DeltaToolCall(index=tc.tool_index, id=call_id, type="function", function=fn)
-        return DeltaToolCall(index=tc.tool_index, function=DeltaFunction(arguments=tc.arguments or ""))
+        if tc.name is not None and key not in self._tool_named:  # a name that came late
+            fn.name = tc.name
+            self._tool_named.add(key)
+        return DeltaToolCall(index=tc.tool_index, function=fn)
 
 
 def _pending(index: int, *, finish: str) -> _Pending:
@@ -342,7 +347,7 @@ class Aggregator:
                 return
 
     def completion_texts(self) -> list[str]:
-        n = max([self.n - 1, *self._choices]) + 1 if (self._choices or self.n) else 0
+        n = max([self.n - 1, *self._choices]) + 1
         return ["".join(self._choices[i].text) if i in self._choices else "" for i in range(n)]
 
     def result(self, usage: Usage | None = None) -> ChatCompletion | TextCompletion:

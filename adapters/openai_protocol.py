@@ -19,9 +19,14 @@ Responses (what podgate sends):
   ``system_fingerprint``, ``message.content``, ``message.refusal``); fields OpenAI omits
   when absent default to ``UNSET`` and are then not written (delta fields, tool-call
   fragments, ``message.tool_calls``, reasoning). Top-level response Structs are
-  keyword-only, with fields in OpenAI's order (``id, object, created, model, ...``). A chunk's ``usage`` is ``UNSET`` (absent) unless the
-  client asked for ``stream_options.include_usage``, in which case it is ``None`` on every
-  chunk but the final ``choices: []`` one.
+  keyword-only, with fields in OpenAI's order (``id, object, created, model, ...``).
+  A chunk's ``usage`` is ``UNSET`` (absent) unless the client asked for
+  ``stream_options.include_usage``, in which case it is ``None`` on every chunk but the
+  final ``choices: []`` one.
+
+Both ``max_tokens`` and ``max_completion_tokens`` are accepted, also together
+(``max_output_tokens`` prefers the latter, as vLLM does). ``req._raw`` (the decoded body)
+lives in the instance ``__dict__``: ``copy``/``msgspec.structs.replace`` do not keep it.
 """
 
 from __future__ import annotations

@@ -110,8 +110,9 @@ class RunPodClient:
 
     def __init__(self, http: httpx.AsyncClient, api_key: str, *, read_timeout: float = 30.0):
         self._http = http
-        self._auth = {"authorization": f"Bearer {api_key}"}
+        http.headers["authorization"] = f"Bearer {api_key}"  # set once, not merged per call
         self._read_timeout = read_timeout
+        self._wait_timeouts: dict[int, httpx.Timeout] = {}
 
     @property
     def http(self) -> httpx.AsyncClient:
@@ -147,16 +148,15 @@ class RunPodClient:
     async def _call(
         self, method: str, path: str, operation: str, *, content: bytes | None = None, wait_ms: int | None = None
     ) -> bytes:
-        params = None
-        timeout = None
+        timeout = httpx.USE_CLIENT_DEFAULT
         if wait_ms:
-            params = {"wait": str(int(wait_ms))}
-            timeout = httpx.Timeout(self._read_timeout + wait_ms / 1000.0, connect=self._http.timeout.connect)
+            path = f"{path}?wait={int(wait_ms)}"
+            timeout = self._wait_timeouts.get(wait_ms)
+            if timeout is None:
+                timeout = self._wait_timeouts[wait_ms] = httpx.Timeout(
+                    self._read_timeout + wait_ms / 1000.0, connect=self._http.timeout.connect)
         try:
-            resp = await self._http.request(
-                method, path, content=content, params=params, headers=self._auth,
-                timeout=timeout if timeout is not None else httpx.USE_CLIENT_DEFAULT,
-            )
+            resp = await self._http.request(method, path, content=content, timeout=timeout)
         except httpx.TimeoutException as exc:
             raise RunPodError(504, f"upstream timed out ({type(exc).__name__})", operation=operation,
                              answered=False) from None

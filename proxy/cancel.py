@@ -50,9 +50,10 @@ class CancelQueue:
             await asyncio.wait_for(self._drain(), timeout)
         except asyncio.TimeoutError:
             log.warning("cancel queue closed with %d cancels unsent", len(self._pending))
-        for t in list(self._tasks) + ([self._runner] if self._runner else []):
+        tasks = [*self._tasks, *([self._runner] if self._runner else [])]
+        for t in tasks:
             t.cancel()
-        await asyncio.gather(*self._tasks, *( [self._runner] if self._runner else []), return_exceptions=True)
+        await asyncio.gather(*tasks, return_exceptions=True)
         self._runner = None
 
     async def _drain(self) -> None:

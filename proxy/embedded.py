@@ -6,8 +6,9 @@ One process tree serves a real model with no RunPod account, no key and no confi
     ├── podgate endpoint   the self-hosted RunPod Serverless endpoint (memory store)
     └── podgate worker ×N  runpod SDK workers running serverless.handlers.smollm2:handler
 
-The proxy serves ``smollm2-135m-instruct`` (format ``vllm``) at http://HOST:PORT/v1 and talks
-to the endpoint over loopback with a key made up for this run. While the model loads it
+The proxy serves ``smollm2-135m-instruct`` (with ``--model-path``: the file's stem, lowercased;
+format ``vllm``) at http://HOST:PORT/v1 and talks to the endpoint over loopback with a key made
+up for this run. While the model loads it
 shows progress; ``/readyz`` says ready only once the endpoint counts a worker that pings
 and takes jobs (the handler loads the model in a runpod fitness check, before the SDK's
 heartbeat and job-take loop start). A worker that dies is restarted under a new worker id;
@@ -30,9 +31,11 @@ import os
 import re
 import secrets
 import signal
+import socket
 import sys
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import httpx
 
@@ -63,7 +66,7 @@ class Options:
     threads: int | None = None
     ping_interval_ms: int = 2000
     worker_timeout_s: float = 10.0
-    grace_s: float = 5.0
+    grace_s: float = 3.0
 
     @classmethod
     def from_args(cls, args: argparse.Namespace) -> Options:
@@ -80,6 +83,12 @@ class Options:
 def run(args: argparse.Namespace) -> int:
     """Run the tree until Ctrl-C / SIGTERM; 0 on a clean stop, 1 when it cannot run."""
     opts = Options.from_args(args)
+    try:  # a taken port is reported before anything starts
+        with socket.create_server((opts.host, opts.port)):
+            pass
+    except OSError as exc:
+        print(f"podgate serve: cannot listen on {opts.host}:{opts.port}: {exc.strerror} (try --port)", file=sys.stderr)
+        return 2
     if opts.model_path and not os.path.isfile(opts.model_path):
         print(f"podgate serve: --model-path {opts.model_path}: no such file", file=sys.stderr)
         return 2
@@ -104,6 +113,13 @@ def run(args: argparse.Namespace) -> int:
 def _die_with_parent() -> None:  # runs in the child between fork and exec
     with contextlib.suppress(Exception):
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+
+
+def default_threads(workers: int) -> int:
+    """llama.cpp threads per worker: the cores but one (the proxy, the endpoint and the SDK's
+    event loops need one; llama.cpp's threads spin-wait, so oversubscribing the cores slows
+    every token down), shared among the workers."""
+    return max(1, ((os.cpu_count() or 1) - 1) // workers)
 
 
 class Child:
@@ -139,10 +155,13 @@ class Child:
         return self.proc is not None and self.proc.returncode is None
 
     async def wait(self) -> int:
+        """Until the process itself exits. Not ``proc.wait()``: before Python 3.12 that also
+        waits for the pipes to close, and a grandchild (the SDK's heartbeat process) holds
+        them open until ``stop`` kills the group."""
         assert self.proc is not None
-        code = await self.proc.wait()
-        await asyncio.gather(*self._relays, return_exceptions=True)
-        return code
+        while self.proc.returncode is None:
+            await asyncio.sleep(0.1)
+        return self.proc.returncode
 
     def _signal_group(self, sig: int) -> None:
         if self.proc is not None:
@@ -156,11 +175,12 @@ class Child:
         if self.alive:
             self._signal_group(signal.SIGTERM)
             try:
-                await asyncio.wait_for(self.proc.wait(), grace)
+                await asyncio.wait_for(self.wait(), grace)
             except asyncio.TimeoutError:
-                log.warning("%s did not stop within %.0f s; killing it", self.name, grace)
+                log.info("%s did not stop within %.0f s; killing it", self.name, grace)
         self._signal_group(signal.SIGKILL)  # the group: stragglers such as the SDK's heartbeat
         await self.wait()
+        await asyncio.wait(self._relays, timeout=2)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -190,6 +210,8 @@ class Embedded:
         # to the local endpoint yourself (its port is in the "[endpoint] … ready on" line)
         self.key = os.environ.get("PODGATE_EMBEDDED_KEY") or secrets.token_urlsafe(24)
         self.port = opts.port
+        # the model id clients send: smollm2-135m-instruct, or the stem of --model-path's file
+        self.model_id = Path(opts.model_path).stem.lower() if opts.model_path else MODEL_ID
         self.stopping = asyncio.Event()
         self.failed: str | None = None
         self.endpoint: Child | None = None
@@ -240,19 +262,27 @@ class Embedded:
             {"PODGATE_EP_API_KEY": self.key}, on_line)
         await self.endpoint.start()
         died = asyncio.create_task(self.endpoint.wait())
-        done, _ = await asyncio.wait({port_seen, died, asyncio.create_task(self.stopping.wait())},
-                                     timeout=60, return_when=asyncio.FIRST_COMPLETED)
+        stop = asyncio.create_task(self.stopping.wait())
+        done, _ = await asyncio.wait({port_seen, died, stop}, timeout=60, return_when=asyncio.FIRST_COMPLETED)
+        died.cancel()
+        stop.cancel()
         if port_seen not in done:
             raise _Fatal("the local endpoint did not start" + (" (see its output above)" if died in done else ""))
-        died.cancel()
         self.endpoint_port = port_seen.result()
 
     def _worker_env(self) -> dict[str, str]:
-        threads = self.opts.threads or max(1, (os.cpu_count() or 1) // self.opts.workers)
-        env = {"RUNPOD_AI_API_KEY": self.key, "PODGATE_MODEL_NAME": MODEL_ID, "PODGATE_LLAMA_THREADS": str(threads)}
+        threads = self.opts.threads or default_threads(self.opts.workers)
+        env = {"RUNPOD_AI_API_KEY": self.key, "PODGATE_MODEL_NAME": self.model_id, "PODGATE_LLAMA_THREADS": str(threads)}
         if self.opts.model_path:
             env["PODGATE_MODEL_PATH"] = os.path.abspath(self.opts.model_path)
         return env
+
+    def _concurrency(self) -> int:
+        """Jobs a worker holds at once. Generation is one at a time either way (the engine's
+        thread); a lone worker holds a second job so that it is taken the moment it arrives
+        (a full runpod worker re-checks for room only once a second). With several workers,
+        holding a second job could leave it waiting behind a busy worker while another idles."""
+        return 2 if self.opts.workers == 1 else 1
 
     async def _keep_worker(self, slot: _Slot) -> None:
         """Run worker ``slot`` until shutdown, restarting it whenever it dies."""
@@ -266,7 +296,7 @@ class Embedded:
                     slot.loaded = True
 
             child = Child(wid, ["worker", "--endpoint-url", f"http://127.0.0.1:{self.endpoint_port}/v2/{ENDPOINT_ID}",
-                                "--handler", HANDLER, "--worker-id", wid,
+                                "--handler", HANDLER, "--worker-id", wid, "--concurrency", str(self._concurrency()),
                                 "--ping-interval", str(self.opts.ping_interval_ms)],
                           self._worker_env(), on_line)
             slot.child = child
@@ -294,19 +324,25 @@ class Embedded:
         settings = Settings(
             server=ServerSettings(host=self.opts.host, port=self.opts.port),
             runpod=RunPodSettings(base_url=f"http://127.0.0.1:{self.endpoint_port}/v2"),
-            models=[ModelSettings(name=MODEL_ID, endpoint=ENDPOINT_ID, format="vllm")],
+            models=[ModelSettings(name=self.model_id, endpoint=ENDPOINT_ID, format="vllm")],
             api_key=self.key,
         )
         app = create_app(settings, readiness=self.ready)
         config = uvicorn.Config(app, host=self.opts.host, port=self.opts.port, log_level="warning",
                                 access_log=False, lifespan="on", loop="none", timeout_keep_alive=75)
         self.proxy_server = _Server(config)
-        self.proxy_task = asyncio.create_task(self.proxy_server.serve())
+        self.proxy_task = asyncio.create_task(self._serve_proxy())
         while not self.proxy_server.started:
             if self.proxy_task.done():
                 raise _Fatal(f"cannot serve on {self.opts.host}:{self.opts.port} (is the port in use? try --port)")
             await asyncio.sleep(0.02)
         self.port = self.proxy_server.servers[0].sockets[0].getsockname()[1]  # --port 0: the one picked
+
+    async def _serve_proxy(self) -> None:
+        try:
+            await self.proxy_server.serve()
+        except SystemExit:  # uvicorn exits this way when it cannot bind
+            pass
 
     async def ready(self) -> bool:
         """``/readyz``: a worker process runs and the endpoint counts a live worker."""
@@ -347,18 +383,18 @@ class Embedded:
         host = self.opts.host if self.opts.host not in ("0.0.0.0", "::", "") else "127.0.0.1"
         base = f"http://{host}:{self.port}/v1"
         print(f"""
-podgate is serving {MODEL_ID} (ready in {elapsed:.1f} s)
+podgate is serving {self.model_id} (ready in {elapsed:.1f} s)
 
   Base URL  {base}
-  Model     {MODEL_ID}
+  Model     {self.model_id}
   API key   any (not checked)
 
   curl {base}/chat/completions -H 'Content-Type: application/json' \\
-    -d '{{"model": "{MODEL_ID}", "messages": [{{"role": "user", "content": "Hello!"}}]}}'
+    -d '{{"model": "{self.model_id}", "messages": [{{"role": "user", "content": "Hello!"}}]}}'
 
   from openai import OpenAI
   client = OpenAI(base_url="{base}", api_key="none")
-  print(client.chat.completions.create(model="{MODEL_ID}", messages=[{{"role": "user", "content": "Hello!"}}]).choices[0].message.content)
+  print(client.chat.completions.create(model="{self.model_id}", messages=[{{"role": "user", "content": "Hello!"}}]).choices[0].message.content)
 
 Press Ctrl-C to stop.
 """, flush=True)
@@ -377,19 +413,21 @@ Press Ctrl-C to stop.
         stop.cancel()
 
     async def _shutdown(self) -> None:
+        """Proxy first (no new requests), then every child at once. In-flight jobs cannot
+        outlive the tree (the endpoint's memory store goes with it), so children get a
+        short grace: idle SDK workers and the endpoint sit in long-polls and are killed
+        (with their process groups) when it ends."""
         self.stopping.set()
         if self.proxy_server is not None and self.proxy_task is not None:
             self.proxy_server.should_exit = True
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(self.proxy_task, self.opts.grace_s)
-        workers = [s.child for s in self.slots if s.child is not None]
-        await asyncio.gather(*(c.stop(self.opts.grace_s) for c in workers), return_exceptions=True)
         for slot in self.slots:
             if slot.task is not None:
                 slot.task.cancel()
         await asyncio.gather(*(s.task for s in self.slots if s.task is not None), return_exceptions=True)
-        if self.endpoint is not None:
-            await self.endpoint.stop(self.opts.grace_s)
+        children = [s.child for s in self.slots if s.child is not None] + ([self.endpoint] if self.endpoint else [])
+        await asyncio.gather(*(c.stop(self.opts.grace_s) for c in children), return_exceptions=True)
         if self.http is not None:
             await self.http.aclose()
 

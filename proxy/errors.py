@@ -32,6 +32,17 @@ def from_runpod(exc: RunPodError) -> OpenAIError:
     return from_runpod_http(exc.status, exc.message, exc.retry_after)
 
 
+def model_not_found(name: str) -> OpenAIError:
+    return OpenAIError(f"The model '{name}' does not exist.", status=404, type="invalid_request_error",
+                       param="model", code="model_not_found")
+
+
+def request_timeout() -> OpenAIError:
+    """The request outlived ``timing.request_timeout_s`` (its job is being cancelled)."""
+    return OpenAIError("The request timed out before the job finished; the job was cancelled.",
+                       status=504, type="timeout", code="request_timeout")
+
+
 def error_body(err: OpenAIError) -> bytes:
     return msgspec.json.encode(err.response())
 
@@ -88,4 +99,4 @@ EXCEPTION_HANDLERS = {
     Exception: _internal_error_handler,
 }
 
-__all__ = ["EXCEPTION_HANDLERS", "error_response", "sse_error", "from_runpod"]
+__all__ = ["EXCEPTION_HANDLERS", "error_response", "sse_error", "from_runpod", "request_timeout", "model_not_found"]

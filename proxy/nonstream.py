@@ -12,15 +12,16 @@ from __future__ import annotations
 import asyncio
 import time
 
-from adapters.errors import OpenAIError, to_exception
+from adapters.errors import to_exception
 from adapters.transport import JobStatus, RunPodError
-from proxy.errors import from_runpod
+from proxy.errors import from_runpod, request_timeout
 from proxy.jobs import ClientDisconnected, JobGuard, events_of_final, first_error, race_disconnect
 from proxy.prepare import Prepared
 
 
 async def run_nonstream(prep: Prepared) -> bytes:
-    """The response body (JSON bytes) for a non-streaming request; raises OpenAIError."""
+    """The response body (JSON bytes) for a non-streaming request; raises ``OpenAIError``
+    (or ``ClientDisconnected`` when nobody is waiting any more)."""
     route, t, ctx = prep.route, prep.timing, prep.ctx
     deadline = time.monotonic() + t.request_timeout_s
     submit = asyncio.ensure_future(route.client.runsync(route.endpoint, prep.job_input, wait_ms=t.runsync_wait_ms))
@@ -33,8 +34,7 @@ async def run_nonstream(prep: Prepared) -> bytes:
     except asyncio.TimeoutError:
         ctx.note = "timeout"
         prep.cancels.submit_when_known(submit, route.client, route.endpoint)
-        raise OpenAIError("The request timed out before the job finished; the job was cancelled.",
-                          status=504, type="timeout", code="request_timeout") from None
+        raise request_timeout() from None
     except RunPodError as exc:
         raise from_runpod(exc) from None
     ctx.job_id = st.id
@@ -48,8 +48,7 @@ async def run_nonstream(prep: Prepared) -> bytes:
         raise
     except asyncio.TimeoutError:
         ctx.note = "timeout"
-        raise OpenAIError("The request timed out before the job finished; the job was cancelled.",
-                          status=504, type="timeout", code="request_timeout") from None
+        raise request_timeout() from None
     except RunPodError as exc:
         raise from_runpod(exc) from None
     finally:

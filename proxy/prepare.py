@@ -20,13 +20,13 @@ import msgspec
 from litestar import Request
 
 from adapters import assemble
-from adapters.errors import OpenAIError
 from adapters.events import Event, Usage
 from adapters.openai_protocol import decode_chat_request, decode_completion_request
 from adapters.sse import encode_event
 from adapters.usage import estimate_usage_async
 from proxy.cancel import CancelQueue
 from proxy.context import RequestContext, get_context
+from proxy.errors import model_not_found
 from proxy.settings import TimingSettings
 from proxy.upstreams import ModelRoute
 
@@ -37,7 +37,7 @@ _enc = msgspec.json.Encoder()
 
 class Prepared:
     __slots__ = ("kind", "req", "route", "ctx", "job_input", "ignored", "timing", "cancels", "receive",
-                 "response_id", "created", "usage_estimated")
+                 "response_id", "created")
 
     def __init__(self, kind: Kind, req: Any, route: ModelRoute, ctx: RequestContext, job_input: Any,
                  ignored: list[str], timing: TimingSettings, cancels: CancelQueue, receive: Any):
@@ -53,7 +53,6 @@ class Prepared:
         prefix = "chatcmpl-" if kind == "chat" else "cmpl-"
         self.response_id = prefix + ctx.request_id.removeprefix("req_")
         self.created = int(time.time())
-        self.usage_estimated = False
 
     @property
     def stream(self) -> bool:
@@ -84,7 +83,6 @@ class Prepared:
     async def estimate_usage(self, texts: list[str]) -> Usage:
         """tiktoken's count (one text per choice), off the event loop; flags the response
         as estimated (header ``x-podgate-usage-estimated: true`` when headers are not sent yet)."""
-        self.usage_estimated = True
         self.ctx.headers["x-podgate-usage-estimated"] = "true"
         return await estimate_usage_async(self.req, texts)
 
@@ -122,14 +120,11 @@ async def prepare(request: Request, kind: Kind) -> Prepared:
     ctx.model = req.model
     route = gw.upstreams.route(req.model)
     if route is None:
-        raise OpenAIError(f"The model '{req.model}' does not exist.", status=404, type="invalid_request_error",
-                          param="model", code="model_not_found")
+        raise model_not_found(req.model)
     ctx.endpoint = route.endpoint
     fmt = route.format
     make = fmt.chat_input if kind == "chat" else fmt.completion_input
     ji = make(req, route.served_model, stream=bool(req.stream))
-    job_input = getattr(ji, "input", ji)
-    ignored = list(getattr(ji, "ignored", ()) or ())
-    if ignored:
-        ctx.headers["x-podgate-ignored-params"] = ",".join(ignored)
-    return Prepared(kind, req, route, ctx, job_input, ignored, gw.settings.timing, gw.cancels, request.receive)
+    if ji.ignored:
+        ctx.headers["x-podgate-ignored-params"] = ",".join(ji.ignored)
+    return Prepared(kind, req, route, ctx, ji.input, ji.ignored, gw.settings.timing, gw.cancels, request.receive)

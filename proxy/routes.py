@@ -16,9 +16,9 @@ from litestar import Request, Response, get, post
 from litestar.background_tasks import BackgroundTask
 from litestar.response import Stream
 
-from adapters.errors import OpenAIError
 from adapters.openai_protocol import Model, ModelList
 from proxy.context import get_context
+from proxy.errors import model_not_found
 from proxy.jobs import ClientDisconnected
 from proxy.nonstream import run_nonstream
 from proxy.prepare import Kind, prepare
@@ -75,13 +75,12 @@ async def list_models(request: Request) -> Response:
 
 
 @get("/v1/models/{model_id:path}")
-async def retrieve_model(request: Request, model_id: str) -> Response:
-    name = model_id.lstrip("/")
+async def retrieve_model(request: Request) -> Response:
+    name = str(request.path_params["model_id"]).lstrip("/")
     get_context(request).model = name
     route = request.app.state.gateway.upstreams.route(name)
     if route is None:
-        raise OpenAIError(f"The model '{name}' does not exist.", status=404, type="invalid_request_error",
-                          param="model", code="model_not_found")
+        raise model_not_found(name)
     return Response(content=msgspec.json.encode(_model(request, route)), media_type=_JSON)
 
 

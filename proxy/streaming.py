@@ -24,7 +24,7 @@ from adapters.errors import to_exception
 from adapters.sse import DONE, comment
 from adapters.events import ErrorEvent, Event, Usage
 from adapters.transport import RunPodError
-from proxy.errors import from_runpod, sse_error
+from proxy.errors import from_runpod, request_timeout, sse_error
 from proxy.jobs import ClientDisconnected, JobEvents, JobGuard, first_error, race_disconnect
 from proxy.prepare import Prepared
 
@@ -43,6 +43,11 @@ class _Pending:
     def __init__(self, source: JobEvents):
         self.source = source
         self.task: asyncio.Task | None = None
+
+    def prefetch(self) -> None:
+        """Start the next poll now (it runs while the caller writes to the client)."""
+        if self.task is None and not self.source.ended:
+            self.task = asyncio.ensure_future(self.source.next())
 
     async def get(self, timeout: float | None):
         if self.task is None:
@@ -86,10 +91,12 @@ async def start_stream(prep: Prepared) -> StreamJob:
     """Submit the job and wait briefly for its first events (errors here → HTTP status)."""
     route = prep.route
     ctx = prep.ctx
+    submit = asyncio.ensure_future(route.client.run(route.endpoint, prep.job_input))
     try:
-        job = await race_disconnect(prep.receive, route.client.run(route.endpoint, prep.job_input))
-    except ClientDisconnected:
+        job = await race_disconnect(prep.receive, asyncio.shield(submit))
+    except ClientDisconnected:  # the job may exist already: cancel it once its id is known
         ctx.note = "client-disconnected"
+        prep.cancels.submit_when_known(submit, route.client, route.endpoint)
         raise
     except RunPodError as exc:
         raise from_runpod(exc) from None
@@ -99,18 +106,13 @@ async def start_stream(prep: Prepared) -> StreamJob:
     sj = StreamJob(prep, guard, source)
     try:
         first = await race_disconnect(prep.receive, sj.pending.get(prep.timing.first_byte_wait_s))
-    except ClientDisconnected:
-        ctx.note = "client-disconnected"
+    except BaseException as exc:  # the response never starts: the job is not wanted
         sj.pending.cancel()
         guard.release()
-        raise
-    except RunPodError as exc:
-        sj.pending.cancel()
-        guard.release()
-        raise from_runpod(exc) from None
-    except BaseException:
-        sj.pending.cancel()
-        guard.release()
+        if isinstance(exc, ClientDisconnected):
+            ctx.note = "client-disconnected"
+        elif isinstance(exc, RunPodError):
+            raise from_runpod(exc) from None
         raise
     if first is None:
         sj.ended = True
@@ -139,8 +141,7 @@ async def sse_body(sj: StreamJob) -> AsyncIterator[bytes]:
         while err is None and not ended:
             remaining = sj.deadline - time.monotonic()
             if remaining <= 0:
-                err = ErrorEvent("The request timed out before the job finished; the job was cancelled.",
-                                 type="timeout", code="request_timeout", status=504)
+                err = request_timeout().event()
                 prep.ctx.note = "timeout"
                 break
             try:
@@ -155,6 +156,8 @@ async def sse_body(sj: StreamJob) -> AsyncIterator[bytes]:
             if got is None:
                 break
             data, err = sj.render(got)
+            if err is None:
+                sj.pending.prefetch()
             if data:
                 yield data
         if err is not None:

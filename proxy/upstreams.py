@@ -8,8 +8,8 @@ model's settings, its worker format and the client for its base URL.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
 
+from adapters.formats import WorkerFormat, get_format
 from adapters.transport import RunPodClient, make_http_client
 from proxy.settings import ModelSettings, Settings
 
@@ -17,7 +17,7 @@ from proxy.settings import ModelSettings, Settings
 @dataclass(frozen=True, slots=True)
 class ModelRoute:
     settings: ModelSettings
-    format: Any  # adapters.formats.WorkerFormat
+    format: WorkerFormat
     client: RunPodClient
 
     @property
@@ -35,8 +35,6 @@ class ModelRoute:
 
 class Upstreams:
     def __init__(self, settings: Settings):
-        from adapters.formats import get_format
-
         t = settings.timing
         self._clients: dict[str, RunPodClient] = {}
         self._routes: dict[str, ModelRoute] = {}

@@ -86,8 +86,12 @@ class EndpointService:
             await asyncio.sleep(s.sweep_interval)
             for endpoint in s.endpoints:
                 try:
-                    finished = await self.store.sweep(endpoint, now=self.clock(), worker_timeout=s.worker_timeout,
+                    now = self.clock()
+                    finished = await self.store.sweep(endpoint, now=now, worker_timeout=s.worker_timeout,
                                                       max_attempts=s.max_attempts)
+                    if s.ping_grace > 0:
+                        finished += await self.store.requeue_unreported(endpoint, now=now, grace=s.ping_grace,
+                                                                        max_attempts=s.max_attempts)
                 except Exception:  # keep sweeping whatever one pass did
                     log.exception("sweep of endpoint %s failed", endpoint)
                     continue

@@ -89,6 +89,10 @@ class Settings(msgspec.Struct, kw_only=True):
     worker_timeout: float = 60.0
     #: how often a job is re-queued after losing its worker before it is FAILED.
     max_attempts: int = 3
+    #: a live worker whose pings, arriving this long after it took a job, do not list that
+    #: job has lost it (crashed and restarted under the same id): the job is re-queued.
+    #: 0 disables the check.
+    ping_grace: float = 10.0
     sweep_interval: float = 0.25
 
     def queue_cap(self) -> int:

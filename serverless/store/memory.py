@@ -57,12 +57,14 @@ def _resolve(fut: asyncio.Future[None]) -> None:
 
 
 class _Worker:
-    __slots__ = ("last_seen", "job_ids", "unhealthy")
+    __slots__ = ("last_seen", "job_ids", "unhealthy", "ping_at", "reports_jobs")
 
     def __init__(self, now: float) -> None:
         self.last_seen = now
         self.job_ids: list[str] = []
         self.unhealthy = False
+        self.ping_at: float | None = None
+        self.reports_jobs = False
 
 
 class _Endpoint:
@@ -315,6 +317,9 @@ class MemoryStore(JobStore):
         if job_ids is not None:
             rec.job_ids = job_ids
             rec.unhealthy = unhealthy
+            rec.ping_at = now
+            if job_ids:
+                rec.reports_jobs = True
 
     # --- time-driven ----------------------------------------------------------------------
 
@@ -338,12 +343,7 @@ class MemoryStore(JobStore):
                 continue
             rec = ep.workers.get(job.worker_id or "")
             if rec is None or now - rec.last_seen >= worker_timeout:
-                job.attempts += 1
-                if job.attempts <= max_attempts:
-                    self._requeue(ep, job, head=True)
-                else:
-                    job.error = WORKER_LOST_ERROR
-                    self._terminate(ep, job, FAILED, now)
+                if self._lost(ep, job, now, max_attempts):
                     finished.append(job)
         # 2: expiry (lazy heap; an entry is stale when the job's expires_at moved)
         heap = ep.expiry
@@ -360,6 +360,32 @@ class MemoryStore(JobStore):
             forget = [w for w, rec in ep.workers.items() if now - rec.last_seen >= 10 * worker_timeout]
             for w in forget:
                 del ep.workers[w]
+        return finished
+
+    def _lost(self, ep: _Endpoint, job: Job, now: float, max_attempts: int) -> bool:
+        """The job's worker lost it: re-queue at the head, or fail once attempts are spent.
+        True when the job became terminal."""
+        job.attempts += 1
+        if job.attempts <= max_attempts:
+            self._requeue(ep, job, head=True)
+            return False
+        job.error = WORKER_LOST_ERROR
+        self._terminate(ep, job, FAILED, now)
+        return True
+
+    async def requeue_unreported(self, endpoint: str, *, now: float, grace: float, max_attempts: int) -> list[Job]:
+        ep = self._ep(endpoint)
+        finished: list[Job] = []
+        for job_id in list(ep.running):
+            job = ep.jobs.get(job_id)
+            if job is None or job.started_at is None or job.expires_at <= now:
+                continue
+            rec = ep.workers.get(job.worker_id or "")
+            if (rec is None or not rec.reports_jobs or rec.ping_at is None
+                    or rec.ping_at < job.started_at + grace or job_id in rec.job_ids):
+                continue
+            if self._lost(ep, job, now, max_attempts):
+                finished.append(job)
         return finished
 
     # --- waiting ---------------------------------------------------------------------------

@@ -210,25 +210,26 @@ class RedisStore(JobStore):
     Redis. ``poll_interval`` bounds every wait (the fallback poll when an event is lost);
     ``expiry_grace`` is added to the native TTL of job keys beyond ``expires_at`` (sweeps do
     the deletion on time; native expiry is the safety net); ``stop_signal_ttl`` is how long
-    undelivered stop signals are kept; ``max_connections`` sizes the one connection pool.
+    undelivered stop signals are kept; ``sweep_limit`` caps the jobs one sweep pass handles
+    (the next sweep continues); ``max_connections`` sizes the one connection pool, whose
+    connections carry ``client_name`` (``CLIENT LIST`` shows it).
     """
 
     def __init__(self, url: str, prefix: str = "podgate", *, max_connections: int = 64,
                  poll_interval: float = 1.0, expiry_grace: float = 60.0,
-                 stop_signal_ttl: float = 3600.0, sweep_limit: int = 2000) -> None:
+                 stop_signal_ttl: float = 3600.0, sweep_limit: int = 2000,
+                 client_name: str = "podgate-store") -> None:
         self.prefix = prefix
         self._ns = prefix if prefix.endswith(":") else prefix + ":"  # "podgate" and "podgate:" alike
-        self._pool = aioredis.BlockingConnectionPool.from_url(url, max_connections=max_connections, timeout=30)
+        self._pool = aioredis.BlockingConnectionPool.from_url(url, max_connections=max_connections, timeout=30,
+                                                              client_name=client_name)
         self._client = aioredis.Redis(connection_pool=self._pool)
         self._channel = f"{self._ns}events"
         self._common = (self._channel, int(expiry_grace * 1000), int(stop_signal_ttl * 1000))
         self._sweep_limit = sweep_limit
         self._events = _Notifier(self._client, self._channel, poll_interval)
-        scripts = {name: self._client.register_script(lua.PRELUDE + getattr(lua, name))
-                   for name in ("SUBMIT", "SET_TTL", "READ_STREAM", "CANCEL", "RETRY", "PURGE", "HEALTH",
-                                "TAKE", "APPEND_CHUNKS", "PROGRESS", "FINISH", "TAKE_STOPS", "TOUCH",
-                                "SWEEP")}
-        self._scripts = scripts
+        self._scripts = {name: self._client.register_script(lua.PRELUDE + getattr(lua, name))
+                         for name in lua.SCRIPTS}
 
     def _base(self, endpoint: str) -> str:
         return f"{self._ns}{{{endpoint}}}:"

@@ -1,8 +1,10 @@
 """The Lua scripts of :class:`serverless.store.redis.RedisStore`: one script per store
 operation, each run atomically by Redis, all sharing the prelude below.
 
-Key layout, for endpoint ``E`` under ``prefix`` (``B = "{prefix}:{E}:"``, passed as KEYS[1]; a
-prefix given with a trailing colon gets no second one):
+Key layout, for endpoint ``E`` under ``prefix``: every key starts with ``B = prefix + ":{" + E
++ "}:"`` (passed as KEYS[1]; a prefix that already ends with ``:`` gets no second one; the
+braces keep endpoint ids apart). The scripts build the other key names from ``B``, so the store
+needs one Redis server, not a cluster. The channel is ``prefix + ":events"``.
 
 ==============  =======  ===================================================================
 key             type     holds
@@ -31,7 +33,7 @@ when no replica sweeps; sweeps delete them on time (and send the stop signal) be
 Wake-ups: scripts ``PUBLISH`` msgpack ``[kind, endpoint, id]`` on the store's channel: ``q``
 (queue went from empty to non-empty; id ``""``), ``j`` (job changed; for stream chunks only
 when the unread buffer was empty), ``s`` (stop signal for worker ``id``). A waiter that checked
-and found nothing is always followed by such an event, so fewer events suffice.
+and found nothing is always followed by such an event, so these suffice.
 
 Common ARGV: [1] channel, [2] endpoint, [3] now (float seconds), [4] grace (ms), [5] stop
 signal ttl (ms); each script's own arguments start at ARGV[6]. Scripts that return a job
@@ -43,6 +45,10 @@ from __future__ import annotations
 #: the job hash fields a script returns for a job, in this order (decoded by redis.py)
 FIELDS = ("spec", "st", "w", "sa", "fa", "ex", "o", "e", "at", "rt")
 
+#: the names of the per-operation scripts below (each is run as PRELUDE + script)
+SCRIPTS = ("SUBMIT", "SET_TTL", "READ_STREAM", "CANCEL", "RETRY", "PURGE", "HEALTH", "TAKE",
+           "APPEND_CHUNKS", "PROGRESS", "FINISH", "TAKE_STOPS", "TOUCH", "SWEEP")
+
 PRELUDE = r"""
 local B, CH, EP = KEYS[1], ARGV[1], ARGV[2]
 local NOWS = ARGV[3]
@@ -50,7 +56,7 @@ local NOW = tonumber(NOWS)
 local GRACE = tonumber(ARGV[4])
 local STOP_TTL = tonumber(ARGV[5])
 local Q, SEQ, R, X, W, WH, N = B..'q', B..'seq', B..'r', B..'x', B..'w', B..'wh', B..'n'
-local FIELDS = {'spec', 'st', 'w', 'sa', 'fa', 'ex', 'o', 'e', 'at', 'rt'}
+local FIELDS = {@FIELDS@}
 
 local function jk(id) return B..'j:'..id end
 local function ck(id) return B..'c:'..id end
@@ -153,7 +159,7 @@ local function put(id, field, flag, value)
     redis.call('HDEL', jk(id), field)
   end
 end
-"""
+""".replace("@FIELDS@", ", ".join(f"'{name}'" for name in FIELDS))
 
 # ARGV[6] max_queue ('' = none), [7] id, [8] spec, [9] expires_at, [10] to, [11] rn, [12] tl,
 # [13] attempts, [14] retries

@@ -84,6 +84,15 @@ def test_tool_call_deltas_first_fragment_complete_later_minimal():
     assert chunks[-1]["choices"][0]["finish_reason"] == "tool_calls"  # synthesised by finish()
 
 
+def test_tool_name_arriving_after_the_first_fragment_is_kept():
+    _, chunks = run_stream([[ToolCallDelta(0, id="c", arguments=""), ToolCallDelta(0, name="late", arguments="{}"),
+                             ToolCallDelta(0, name="late", arguments="")]])
+    tcs = [c["choices"][0]["delta"]["tool_calls"][0] for c in chunks[:-1]]
+    assert tcs[0] == {"index": 0, "id": "c", "type": "function", "function": {"arguments": ""}}
+    assert tcs[1] == {"index": 0, "function": {"name": "late", "arguments": "{}"}}
+    assert tcs[2] == {"index": 0, "function": {"arguments": ""}}
+
+
 def test_whole_tool_call_in_one_delta_keeps_id_and_name():
     _, chunks = run_stream([[ToolCallDelta(0, id="call_z", name="f", arguments='{"a":1}'), Finish("tool_calls")]])
     assert chunks[0]["choices"][0]["delta"]["tool_calls"] == [

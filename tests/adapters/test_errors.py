@@ -149,3 +149,13 @@ def test_exceptions_shapes():
     ev = ErrorEvent("m", "invalid_request_error", None, "p", 400)
     e = to_exception(ev)
     assert e.status == 400 and e.param == "p" and e.event() == ev
+
+
+def test_failed_era_b_openai_route_inner_dict_repr_and_era_c_other_failures():
+    ev = from_worker_error(str({"message": "Input too long", "type": "BadRequestError", "param": None, "code": 400}))
+    assert (ev.status, ev.message) == (400, "Input too long")
+    ev = from_worker_error(str({"message": "vLLM server is not running", "type": "worker_error", "code": None}))
+    assert (ev.status, ev.message) == (500, "vLLM server is not running")
+    body = json.dumps({"error": {"message": "The model `x` does not exist.", "type": "NotFoundError", "param": "model", "code": 404}})
+    ev = from_worker_error(str({"message": f"vLLM returned HTTP 404: {body}", "type": "worker_error", "code": None}))
+    assert (ev.status, ev.code, ev.param) == (404, "model_not_found", "model")

@@ -38,6 +38,7 @@ class ServeProcess:
         self.base_url: str | None = None
         self.endpoint_url: str | None = None
         self.started_at = 0.0
+        self.banner_after: float | None = None  # seconds from start to the ready banner
         self.proc: subprocess.Popen | None = None
 
     def start(self) -> ServeProcess:
@@ -53,6 +54,7 @@ class ServeProcess:
         for line in stream:
             sink.append(line)
             if self.base_url is None and (m := _BASE_URL.search(line)):
+                self.banner_after = time.monotonic() - self.started_at
                 self.base_url = m.group(1)
             if self.endpoint_url is None and (m := _ENDPOINT.search(line)):
                 self.endpoint_url = m.group(1)

@@ -1,6 +1,6 @@
 """Fixtures for the proxy's contract tests: podgate → local endpoint → real SDK workers.
 
-``stack`` (module scope): one ``podgate endpoint`` (H1's fixture), two real ``runpod`` SDK
+``stack`` (session scope): one ``podgate endpoint`` (H1's fixture), two real ``runpod`` SDK
 workers running ``tests.proxy.handlers.workers:handler`` (8 jobs each at once), and one
 ``podgate serve --config`` subprocess whose models cover every worker format and wire
 style (see ``MODELS``). ``stack.base_url`` is the proxy's ``/v1``; ``stack.markers`` the
@@ -137,17 +137,27 @@ class Stack:
         return []
 
 
-@pytest.fixture(scope="module")
-def stack(module_endpoint_factory, tmp_path_factory) -> Stack:
-    server = module_endpoint_factory(endpoints=("ep",))
-    markers = tmp_path_factory.mktemp("markers")
-    for _ in range(2):
-        server.worker(HANDLER, concurrency=8, extra_env={"PODGATE_TEST_MARKERS": str(markers)})
-    logdir = tmp_path_factory.mktemp("proxy")
-    config = write_config(logdir / "podgate.toml", server.base, "ep")
-    proxy = start_proxy(config, server.api_key, logdir)
-    yield Stack(server, proxy, markers)
-    proxy.stop()
+@pytest.fixture(scope="session")
+def stack(tmp_path_factory) -> Stack:
+    """Session scope: every proxy test module shares one endpoint, its workers and proxy."""
+    from tests.conftest import _Factory  # H1's endpoint-server factory
+
+    factory = _Factory(tmp_path_factory.mktemp("endpoint"))
+    try:
+        server = factory(endpoints=("ep",))
+        markers = tmp_path_factory.mktemp("markers")
+        for _ in range(2):
+            server.worker(HANDLER, concurrency=8, wait=False, extra_env={"PODGATE_TEST_MARKERS": str(markers)})
+        server.wait_for_workers(count=2)
+        logdir = tmp_path_factory.mktemp("proxy")
+        config = write_config(logdir / "podgate.toml", server.base, "ep")
+        proxy = start_proxy(config, server.api_key, logdir)
+        try:
+            yield Stack(server, proxy, markers)
+        finally:
+            proxy.stop()
+    finally:
+        factory.close()
 
 
 @pytest.fixture

@@ -1,7 +1,8 @@
 """Cancel on disconnect and on timeout: the RunPod job ends CANCELLED and the handler saw
 its cancellation (``<job>.cancelled`` marker written on ``CancelledError``).
 
-State is asserted within a bounded wait (``wait_status`` polls ``/status``); no timings.
+State is asserted within a bounded wait (``wait_status`` polls ``/status``: 1 s after a
+disconnect, as the issue asks), not timed.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ def test_stream_closed_after_first_chunk_cancels_job(stack):
     first = next(iter(stream))
     assert first.choices[0].delta.role == "assistant" or first.choices[0].delta.content
     stream.close()
-    assert stack.wait_status(job, "CANCELLED", timeout=5) == "CANCELLED"
+    assert stack.wait_status(job, "CANCELLED", timeout=1.0) == "CANCELLED"
     assert stack.wait_marker(f"{job}.cancelled"), "the handler did not see its cancellation"
 
 
@@ -51,7 +52,7 @@ def test_abandoned_nonstream_request_cancels_job(stack):
     started = [p for p in stack.wait_marker("*.started") if p not in before]
     assert len(started) == 1
     job = started[0].name.removesuffix(".started")
-    assert stack.wait_status(job, "CANCELLED", timeout=5) == "CANCELLED"
+    assert stack.wait_status(job, "CANCELLED", timeout=1.0) == "CANCELLED"
     assert stack.wait_marker(f"{job}.cancelled")
 
 

@@ -142,8 +142,7 @@ def test_rate_limited_by_runpod_is_429(stack, tmp_path, module_endpoint_factory)
             body = {"model": "m", "messages": [{"role": "user", "content": "x"}], "stream": True}
             statuses = []
             for _ in range(3):
-                with c.stream("POST", "/chat/completions", json=body) as s:
-                    s.read()
+                with c.stream("POST", "/chat/completions", json=body) as s:  # closed unread
                     statuses.append((s.status_code, s.headers.get("retry-after")))
         assert statuses[-1][0] == 429 and statuses[-1][1] is not None
     finally:

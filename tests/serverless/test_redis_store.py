@@ -277,3 +277,38 @@ async def test_endpoints_are_separate(replicas):
     assert await b.take("two", "w1", 5, now=T0) == []
     assert await b.get("two", "job-0", now=T0) is None
     assert [j.id for j in await b.take("one", "w1", 5, now=T0)] == ["job-0"]
+
+
+async def test_wakeups_survive_a_lost_subscription():
+    """The subscriber connection is killed: waiters are released to re-check, the store
+    subscribes again, and events from the other replica wake waiters as before."""
+    import redis.asyncio as aioredis
+
+    from serverless.store.redis import RedisStore
+
+    prefix = f"podgate-test:{uuid.uuid4().hex}:"
+    name = f"h2-test-{uuid.uuid4().hex[:8]}"
+    a = RedisStore(REDIS_URL, prefix=prefix, poll_interval=30.0, client_name=name)
+    b = RedisStore(REDIS_URL, prefix=prefix, poll_interval=30.0)
+    admin = aioredis.Redis.from_url(REDIS_URL)
+    try:
+        await a.start()
+        await b.start()
+        waiter = asyncio.ensure_future(a.wait_queue(EP, 60))
+        await asyncio.sleep(0.1)
+        subscribers = [c for c in await admin.client_list(_type="pubsub") if c.get("name") == name]
+        assert len(subscribers) == 1
+        await admin.client_kill_filter(_id=subscribers[0]["id"])
+        await asyncio.wait_for(waiter, 10)  # released to re-check (events may have been missed)
+        await asyncio.wait_for(a._events.wait_ready(10), 10)
+        waiter = asyncio.ensure_future(a.wait_queue(EP, 60))
+        await asyncio.sleep(0.1)
+        assert not waiter.done()
+        await b.submit(make_job(0), max_queue=None, now=T0)
+        await asyncio.wait_for(waiter, 10)
+        assert [j.id for j in await a.take(EP, "w1", 1, now=T0)] == ["job-0"]
+    finally:
+        await a.delete_all()
+        await admin.aclose()
+        await a.close()
+        await b.close()

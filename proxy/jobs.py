@@ -95,7 +95,6 @@ class JobEvents:
                     if events:  # deliver these, then one more poll drains what is left
                         return events
                     continue
-                events.extend(self._decoder.close())
                 events.extend(await self._finish(poll.status))
                 return events or None
             if events:
@@ -108,28 +107,30 @@ class JobEvents:
                 self._delay = min(self._delay * 2, t.poll_max_ms / 1000.0)
 
     async def _finish(self, status: str) -> list[Event]:
+        """The job is terminal and its stream drained: flush the decoder, and ask
+        ``/status`` only for what the stream cannot carry."""
         self.ended = True
         self.final_status = status
         if self._guard is not None:
             self._guard.finished = True
-        if status == "COMPLETED":
-            if self._saw_items:
-                return []
-            st = await self._client.status(self._endpoint, self._job_id)
-            if st.output is None or st.output is _UNSET:
-                return []
-            return list(self._decoder.decode_final(st.output))
+        if status == "COMPLETED" and self._saw_items:
+            return self._decoder.close()
         st = await self._client.status(self._endpoint, self._job_id)
-        return [from_job_status(st.status or status, st.error)]
+        if status == "COMPLETED":  # nothing was streamed: the output is aggregate-only
+            return events_of_final(self._decoder, st)
+        return [*self._decoder.close(), *events_of_final(self._decoder, st, status)]
 
 
-def events_of_final(decoder: Any, st: JobStatus) -> list[Event]:
-    """Events of a terminal status body (``/runsync`` or ``/status``)."""
-    if st.status == "COMPLETED":
+def events_of_final(decoder: Any, st: JobStatus, status: str | None = None) -> list[Event]:
+    """Events of a terminal status body (``/runsync`` or ``/status``); ``status``
+    overrides the body's status (what ``/stream`` reported)."""
+    status = status or st.status
+    if status == "COMPLETED":
         if st.output is None or st.output is _UNSET:
             return []
         return list(decoder.decode_final(st.output))
-    return [from_job_status(st.status, st.error)]
+    err = from_job_status(status, st.error)
+    return [err] if err is not None else []
 
 
 def first_error(events: list[Event]) -> ErrorEvent | None:

@@ -59,27 +59,22 @@ class PolicyError(ValueError):
 
 
 def resolve_policy(policy: Policy | None, *, default_execution_timeout_ms: int = EXECUTION_TIMEOUT_DEFAULT_MS,
-                   default_ttl_ms: int = TTL_DEFAULT_MS, enforce_bounds: bool = True) -> tuple[int, int]:
-    """Return ``(execution_timeout_ms, ttl_ms)`` for a job, raising :class:`PolicyError`
-    when a given value is out of RunPod's bounds (5 s–7 d and 10 s–7 d).
-
-    ``enforce_bounds=False`` (tests only) accepts short values so that timeouts can be
-    exercised quickly; defaults are never bound-checked.
-    """
+                   default_ttl_ms: int = TTL_DEFAULT_MS, execution_timeout_min_ms: int = EXECUTION_TIMEOUT_MIN_MS,
+                   ttl_min_ms: int = TTL_MIN_MS) -> tuple[int, int]:
+    """Return ``(execution_timeout_ms, ttl_ms)`` for a job: the policy's values, or the
+    endpoint's defaults for absent ones. Raises :class:`PolicyError` when a given value is
+    outside RunPod's bounds (5 s–7 d and 10 s–7 d; tests may lower the minimums)."""
     execution_timeout = default_execution_timeout_ms
     ttl = default_ttl_ms
-    if policy is not None:
-        if policy.execution_timeout is not None:
-            execution_timeout = policy.execution_timeout
-            if execution_timeout <= 0 or (enforce_bounds and not (
-                    EXECUTION_TIMEOUT_MIN_MS <= execution_timeout <= EXECUTION_TIMEOUT_MAX_MS)):
-                raise PolicyError(
-                    f"policy.executionTimeout must be between {EXECUTION_TIMEOUT_MIN_MS} and "
-                    f"{EXECUTION_TIMEOUT_MAX_MS} ms")
-        if policy.ttl is not None:
-            ttl = policy.ttl
-            if ttl <= 0 or (enforce_bounds and not (TTL_MIN_MS <= ttl <= TTL_MAX_MS)):
-                raise PolicyError(f"policy.ttl must be between {TTL_MIN_MS} and {TTL_MAX_MS} ms")
+    if policy is not None and policy.execution_timeout is not None:
+        execution_timeout = policy.execution_timeout
+        if not execution_timeout_min_ms <= execution_timeout <= EXECUTION_TIMEOUT_MAX_MS:
+            raise PolicyError(f"policy.executionTimeout must be between {execution_timeout_min_ms} and "
+                              f"{EXECUTION_TIMEOUT_MAX_MS} ms")
+    if policy is not None and policy.ttl is not None:
+        ttl = policy.ttl
+        if not ttl_min_ms <= ttl <= TTL_MAX_MS:
+            raise PolicyError(f"policy.ttl must be between {ttl_min_ms} and {TTL_MAX_MS} ms")
     return execution_timeout, ttl
 
 

@@ -154,20 +154,13 @@ class EndpointService:
             raise ApiError(400, "s3Config must be a JSON object")
         if req.webhook is not None and not req.webhook.startswith(("http://", "https://")):
             raise ApiError(400, "webhook must be an http(s) URL")
-        policy = req.policy
         try:
             execution_timeout, ttl = jobs.resolve_policy(
-                policy, default_execution_timeout_ms=s.default_execution_timeout_ms,
-                default_ttl_ms=s.default_ttl_ms, enforce_bounds=False)
+                req.policy, default_execution_timeout_ms=s.default_execution_timeout_ms,
+                default_ttl_ms=s.default_ttl_ms, execution_timeout_min_ms=s.execution_timeout_min_ms,
+                ttl_min_ms=s.ttl_min_ms)
         except jobs.PolicyError as exc:
             raise ApiError(400, str(exc)) from None
-        if policy is not None:
-            if policy.execution_timeout is not None and not (
-                    s.execution_timeout_min_ms <= execution_timeout <= jobs.EXECUTION_TIMEOUT_MAX_MS):
-                raise ApiError(400, f"policy.executionTimeout must be between {s.execution_timeout_min_ms} "
-                                    f"and {jobs.EXECUTION_TIMEOUT_MAX_MS} ms")
-            if policy.ttl is not None and not (s.ttl_min_ms <= ttl <= jobs.TTL_MAX_MS):
-                raise ApiError(400, f"policy.ttl must be between {s.ttl_min_ms} and {jobs.TTL_MAX_MS} ms")
         job_id = f"sync-{uuid.uuid4()}-u1" if sync else f"{uuid.uuid4()}-u1"
         payload = b'{"id":"' + job_id.encode() + b'","input":' + raw_input
         if s3:

@@ -10,7 +10,8 @@ Fixtures
     ``podgate endpoint`` as a subprocess on a free port and returns an :class:`EndpointServer`
     once it printed its ready line. ``settings`` are :class:`serverless.settings.Settings`
     field names (``take_hold=1.0``); :data:`FAST` holds the short timings used by default.
-    ``store="redis"`` uses 127.0.0.1:6379 db 0 with a random key prefix (skipped, with the
+    ``store="redis"`` uses 127.0.0.1:6379 db 0 with a random key prefix, or the given
+    ``redis_prefix`` (several replicas on one queue) (skipped, with the
     reason, if ``serverless/store/redis.py`` does not exist yet or Redis is down).
     Every server (and its workers) is stopped when the fixture's scope ends.
 
@@ -254,8 +255,9 @@ class _Factory:
         cmd = [*PODGATE, "endpoint", "--host", "127.0.0.1", "--port", "0"]
         for ep in endpoints:
             cmd += ["--endpoint", ep]
-        if store == "redis":
-            cmd += ["--redis-url", REDIS_URL, "--redis-prefix", f"podgate-test:{uuid.uuid4().hex}:"]
+        if store == "redis":  # a random key prefix unless the caller shares one between servers
+            cmd += ["--redis-url", REDIS_URL]
+            merged.setdefault("redis_prefix", f"podgate-test:{uuid.uuid4().hex}:")
         cmd += _settings_args(merged)
         env = dict(os.environ)
         if api_key:

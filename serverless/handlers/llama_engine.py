@@ -203,7 +203,7 @@ class Engine:
         vocab = llm._model.vocab
         from llama_cpp import llama_cpp as C
 
-        llm.set_seed(p.seed if p.seed is not None else random.getrandbits(32))
+        llm.set_seed(p.seed & 0xFFFFFFFF if p.seed is not None else random.getrandbits(32))  # llama.cpp: uint32
         decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
         text = ""
         sent = 0  # characters of text already emitted
@@ -215,6 +215,8 @@ class Engine:
         for token in llm.generate(tokens, top_k=p.top_k, top_p=p.top_p, min_p=p.min_p, typical_p=1.0,
                                   temp=p.temperature, repeat_penalty=p.repetition_penalty,
                                   frequency_penalty=p.frequency_penalty, presence_penalty=p.presence_penalty):
+            if stop.is_set():
+                break
             if not p.ignore_eos and C.llama_vocab_is_eog(vocab, token):
                 finish = "stop"
                 break

@@ -152,8 +152,11 @@ class OpenAIServer:
         if isinstance(prompt, str):
             if req.suffix:
                 raise WorkerError("suffix is not supported by this worker.", param="suffix")
-            return self.engine.text_prompt(prompt), (prompt if req.echo else "")
-        if all(isinstance(t, int) for t in prompt):
+            tokens = self.engine.text_prompt(prompt)
+            if not tokens:
+                raise WorkerError("The prompt is empty.", param="prompt")
+            return tokens, (prompt if req.echo else "")
+        if prompt and all(isinstance(t, int) for t in prompt):
             text = self.engine.llm.detokenize(prompt).decode("utf-8", "replace") if req.echo else ""
             return list(prompt), text
         raise WorkerError("Batched prompts are not supported by this worker (one prompt per request).", param="prompt")

@@ -95,7 +95,10 @@ def _request(inp: Any) -> tuple[str, str, dict | None]:
         body = inp.get("body") or None
         method = str(inp.get("method") or ("POST" if body else "GET")).upper()
         return str(inp["route"]), method, body
-    shorthand = {**(inp.get("sampling_params") or {}), "stream": bool(inp.get("stream"))}
+    sampling = inp.get("sampling_params") or {}
+    if not isinstance(sampling, dict):
+        raise WorkerError("sampling_params must be a JSON object.")
+    shorthand = {**sampling, "stream": bool(inp.get("stream"))}
     if "messages" in inp:
         return CHAT, "POST", {**shorthand, "messages": inp["messages"]}
     if "prompt" in inp:

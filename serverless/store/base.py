@@ -83,9 +83,10 @@ class JobStore(abc.ABC):
     async def retry(self, endpoint: str, job_id: str, *, now: float) -> Outcome | None:
         """``/retry``. FAILED or TIMED_OUT: back to IN_QUEUE at the queue's tail with the same
         id and payload; ``output``, ``error``, ``worker_id``, ``started_at``, ``finished_at``
-        and the stream buffer cleared; ``retries += 1``; the endpoint's ``retried`` health
-        counter += 1; ``expires_at = now + ttl_ms/1000``; ``changed=True``; wakes queue and
-        job waiters. Any other status: ``changed=False``. Absent: ``None``."""
+        and the stream buffer cleared; ``attempts = 0`` (a fresh lost-worker budget);
+        ``retries += 1``; the endpoint's ``retried`` health counter += 1;
+        ``expires_at = now + ttl_ms/1000``; ``changed=True``; wakes queue and job waiters.
+        Any other status: ``changed=False``. Absent: ``None``."""
 
     @abc.abstractmethod
     async def purge(self, endpoint: str, *, now: float) -> int:

@@ -210,6 +210,7 @@ class MemoryStore(JobStore):
         if job.status not in RETRYABLE:
             return Outcome(job, False)
         job.retries += 1
+        job.attempts = 0
         ep.retried += 1
         self._set_expiry(ep, job, now + job.ttl_ms / 1000.0)
         self._requeue(ep, job, head=False)
@@ -355,11 +356,15 @@ class MemoryStore(JobStore):
             if job.status == IN_PROGRESS:
                 self._stop(ep, endpoint, job.worker_id, job_id)
             self._delete(ep, job)
-        # 4: forget long-gone workers
+        if len(heap) > 2 * len(ep.jobs) + 1024:  # drop stale entries left by set_ttl/terminal/purge
+            ep.expiry = [(job.expires_at, job.id) for job in ep.jobs.values()]
+            heapq.heapify(ep.expiry)
+        # 4: forget long-gone workers (and stop signals nobody will collect)
         if ep.workers:
             forget = [w for w, rec in ep.workers.items() if now - rec.last_seen >= 10 * worker_timeout]
             for w in forget:
                 del ep.workers[w]
+                ep.stops.pop(w, None)
         return finished
 
     def _lost(self, ep: _Endpoint, job: Job, now: float, max_attempts: int) -> bool:

@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 
 import httpx
+import openai
 import pytest
 from openai import OpenAI
 
@@ -86,6 +87,16 @@ def test_streamed_answer(client):
     assert whole.choices[0].message.content == text
 
 
+def test_what_the_model_cannot_do_is_a_400(client):
+    """The worker refuses in worker-vllm Era C's words; podgate turns that into OpenAI's."""
+    with pytest.raises(openai.BadRequestError) as e:
+        client.chat.completions.create(model=MODEL, messages=HELLO, n=2)
+    assert e.value.status_code == 400 and "n > 1" in e.value.message
+    with pytest.raises(openai.BadRequestError) as e:
+        client.chat.completions.create(model=MODEL, messages=HELLO, max_tokens=10**6)
+    assert "maximum context length" in e.value.message
+
+
 def test_closing_a_stream_cancels_the_job_and_frees_the_worker(serve, client):
     # 4000 tokens would keep the worker busy for most of a minute if generation went on
     with client.chat.completions.with_streaming_response.create(
@@ -126,6 +137,7 @@ def test_a_crashed_worker_is_restarted_and_its_job_still_answered(serve, client)
                              temperature=0, extra_body={"ignore_eos": True})
         wait_for(lambda: serve.endpoint_health()["jobs"]["inProgress"] == 1, 30, "the worker took the job")
         os.kill(pid, signal.SIGKILL)
+        wait_for(lambda: httpx.get(serve.root + "/readyz").status_code == 503, 5, "not ready without a worker")
         new = wait_for(lambda: {k: v for k, v in _worker_pids(serve).items() if k != wid}, 30, "a new worker")
         assert list(new) == [f"{wid}-2"]
         r = answer.result(timeout=120)  # re-queued once the endpoint stops hearing from the dead worker

@@ -141,6 +141,7 @@ async def test_shorthand_messages_input_maps_to_chat(server):
     ({"openai_route": CHAT}, 405, "Method Not Allowed"),
     ({"openai_route": "/v1/embeddings", "openai_input": {"input": "x"}}, 404, "Not Found"),
     ({"openai_route": COMPLETIONS, "openai_input": {"prompt": ["a", "b"]}}, 400, "Batched prompts"),
+    ({"openai_route": COMPLETIONS, "openai_input": {"prompt": ""}}, 400, "The prompt is empty"),
     ({"something": "else"}, None, "none of openai_route"),
     ("not an object", None, "must be a JSON object"),
 ])

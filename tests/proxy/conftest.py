@@ -1,9 +1,10 @@
 """Fixtures for the proxy's contract tests: podgate → local endpoint → real SDK workers.
 
-``stack`` (session scope): one ``podgate endpoint`` (H1's fixture), two real ``runpod`` SDK
-workers running ``tests.proxy.handlers.workers:handler`` (8 jobs each at once), and one
-``podgate serve --config`` subprocess whose models cover every worker format and wire
-style (see ``MODELS``). ``stack.base_url`` is the proxy's ``/v1``; ``stack.markers`` the
+``stack`` (session scope): one ``podgate endpoint`` (H1's fixture) with endpoints ``ep``
+and ``plain``; on ``ep`` two real ``runpod`` SDK workers running
+``tests.proxy.handlers.workers:handler`` (8 jobs each at once), on ``plain`` one running the
+non-generator ``workers:plain``; and one ``podgate serve --config`` subprocess whose models
+cover every worker format and wire style (``MODELS``, ``PLAIN_MODELS``). ``stack.base_url`` is the proxy's ``/v1``; ``stack.markers`` the
 directory where slow handlers leave ``<job>.started`` / ``<job>.cancelled``.
 """
 
@@ -23,6 +24,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 HANDLER = "tests.proxy.handlers.workers:handler"
+PLAIN_HANDLER = "tests.proxy.handlers.workers:plain"
 
 #: model name → (format, served_model). The served model picks the worker's wire style.
 MODELS = {
@@ -34,6 +36,8 @@ MODELS = {
     "tgi": ("tgi", None),
     "text": ("text", None),
 }
+#: models on the second endpoint ("plain"), served by a non-generator handler
+PLAIN_MODELS = {"plain-text": ("text", None)}
 
 TIMING = {
     "keepalive_s": 0.3,
@@ -46,13 +50,15 @@ TIMING = {
 
 
 def write_config(path: Path, endpoint_base: str, endpoint: str, *, timing: dict | None = None,
-                 models: dict | None = None) -> Path:
+                 models: dict | None = None, extra_endpoints: dict[str, dict] | None = None) -> Path:
     lines = ["[server]", 'host = "127.0.0.1"', "port = 0", "", "[runpod]", f'base_url = "{endpoint_base}"',
              'api_key_env = "PODGATE_TEST_RUNPOD_KEY"', "", "[timing]"]
     for k, v in {**TIMING, **(timing or {})}.items():
         lines.append(f"{k} = {v!r}")
-    for name, (fmt, served) in (models or MODELS).items():
-        lines += ["", "[[models]]", f'name = "{name}"', f'endpoint = "{endpoint}"', f'format = "{fmt}"']
+    entries = [(name, spec, endpoint) for name, spec in (models or MODELS).items()]
+    entries += [(name, spec, ep) for ep, extra in (extra_endpoints or {}).items() for name, spec in extra.items()]
+    for name, (fmt, served), ep in entries:
+        lines += ["", "[[models]]", f'name = "{name}"', f'endpoint = "{ep}"', f'format = "{fmt}"']
         if served:
             lines.append(f'served_model = "{served}"')
     path.write_text("\n".join(lines) + "\n")
@@ -144,13 +150,15 @@ def stack(tmp_path_factory) -> Stack:
 
     factory = _Factory(tmp_path_factory.mktemp("endpoint"))
     try:
-        server = factory(endpoints=("ep",))
+        server = factory(endpoints=("ep", "plain"))
         markers = tmp_path_factory.mktemp("markers")
         for _ in range(2):
             server.worker(HANDLER, concurrency=8, wait=False, extra_env={"PODGATE_TEST_MARKERS": str(markers)})
+        server.worker(PLAIN_HANDLER, endpoint="plain", concurrency=4, wait=False)
         server.wait_for_workers(count=2)
+        server.wait_for_workers("plain", count=1)
         logdir = tmp_path_factory.mktemp("proxy")
-        config = write_config(logdir / "podgate.toml", server.base, "ep")
+        config = write_config(logdir / "podgate.toml", server.base, "ep", extra_endpoints={"plain": PLAIN_MODELS})
         proxy = start_proxy(config, server.api_key, logdir)
         try:
             yield Stack(server, proxy, markers)

@@ -10,7 +10,7 @@ import httpx
 import openai
 import pytest
 
-from tests.proxy.conftest import MODELS
+from tests.proxy.conftest import MODELS, PLAIN_MODELS
 from tests.proxy.handlers.workers import REASONING, TEXT, TOOLS
 
 EXPECTED = "".join(TEXT)
@@ -185,9 +185,18 @@ def test_ignored_params_header(http):
     assert r.json()["choices"][0]["message"]["content"] == EXPECTED
 
 
+def test_aggregate_only_output(client):
+    """A worker that streams nothing: the stream still carries the whole answer (from the
+    one ``/status`` call at the end)."""
+    got = collect(client.chat.completions.create(model="plain-text", messages=USER, stream=True))
+    assert got["text"] == {0: EXPECTED} and got["finish"] == {0: "stop"}
+    full = client.chat.completions.create(model="plain-text", messages=USER)
+    assert full.choices[0].message.content == EXPECTED
+
+
 def test_models(stack, client):
     ids = [m.id for m in client.models.list()]
-    assert ids == list(MODELS)
+    assert ids == [*MODELS, *PLAIN_MODELS]
     m = client.models.retrieve("sglang")
     assert m.id == "sglang" and m.object == "model"
     with pytest.raises(openai.NotFoundError):

@@ -291,3 +291,9 @@ async def handler(job):
         gen = _text_mode(inp)
     async for y in gen:
         yield y
+
+
+async def plain(job):
+    """A non-generator handler (nothing reaches ``/stream``; the output exists only in
+    ``/status``): the whole text at once, as custom text workers often do."""
+    return "".join(TEXT)

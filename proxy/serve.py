@@ -18,9 +18,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--host", default=None, help="bind address (overrides [server] host)")
     parser.add_argument("--port", type=int, default=None, help="port (overrides [server] port; 0 = any free port)")
     parser.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
-    # the embedded default's options (ignored with --config)
-    parser.add_argument("--model-path", default=None, help="embedded default: another GGUF file")
-    parser.add_argument("--workers", type=int, default=1, help="embedded default: number of workers")
+    from proxy import embedded  # the embedded default's own options (ignored with --config)
+
+    embedded.add_arguments(parser)
 
 
 def run(args: argparse.Namespace) -> int:

@@ -9,6 +9,7 @@ raised as :class:`ApiError` (status + message), which the app renders as ``{"err
 from __future__ import annotations
 
 import asyncio
+import inspect
 import logging
 import time
 import uuid
@@ -66,6 +67,9 @@ class EndpointService:
 
     async def start(self) -> None:
         s = self.settings
+        start_store = getattr(self.store, "start", None)
+        if inspect.iscoroutinefunction(start_store):  # e.g. RedisStore: fail fast if Redis is down
+            await start_store()
         self.webhooks = WebhookSender(retries=s.webhook_retries, interval=s.webhook_retry_interval,
                                       timeout=s.webhook_timeout)
         self._sweeper = asyncio.get_running_loop().create_task(self._sweep_loop())

@@ -40,11 +40,13 @@ Fixtures
 
 from __future__ import annotations
 
+import asyncio
 import os
 import selectors
 import signal
 import subprocess
 import sys
+import threading
 import time
 import uuid
 from pathlib import Path
@@ -85,6 +87,37 @@ def redis_skip_reason() -> str | None:
     except Exception as exc:  # noqa: BLE001
         return f"Redis at {REDIS_URL} is not answering: {exc}"
     return None
+
+
+def delete_redis_prefixes(prefixes: list[str]) -> None:
+    """Delete every Redis key under each prefix (``RedisStore.delete_all``); runs its own event
+    loop in a thread, so it works from sync teardown code whether or not a loop is running."""
+    if not prefixes:
+        return
+
+    async def delete() -> None:
+        from serverless.store.redis import RedisStore
+
+        for prefix in prefixes:
+            store = RedisStore(REDIS_URL, prefix=prefix)
+            try:
+                await store.delete_all()
+            finally:
+                await store.close()
+
+    errors: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            asyncio.run(delete())
+        except BaseException as exc:  # noqa: BLE001 - reported below
+            errors.append(exc)
+
+    thread = threading.Thread(target=run, name="redis-cleanup")
+    thread.start()
+    thread.join(60)
+    if errors:
+        raise errors[0]
 
 
 class WorkerProcess:
@@ -244,6 +277,7 @@ class _Factory:
     def __init__(self, logdir: Path) -> None:
         self.logdir = logdir
         self.servers: list[EndpointServer] = []
+        self.redis_prefixes: list[str] = []  # deleted by close()
 
     def __call__(self, endpoints: tuple[str, ...] | list[str] = ("ep",), store: str = "memory",
                  api_key: str | None = "test-key", **settings: Any) -> EndpointServer:
@@ -258,6 +292,8 @@ class _Factory:
         if store == "redis":  # a random key prefix unless the caller shares one between servers
             cmd += ["--redis-url", REDIS_URL]
             merged.setdefault("redis_prefix", f"podgate-test:{uuid.uuid4().hex}:")
+            if merged["redis_prefix"] not in self.redis_prefixes:
+                self.redis_prefixes.append(merged["redis_prefix"])
         cmd += _settings_args(merged)
         env = dict(os.environ)
         if api_key:
@@ -276,8 +312,11 @@ class _Factory:
         return server
 
     def close(self) -> None:
-        for s in self.servers:
-            s.stop()
+        try:
+            for s in self.servers:
+                s.stop()
+        finally:
+            delete_redis_prefixes(self.redis_prefixes)
 
 
 def _read_ready_port(proc: subprocess.Popen, errlog: Path, timeout: float) -> int:
@@ -357,4 +396,8 @@ async def job_store(store_kind: str):
     try:
         yield store
     finally:
-        await store.close()
+        try:
+            if store_kind == "redis":
+                await store.delete_all()
+        finally:
+            await store.close()

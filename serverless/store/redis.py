@@ -310,12 +310,16 @@ class RedisStore(JobStore):
     async def touch_worker(self, endpoint: str, worker_id: str, *, now: float,
                            job_ids: list[str] | None = None, unhealthy: bool = False) -> None:
         report = "-" if job_ids is None else "u" if unhealthy else "r" if job_ids else ""
-        await self._run("TOUCH", endpoint, now, worker_id, report)
+        await self._run("TOUCH", endpoint, now, worker_id, report, *(job_ids or ()))
 
     # --- time-driven ----------------------------------------------------------------------
 
     async def sweep(self, endpoint: str, *, now: float, worker_timeout: float, max_attempts: int) -> list[Job]:
         recs = await self._run("SWEEP", endpoint, now, worker_timeout, max_attempts, self._sweep_limit)
+        return [_job(rec) for rec in recs]
+
+    async def requeue_unreported(self, endpoint: str, *, now: float, grace: float, max_attempts: int) -> list[Job]:
+        recs = await self._run("REQUEUE_UNREPORTED", endpoint, now, grace, max_attempts)
         return [_job(rec) for rec in recs]
 
     # --- waiting ---------------------------------------------------------------------------

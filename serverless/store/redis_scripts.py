@@ -22,6 +22,9 @@ key             type     holds
 ``B w``         zset     worker ids by last contact
 ``B wh``        hash     worker id -> last ping report: ``u`` unhealthy, ``r`` reported jobs,
                          ``""`` idle
+``B wp``        hash     worker id -> msgpack ``[ping_at, reports_jobs, [job ids]]``: time of
+                         the last ping, whether any ping ever listed a job id (0/1), and the
+                         ids the last ping listed (for ``requeue_unreported``)
 ``B wj:<wid>``  set      the IN_PROGRESS job ids a worker holds
 ``B s:<wid>``   list     job ids the worker must stop (job-stop), expires after ``stop_ttl``
 ``B n``         hash     cumulative counters ``completed``, ``failed``, ``retried``
@@ -47,7 +50,7 @@ FIELDS = ("spec", "st", "w", "sa", "fa", "ex", "o", "e", "at", "rt")
 
 #: the names of the per-operation scripts below (each is run as PRELUDE + script)
 SCRIPTS = ("SUBMIT", "SET_TTL", "READ_STREAM", "CANCEL", "RETRY", "PURGE", "HEALTH", "TAKE",
-           "APPEND_CHUNKS", "PROGRESS", "FINISH", "TAKE_STOPS", "TOUCH", "SWEEP")
+           "APPEND_CHUNKS", "PROGRESS", "FINISH", "TAKE_STOPS", "TOUCH", "SWEEP", "REQUEUE_UNREPORTED")
 
 PRELUDE = r"""
 local B, CH, EP = KEYS[1], ARGV[1], ARGV[2]
@@ -55,7 +58,7 @@ local NOWS = ARGV[3]
 local NOW = tonumber(NOWS)
 local GRACE = tonumber(ARGV[4])
 local STOP_TTL = tonumber(ARGV[5])
-local Q, SEQ, R, X, W, WH, N = B..'q', B..'seq', B..'r', B..'x', B..'w', B..'wh', B..'n'
+local Q, SEQ, R, X, W, WH, WP, N = B..'q', B..'seq', B..'r', B..'x', B..'w', B..'wh', B..'wp', B..'n'
 local FIELDS = {@FIELDS@}
 
 local function jk(id) return B..'j:'..id end
@@ -151,6 +154,18 @@ local function requeue(id, v, head)
   publish('j', id)
 end
 
+-- the job's worker lost it (v: st, ex, w, rn, ...): attempts += 1, then back to the head of the
+-- queue, or FAILED "worker lost" once attempts exceed max_attempts; true when it became terminal
+local function lost(id, v, max_attempts)
+  if redis.call('HINCRBY', jk(id), 'at', 1) <= max_attempts then
+    requeue(id, v, true)
+    return false
+  end
+  redis.call('HSET', jk(id), 'e', 'worker lost')
+  terminate(id, v, 'FAILED')
+  return true
+end
+
 -- set (flag '1') or remove a hash field
 local function put(id, field, flag, value)
   if flag == '1' then
@@ -208,6 +223,7 @@ local v = live(id)
 if not v then return nil end
 if v[1] ~= 'FAILED' and v[1] ~= 'TIMED_OUT' then return {0, record(id)} end
 redis.call('HINCRBY', jk(id), 'rt', 1)
+redis.call('HSET', jk(id), 'at', 0)
 redis.call('HINCRBY', N, 'retried', 1)
 set_expiry(id, NOW + tonumber(v[6]) / 1000)
 requeue(id, v, false)
@@ -312,10 +328,22 @@ if #ids > 0 then redis.call('DEL', sk(wid)) end
 return ids
 """
 
-# ARGV[6] worker id, [7] report: '-' keep the last one, 'u' unhealthy, 'r' running jobs, '' idle
+# ARGV[6] worker id, [7] report: '-' keep the last one (not a ping), else a ping: 'u'
+# unhealthy, 'r' running jobs, '' idle; [8..] the job ids the ping listed
 TOUCH = r"""
-touch(ARGV[6])
-if ARGV[7] ~= '-' then redis.call('HSET', WH, ARGV[6], ARGV[7]) end
+local wid = ARGV[6]
+touch(wid)
+if ARGV[7] ~= '-' then
+  redis.call('HSET', WH, wid, ARGV[7])
+  local ids = {}
+  for i = 8, #ARGV do ids[#ids + 1] = ARGV[i] end
+  local reports = #ids > 0 and 1 or 0
+  if reports == 0 then
+    local prev = redis.call('HGET', WP, wid)
+    if prev then reports = cmsgpack.unpack(prev)[2] end
+  end
+  redis.call('HSET', WP, wid, cmsgpack.pack({NOWS, reports, ids}))
+end
 return 1
 """
 
@@ -345,14 +373,8 @@ for _, wid in ipairs(redis.call('ZRANGEBYSCORE', W, '-inf', num(NOW - timeout)))
     if not v[1] or v[1] ~= 'IN_PROGRESS' or v[3] ~= wid then
       redis.call('SREM', wjk(wid), id)
       if not v[1] then redis.call('ZREM', R, id) end
-    elseif tonumber(v[2]) > NOW then
-      if redis.call('HINCRBY', jk(id), 'at', 1) <= max_attempts then
-        requeue(id, v, true)
-      else
-        redis.call('HSET', jk(id), 'e', 'worker lost')
-        terminate(id, v, 'FAILED')
-        finished[#finished + 1] = record(id)
-      end
+    elseif tonumber(v[2]) > NOW and lost(id, v, max_attempts) then
+      finished[#finished + 1] = record(id)
     end
   end
 end
@@ -380,7 +402,40 @@ for _, wid in ipairs(redis.call('ZRANGEBYSCORE', W, '-inf', num(NOW - 10 * timeo
   if redis.call('SCARD', wjk(wid)) == 0 then
     redis.call('ZREM', W, wid)
     redis.call('HDEL', WH, wid)
+    redis.call('HDEL', WP, wid)
   end
+end
+return finished
+"""
+
+# ARGV[6] grace (s), [7] max_attempts -> records of the jobs that became terminal.
+# Jobs held (per ``wj:<wid>``) by a worker that reports its jobs, whose last ping came at least
+# ``grace`` after the job started without listing it, are lost (as in SWEEP step 3); handled
+# in order of started_at (then id), like MemoryStore's take order.
+REQUEUE_UNREPORTED = r"""
+local grace, max_attempts = tonumber(ARGV[6]), tonumber(ARGV[7])
+local due = {}
+local pings = redis.call('HGETALL', WP)
+for i = 1, #pings, 2 do
+  local wid, ping = pings[i], cmsgpack.unpack(pings[i + 1])
+  if ping[2] == 1 then
+    local ping_at, listed = tonumber(ping[1]), {}
+    for _, id in ipairs(ping[3]) do listed[id] = true end
+    for _, id in ipairs(redis.call('SMEMBERS', wjk(wid))) do
+      if not listed[id] then
+        local v = redis.call('HMGET', jk(id), 'st', 'ex', 'w', 'rn', 'to', 'tl', 'sa')
+        if v[1] == 'IN_PROGRESS' and v[3] == wid and v[7] and tonumber(v[2]) > NOW
+            and ping_at >= tonumber(v[7]) + grace then
+          due[#due + 1] = {tonumber(v[7]), id, v}
+        end
+      end
+    end
+  end
+end
+table.sort(due, function(a, b) return a[1] < b[1] or (a[1] == b[1] and a[2] < b[2]) end)
+local finished = {}
+for _, d in ipairs(due) do
+  if lost(d[2], d[3], max_attempts) then finished[#finished + 1] = record(d[2]) end
 end
 return finished
 """

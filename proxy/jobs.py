@@ -21,11 +21,15 @@ from msgspec import UNSET as _UNSET
 
 from adapters.errors import from_job_status
 from adapters.events import ErrorEvent, Event
-from adapters.transport import JobStatus, RunPodClient
+from adapters.transport import JobStatus, RunPodClient, RunPodError
 from proxy.cancel import CancelQueue
 from proxy.settings import TimingSettings
 
 T = TypeVar("T")
+
+#: How often one ``/stream`` poll the upstream refused is retried, and the longest pause.
+POLL_RETRIES = 5
+POLL_RETRY_MAX_S = 2.0
 
 
 class ClientDisconnected(Exception):
@@ -82,7 +86,7 @@ class JobEvents:
         wait_ms = t.stream_wait_ms or None
         while True:
             started = time.monotonic()
-            poll = await self._client.stream(self._endpoint, self._job_id, wait_ms=wait_ms)
+            poll = await self._poll(wait_ms)
             events: list[Event] = []
             if poll.stream:
                 self._saw_items = True
@@ -105,6 +109,23 @@ class JobEvents:
             if not held:
                 await asyncio.sleep(self._delay)
                 self._delay = min(self._delay * 2, t.poll_max_ms / 1000.0)
+
+    async def _poll(self, wait_ms: int | None) -> Any:
+        """One ``/stream`` poll. A poll the upstream refused without consuming anything
+        (429 rate limit, 502/503, or a connection that never reached it) is retried a few
+        times, honouring ``Retry-After``, so that a busy moment does not end a stream;
+        a poll that may have consumed chunks (timeout after sending) is never repeated."""
+        delay = self._t.poll_min_ms / 1000.0
+        for attempt in range(POLL_RETRIES + 1):
+            try:
+                return await self._client.stream(self._endpoint, self._job_id, wait_ms=wait_ms)
+            except RunPodError as exc:
+                refused = exc.status in (429, 502, 503) and (exc.answered or exc.status == 502)
+                if not refused or attempt == POLL_RETRIES:
+                    raise
+                await asyncio.sleep(min(exc.retry_after or delay, POLL_RETRY_MAX_S))
+                delay = min(delay * 2, POLL_RETRY_MAX_S)
+        raise AssertionError("unreachable")
 
     async def _finish(self, status: str) -> list[Event]:
         """The job is terminal and its stream drained: flush the decoder, and ask

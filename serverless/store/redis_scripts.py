@@ -12,11 +12,13 @@ key             type     holds
 ``B j:<id>``    hash     one job: ``spec`` (msgpack of the fields that never change), and the
                          state fields ``st`` status, ``w`` worker id, ``sa``/``fa`` started /
                          finished at, ``ex`` expires at, ``o`` output, ``e`` error, ``at``
-                         attempts, ``rt`` retries, plus ``to``/``rn``/``tl`` (execution
-                         timeout, retention, ttl in ms) that the scripts compute with
+                         attempts, ``rt`` retries, ``ro`` take order (while IN_PROGRESS),
+                         plus ``to``/``rn``/``tl`` (execution timeout, retention, ttl in ms)
+                         that the scripts compute with
 ``B c:<id>``    list     the job's stream chunks not yet read by ``/stream``
 ``B q``         zset     the queue: IN_QUEUE ids by sequence (tail = +seq, head = -seq)
 ``B seq``       string   the queue sequence counter
+``B ro``        string   the take order counter (``ro`` of each taken job)
 ``B r``         zset     IN_PROGRESS ids by run deadline (started_at + executionTimeout)
 ``B x``         zset     every job id by ``expires_at``
 ``B w``         zset     worker ids by last contact
@@ -148,7 +150,7 @@ end
 local function requeue(id, v, head)
   unrun(id, v)
   redis.call('HSET', jk(id), 'st', 'IN_QUEUE')
-  redis.call('HDEL', jk(id), 'w', 'sa', 'fa', 'o', 'e')
+  redis.call('HDEL', jk(id), 'w', 'sa', 'fa', 'o', 'e', 'ro')
   redis.call('DEL', ck(id))
   enqueue(id, head)
   publish('j', id)
@@ -164,6 +166,15 @@ local function lost(id, v, max_attempts)
   redis.call('HSET', jk(id), 'e', 'worker lost')
   terminate(id, v, 'FAILED')
   return true
+end
+
+-- lost() for each {ro, id, v} of ``due`` in take order (as MemoryStore walks its running jobs,
+-- so simultaneous head re-queues end in the same order); appends terminal records to finished
+local function lose_all(due, max_attempts, finished)
+  table.sort(due, function(a, b) return a[1] < b[1] or (a[1] == b[1] and a[2] < b[2]) end)
+  for _, d in ipairs(due) do
+    if lost(d[2], d[3], max_attempts) then finished[#finished + 1] = record(d[2]) end
+  end
 end
 
 -- set (flag '1') or remove a hash field
@@ -272,7 +283,7 @@ while #out < want do
       if tonumber(v[2]) <= NOW then
         delete(id)
       elseif v[1] == 'IN_QUEUE' then
-        redis.call('HSET', jk(id), 'st', 'IN_PROGRESS', 'w', wid, 'sa', NOWS)
+        redis.call('HSET', jk(id), 'st', 'IN_PROGRESS', 'w', wid, 'sa', NOWS, 'ro', redis.call('INCR', B..'ro'))
         redis.call('ZADD', R, num(NOW + tonumber(v[3]) / 1000), id)
         redis.call('SADD', wjk(wid), id)
         publish('j', id)
@@ -367,17 +378,19 @@ for _, id in ipairs(redis.call('ZRANGEBYSCORE', R, '-inf', NOWS, 'LIMIT', 0, lim
 end
 
 -- 3. jobs of workers that stopped reporting
+local due = {}
 for _, wid in ipairs(redis.call('ZRANGEBYSCORE', W, '-inf', num(NOW - timeout))) do
   for _, id in ipairs(redis.call('SMEMBERS', wjk(wid))) do
-    local v = redis.call('HMGET', jk(id), 'st', 'ex', 'w', 'rn', 'to', 'tl')
+    local v = redis.call('HMGET', jk(id), 'st', 'ex', 'w', 'rn', 'to', 'tl', 'ro')
     if not v[1] or v[1] ~= 'IN_PROGRESS' or v[3] ~= wid then
       redis.call('SREM', wjk(wid), id)
       if not v[1] then redis.call('ZREM', R, id) end
-    elseif tonumber(v[2]) > NOW and lost(id, v, max_attempts) then
-      finished[#finished + 1] = record(id)
+    elseif tonumber(v[2]) > NOW then
+      due[#due + 1] = {tonumber(v[7]) or 0, id, v}
     end
   end
 end
+lose_all(due, max_attempts, finished)
 
 -- 2. expiry: deleted (404), with a stop signal if it was running
 for _, id in ipairs(redis.call('ZRANGEBYSCORE', X, '-inf', NOWS, 'LIMIT', 0, limit)) do
@@ -411,7 +424,7 @@ return finished
 # ARGV[6] grace (s), [7] max_attempts -> records of the jobs that became terminal.
 # Jobs held (per ``wj:<wid>``) by a worker that reports its jobs, whose last ping came at least
 # ``grace`` after the job started without listing it, are lost (as in SWEEP step 3); handled
-# in order of started_at (then id), like MemoryStore's take order.
+# in take order (``ro``), as MemoryStore does.
 REQUEUE_UNREPORTED = r"""
 local grace, max_attempts = tonumber(ARGV[6]), tonumber(ARGV[7])
 local due = {}
@@ -423,19 +436,16 @@ for i = 1, #pings, 2 do
     for _, id in ipairs(ping[3]) do listed[id] = true end
     for _, id in ipairs(redis.call('SMEMBERS', wjk(wid))) do
       if not listed[id] then
-        local v = redis.call('HMGET', jk(id), 'st', 'ex', 'w', 'rn', 'to', 'tl', 'sa')
+        local v = redis.call('HMGET', jk(id), 'st', 'ex', 'w', 'rn', 'to', 'tl', 'sa', 'ro')
         if v[1] == 'IN_PROGRESS' and v[3] == wid and v[7] and tonumber(v[2]) > NOW
             and ping_at >= tonumber(v[7]) + grace then
-          due[#due + 1] = {tonumber(v[7]), id, v}
+          due[#due + 1] = {tonumber(v[8]) or 0, id, v}
         end
       end
     end
   end
 end
-table.sort(due, function(a, b) return a[1] < b[1] or (a[1] == b[1] and a[2] < b[2]) end)
 local finished = {}
-for _, d in ipairs(due) do
-  if lost(d[2], d[3], max_attempts) then finished[#finished + 1] = record(d[2]) end
-end
+lose_all(due, max_attempts, finished)
 return finished
 """

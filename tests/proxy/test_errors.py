@@ -13,7 +13,7 @@ import httpx
 import openai
 import pytest
 
-from tests.proxy.conftest import start_proxy, write_config
+from tests.proxy.conftest import HANDLER, start_proxy, write_config
 
 
 @pytest.fixture
@@ -145,5 +145,23 @@ def test_rate_limited_by_runpod_is_429(stack, tmp_path, module_endpoint_factory)
                 with c.stream("POST", "/chat/completions", json=body) as s:  # closed unread
                     statuses.append((s.status_code, s.headers.get("retry-after")))
         assert statuses[-1][0] == 429 and statuses[-1][1] is not None
+    finally:
+        proxy.stop()
+
+
+def test_stream_survives_rate_limited_polls(stack, tmp_path, module_endpoint_factory):
+    """/stream polls refused with 429 mid-stream are retried after Retry-After: the client
+    gets the whole answer, the same text as without limits, and no in-stream error."""
+    server = module_endpoint_factory(endpoints=("slowpoll",), limits={"stream": (3, 0)}, rate_window=1)
+    server.worker(HANDLER, endpoint="slowpoll", concurrency=2)
+    proxy = start_proxy(write_config(tmp_path / "sp.toml", server.base, "slowpoll", models={"m": ("vllm", "era-c")}),
+                        server.api_key, tmp_path)
+    try:
+        client = openai.OpenAI(base_url=proxy.base_url, api_key="x", max_retries=0)
+        messages = [{"role": "user", "content": "hi #dribble"}]
+        expected = client.chat.completions.create(model="m", messages=messages).choices[0].message.content
+        stream = client.chat.completions.create(model="m", messages=messages, stream=True)
+        text = "".join(c.choices[0].delta.content or "" for c in stream if c.choices)
+        assert text == expected and text
     finally:
         proxy.stop()

@@ -66,16 +66,21 @@ async def progress(job):
     return {"done": True}
 
 
+def _write_marker(path: str, text: str) -> None:
+    """Write ``text`` so that a test polling for ``path`` never sees it half-written."""
+    with open(path + ".tmp", "w") as fh:
+        fh.write(text)
+    os.replace(path + ".tmp", path)
+
+
 async def long_cancellable(job):
     """Runs for ``seconds``; on CancelledError writes ``marker`` (a file path) and re-raises."""
     marker = job["input"]["marker"]
     try:
-        with open(marker + ".started", "w") as fh:
-            fh.write(job["id"])
+        _write_marker(marker + ".started", job["id"])
         await asyncio.sleep(float(job["input"].get("seconds", 60)))
     except asyncio.CancelledError:
-        with open(marker, "w") as fh:
-            fh.write("cancelled " + job["id"])
+        _write_marker(marker, "cancelled " + job["id"])
         raise
     return {"finished": True}
 

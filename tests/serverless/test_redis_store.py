@@ -156,6 +156,51 @@ async def test_worker_lost_fails_after_max_attempts(replicas):
     assert await b.sweep(EP, now=T0 + 40, worker_timeout=10, max_attempts=1) == []
 
 
+async def test_requeue_unreported_matches_memory_store(replicas):
+    """requeue_unreported and retry on two replicas give what MemoryStore gives, step by step:
+    the grace period, reports_jobs kept after an empty ping, head re-queue order, FAILED after
+    max_attempts decided once, and retry starting a fresh attempts budget."""
+    from serverless.store.memory import MemoryStore
+
+    async def scenario(a, b) -> list:
+        seen: list = []
+
+        def snap(jobs) -> list:
+            return [(j.id, j.status, j.attempts, j.retries, j.error, j.worker_id) for j in jobs]
+
+        for n in range(4):
+            await a.submit(make_job(n), max_queue=None, now=T0)
+        seen.append(snap(await b.take(EP, "w1", 3, now=T0)))
+        await a.touch_worker(EP, "w1", now=T0 + 1, job_ids=["job-0"])
+        await b.touch_worker(EP, "w1", now=T0 + 2, job_ids=[])  # idle ping: still reports jobs
+        seen.append(snap(await a.requeue_unreported(EP, now=T0 + 2, grace=5, max_attempts=1)))
+        await b.touch_worker(EP, "w1", now=T0 + 6, job_ids=["job-2"])
+        await a.touch_worker(EP, "w1", now=T0 + 6.5)  # not a ping: the last report stays
+        seen.append(snap(await b.requeue_unreported(EP, now=T0 + 7, grace=5, max_attempts=1)))
+        seen.append(snap(await a.requeue_unreported(EP, now=T0 + 7, grace=5, max_attempts=1)))
+        seen.append(snap(await a.take(EP, "w1", 4, now=T0 + 8)))  # head re-queues first
+        await b.touch_worker(EP, "w1", now=T0 + 14, job_ids=["job-2"])
+        seen.append(snap(await a.requeue_unreported(EP, now=T0 + 14, grace=5, max_attempts=1)))
+        seen.append(snap(await b.requeue_unreported(EP, now=T0 + 14, grace=5, max_attempts=1)))
+        outcome = await b.retry(EP, "job-0", now=T0 + 15)
+        seen.append((outcome.changed, snap([outcome.job])))
+        seen.append(snap([await a.get(EP, f"job-{n}", now=T0 + 15) for n in range(4)]))
+        h = await a.health(EP, now=T0 + 15, worker_timeout=60)
+        seen.append((h.jobs.in_queue, h.jobs.in_progress, h.jobs.failed, h.jobs.retried))
+        seen.append(snap(await b.take(EP, "w2", 2, now=T0 + 16)))
+        # both workers lost: sweep re-queues/fails in take order, as MemoryStore does
+        seen.append(snap(await a.sweep(EP, now=T0 + 100, worker_timeout=10, max_attempts=1)))
+        seen.append(snap(await b.take(EP, "w3", 5, now=T0 + 100)))
+        return seen
+
+    memory = MemoryStore()
+    expected = await scenario(memory, memory)
+    assert expected[5] and all(j[1] == FAILED and j[4] == "worker lost" for j in expected[5])  # not vacuous
+    assert expected[7][1][0][1:3] == (IN_QUEUE, 0)
+    assert [j[0] for j in expected[-1]] == ["job-0", "job-2"]
+    assert await scenario(*replicas) == expected
+
+
 async def test_wakeups_come_from_the_other_replica(replicas):
     a, b = replicas
 

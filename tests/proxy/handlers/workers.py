@@ -235,6 +235,8 @@ async def _openai_mode(job_id: str, inp: dict):
         return
     for piece in _era_c_slices("".join(events)):
         yield piece
+        if scenario == "dribble":  # a stream that spans many /stream polls
+            await asyncio.sleep(0.05)
 
 
 async def _errors(scenario: str):

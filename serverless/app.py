@@ -3,8 +3,10 @@
 - :func:`create_app` builds the app for given settings and store; its lifespan starts and
   stops the service (sweeper, webhook client) and closes the store.
 - :func:`make_store` picks the store: memory by default, Redis when ``settings.redis_url``.
-- :func:`serve` runs the app under uvicorn until cancelled; ``on_ready`` is called with the
-  bound port (so port 0 works).
+- :func:`serve` runs the app under uvicorn until cancelled or signalled (SIGTERM/SIGINT);
+  ``on_ready`` is called with the bound port (so port 0 works). When uvicorn starts shutting
+  down it first calls ``EndpointService.begin_shutdown``, so held long-polls answer at once
+  (uvicorn runs the lifespan shutdown only after every connection closed).
 """
 
 from __future__ import annotations
@@ -107,10 +109,19 @@ async def serve(settings: Settings, store: JobStore | None = None,
     import uvicorn
 
     app = create_app(settings, store)
+    service: EndpointService = app.state.service
+
+    class Server(uvicorn.Server):
+        async def shutdown(self, sockets: list | None = None) -> None:
+            # Held long-polls resume only at super()'s first await, by which time uvicorn has
+            # closed the listeners and marked every connection to close after its response.
+            service.begin_shutdown()
+            await super().shutdown(sockets)
+
     config = uvicorn.Config(app, host=settings.host, port=settings.port, log_level="warning",
                             access_log=False, lifespan="on", timeout_keep_alive=75,
                             loop="none", http="httptools")
-    server = uvicorn.Server(config)
+    server = Server(config)
     task = asyncio.create_task(server.serve())
     try:
         while not server.started:

@@ -4,6 +4,10 @@ HTTP-agnostic core used by the routes (``serverless.routes_caller``/``routes_wor
 validation of submit bodies, long-poll loops, webhooks on terminal transitions, limits and
 the background sweeper that applies timeouts, TTLs and lost-worker re-queues. Failures are
 raised as :class:`ApiError` (status + message), which the app renders as ``{"error": ...}``.
+
+Shutdown: :meth:`EndpointService.begin_shutdown` (called by ``serverless.app.serve`` as soon
+as uvicorn starts shutting down) ends every held long-poll at once with the answer it would
+give at its timeout, so that open connections close and the process exits promptly.
 """
 
 from __future__ import annotations
@@ -13,6 +17,7 @@ import inspect
 import logging
 import time
 import uuid
+from typing import Any, Coroutine
 
 import msgspec
 
@@ -62,6 +67,9 @@ class EndpointService:
         self.webhooks: WebhookSender | None = None
         self._sweeper: asyncio.Task[None] | None = None
         self.clock = time.time
+        #: set by :meth:`begin_shutdown`; ``_shutdown`` resolves then (made by the first hold).
+        self.shutting_down = False
+        self._shutdown: asyncio.Future[None] | None = None
 
     # --- lifecycle ---------------------------------------------------------------------------
 
@@ -74,7 +82,34 @@ class EndpointService:
                                       timeout=s.webhook_timeout)
         self._sweeper = asyncio.get_running_loop().create_task(self._sweep_loop())
 
+    def begin_shutdown(self) -> None:
+        """The server is shutting down: every held long-poll (job-take, job-stop, /runsync,
+        /status-sync, /stream) answers now with what it last saw, as at its timeout (204 for
+        take/stop, the current status or stream for callers), and none holds from now on.
+        Idempotent."""
+        self.shutting_down = True
+        if self._shutdown is not None and not self._shutdown.done():
+            self._shutdown.set_result(None)
+
+    async def _hold(self, waiting: Coroutine[Any, Any, None]) -> bool:
+        """Await one store wait of a long-poll loop, cut short by :meth:`begin_shutdown`.
+        ``False`` when the server is shutting down: the loop then answers with its last check
+        (without another store call, so a take hands out no job to a worker that is about to
+        lose this server)."""
+        if self.shutting_down:
+            waiting.close()
+            return False
+        if self._shutdown is None:
+            self._shutdown = asyncio.get_running_loop().create_future()
+        task = asyncio.ensure_future(waiting)
+        try:
+            await asyncio.wait((task, self._shutdown), return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            task.cancel()  # a no-op once the wait ended; else (shutdown, or we were cancelled) end it
+        return not self.shutting_down
+
     async def stop(self) -> None:
+        self.begin_shutdown()
         if self._sweeper is not None:
             self._sweeper.cancel()
             await asyncio.gather(self._sweeper, return_exceptions=True)
@@ -186,9 +221,9 @@ class EndpointService:
         while True:
             now = self.clock()
             job = await self.store.get(endpoint, job_id, now=now)
-            if job is None or job.terminal or now >= deadline:
+            if (job is None or job.terminal or now >= deadline
+                    or not await self._hold(self.store.wait_job(endpoint, job_id, deadline - now))):
                 return job
-            await self.store.wait_job(endpoint, job_id, deadline - now)
 
     async def runsync(self, endpoint: str, body: bytes, wait_ms: int | None) -> bytes:
         s = self.settings
@@ -228,10 +263,10 @@ class EndpointService:
             if got is None:
                 raise ApiError(404, "job not found")
             job, chunks = got
-            if chunks or job.terminal or now >= deadline:
+            if (chunks or job.terminal or now >= deadline
+                    or not await self._hold(self.store.wait_job(endpoint, job_id, deadline - now))):
                 items = b",".join([b'{"output":' + c + b"}" for c in chunks])
                 return b'{"status":"' + job.status.encode() + b'","stream":[' + items + b"]}"
-            await self.store.wait_job(endpoint, job_id, deadline - now)
 
     async def cancel(self, endpoint: str, job_id: str) -> bytes:
         outcome = await self.store.cancel(endpoint, job_id, now=self.clock())
@@ -264,18 +299,17 @@ class EndpointService:
         while True:
             now = self.clock()
             taken = await self.store.take(endpoint, worker_id, count, now=now)
-            if taken or now >= deadline:
+            if taken or now >= deadline or not await self._hold(self.store.wait_queue(endpoint, deadline - now)):
                 return taken
-            await self.store.wait_queue(endpoint, deadline - now)
 
     async def stop_signals(self, endpoint: str, worker_id: str) -> list[str]:
         deadline = self.clock() + self.settings.stop_hold
         while True:
             now = self.clock()
             ids = await self.store.take_stop_signals(endpoint, worker_id, now=now)
-            if ids or now >= deadline:
+            if (ids or now >= deadline
+                    or not await self._hold(self.store.wait_stop(endpoint, worker_id, deadline - now))):
                 return ids
-            await self.store.wait_stop(endpoint, worker_id, deadline - now)
 
     async def done(self, endpoint: str, worker_id: str, job_id: str, body: bytes) -> None:
         try:

@@ -10,22 +10,10 @@ The client wraps one ``httpx.AsyncClient`` (created by the owner at startup, clo
 shutdown) with explicit timeouts and pool limits sized for RunPod's per-endpoint
 concurrency limits. Calls that ask the upstream to hold (``?wait=``) get a read timeout
 longer than the wait.
-
-Hot path: a ``/stream`` poll is sent every few milliseconds while tokens flow, so the
-fixed cost of one call matters. For a client made by ``make_http_client`` (its transport
-is known) without auth, redirects or event hooks, a call hands a ready ``httpx.Request``
-straight to the client's transport (``httpx.AsyncBaseTransport.handle_async_request``)
-instead of ``AsyncClient.request``: the same URL (built the way the client merges it,
-cached per path), the client's headers and cookies and timeouts, the same httpx errors,
-the body read and closed the same way; it skips only the per-call URL parsing, header
-merging, the auth/redirect/hook generators and the cookie-jar pass over responses that
-set no cookie. Any other client takes the ordinary ``AsyncClient.request`` path.
 """
 
 from __future__ import annotations
 
-import logging
-import weakref
 from typing import Any
 
 import httpx
@@ -99,12 +87,6 @@ _error_dec = msgspec.json.Decoder(_ErrorBody)
 _enc = msgspec.json.Encoder()
 
 
-#: The transport of each client ``make_http_client`` made (the fast path sends through it).
-_TRANSPORTS: "weakref.WeakKeyDictionary[httpx.AsyncClient, httpx.AsyncBaseTransport]" = weakref.WeakKeyDictionary()
-_URL_CACHE_MAX = 4096
-_httpx_log = logging.getLogger("httpx")  # the line AsyncClient would log per request
-
-
 def make_http_client(
     base_url: str,
     *,
@@ -113,21 +95,14 @@ def make_http_client(
     max_connections: int = 400,
     max_keepalive_connections: int = 100,
 ) -> httpx.AsyncClient:
-    """The one ``httpx.AsyncClient`` for one upstream base URL. Its transport is the one
-    ``AsyncClient`` would build itself (HTTP/1.1, default TLS, these limits, no proxy),
-    made here so that ``RunPodClient`` can send through it directly."""
-    limits = httpx.Limits(max_connections=max_connections, max_keepalive_connections=max_keepalive_connections)
-    transport = httpx.AsyncHTTPTransport(limits=limits, trust_env=False)
-    client = httpx.AsyncClient(
+    """The one ``httpx.AsyncClient`` for one upstream base URL."""
+    return httpx.AsyncClient(
         base_url=base_url.rstrip("/") + "/",
         timeout=httpx.Timeout(read_timeout, connect=connect_timeout, pool=read_timeout),
-        limits=limits,
+        limits=httpx.Limits(max_connections=max_connections, max_keepalive_connections=max_keepalive_connections),
         headers={"content-type": "application/json", "user-agent": "podgate"},
         trust_env=False,
-        transport=transport,
     )
-    _TRANSPORTS[client] = transport
-    return client
 
 
 class RunPodClient:
@@ -137,9 +112,7 @@ class RunPodClient:
         self._http = http
         http.headers["authorization"] = f"Bearer {api_key}"  # set once, not merged per call
         self._read_timeout = read_timeout
-        self._wait_timeouts: dict[int, tuple[httpx.Timeout, dict]] = {}  # wait_ms -> (timeout, as_dict)
-        self._transport = _TRANSPORTS.get(http)
-        self._urls: dict[str, httpx.URL] = {}
+        self._wait_timeouts: dict[int, httpx.Timeout] = {}
 
     @property
     def http(self) -> httpx.AsyncClient:
@@ -175,20 +148,15 @@ class RunPodClient:
     async def _call(
         self, method: str, path: str, operation: str, *, content: bytes | None = None, wait_ms: int | None = None
     ) -> bytes:
-        timeout: Any = httpx.USE_CLIENT_DEFAULT
-        timeout_ext = None
+        timeout = httpx.USE_CLIENT_DEFAULT
         if wait_ms:
             path = f"{path}?wait={int(wait_ms)}"
-            cached = self._wait_timeouts.get(wait_ms)
-            if cached is None:
-                t = httpx.Timeout(self._read_timeout + wait_ms / 1000.0, connect=self._http.timeout.connect)
-                cached = self._wait_timeouts[wait_ms] = (t, t.as_dict())
-            timeout, timeout_ext = cached
+            timeout = self._wait_timeouts.get(wait_ms)
+            if timeout is None:
+                timeout = self._wait_timeouts[wait_ms] = httpx.Timeout(
+                    self._read_timeout + wait_ms / 1000.0, connect=self._http.timeout.connect)
         try:
-            if self._fast_ok():
-                resp = await self._send_direct(method, path, content, timeout_ext)
-            else:
-                resp = await self._http.request(method, path, content=content, timeout=timeout)
+            resp = await self._http.request(method, path, content=content, timeout=timeout)
         except httpx.TimeoutException as exc:
             raise RunPodError(504, f"upstream timed out ({type(exc).__name__})", operation=operation,
                              answered=False) from None
@@ -200,58 +168,6 @@ class RunPodClient:
                 resp.status_code, _error_message(resp), operation=operation, retry_after=_retry_after(resp)
             )
         return resp.content
-
-    def _fast_ok(self) -> bool:
-        """The direct path applies: a known transport, and nothing on the client that
-        ``AsyncClient.send`` would have to run (auth, redirects, event hooks)."""
-        http = self._http
-        if self._transport is None or http.is_closed or http.auth is not None or http.follow_redirects:
-            return False
-        hooks = http.event_hooks
-        return not hooks["request"] and not hooks["response"]
-
-    def _url(self, path: str) -> httpx.URL:
-        """The request URL for ``path`` relative to the base URL, merged exactly as
-        ``AsyncClient`` merges it (cached: a job's ``/stream`` path repeats every poll)."""
-        url = self._urls.get(path)
-        if url is None:
-            if len(self._urls) >= _URL_CACHE_MAX:
-                self._urls.clear()
-            merge = httpx.URL(path)
-            if merge.is_relative_url:
-                base = self._http.base_url
-                url = base.copy_with(raw_path=base.raw_path + merge.raw_path.lstrip(b"/"))
-            else:
-                url = merge
-            self._urls[path] = url
-        return url
-
-    async def _send_direct(self, method: str, path: str, content: bytes | None,
-                           timeout: dict | None) -> httpx.Response:
-        """One request through the client's transport, read whole (``AsyncClient.request``
-        without the work it would do for nothing here); ``timeout``: ``Timeout.as_dict()``,
-        None for the client's."""
-        http = self._http
-        request = httpx.Request(method, self._url(path), content=content, headers=http.headers, cookies=http.cookies,
-                                extensions={"timeout": timeout or http.timeout.as_dict()})
-        try:
-            response = await self._transport.handle_async_request(request)
-        except httpx.RequestError as exc:
-            exc.request = request
-            raise
-        response.request = request
-        try:
-            await response.aread()
-        except BaseException:
-            await response.aclose()
-            raise
-        headers = response.headers
-        if "set-cookie" in headers or "set-cookie2" in headers:
-            http.cookies.extract_cookies(response)
-        if _httpx_log.isEnabledFor(logging.INFO):
-            _httpx_log.info('HTTP Request: %s %s "%s %d %s"', method, request.url, response.http_version,
-                            response.status_code, response.reason_phrase)
-        return response
 
 
 def _decode(decoder: msgspec.json.Decoder, body: bytes, operation: str):

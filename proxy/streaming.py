@@ -52,9 +52,10 @@ class _Pending:
     async def get(self, timeout: float | None):
         if self.task is None:
             self.task = asyncio.ensure_future(self.source.next())
-        done, _ = await asyncio.wait((self.task,), timeout=timeout)
-        if not done:
-            return _TIMEOUT
+        if not self.task.done():  # a prefetched poll may have finished while we wrote
+            done, _ = await asyncio.wait((self.task,), timeout=timeout)
+            if not done:
+                return _TIMEOUT
         task, self.task = self.task, None
         return task.result()
 

@@ -2,7 +2,7 @@
 
 All state lives in plain dicts owned by one event loop; every method runs without awaiting
 in its critical section, so each is atomic. Long-polls wait on futures that mutations
-resolve (see :class:`_Waiters`). Semantics are those of :class:`serverless.store.base.JobStore`.
+resolve (see :class:`serverless.store.waiters.Waiters`). Semantics are those of :class:`serverless.store.base.JobStore`.
 """
 
 from __future__ import annotations
@@ -16,44 +16,9 @@ from serverless.jobs import (
     Health, Job, JobCounts, Outcome, WorkerCounts,
 )
 from serverless.store.base import JobStore
+from serverless.store.waiters import Waiters
 
 WORKER_LOST_ERROR = "worker lost"
-
-
-class _Waiters:
-    """Futures keyed by a name; ``notify(key)`` resolves every waiter of that key."""
-
-    __slots__ = ("_by_key",)
-
-    def __init__(self) -> None:
-        self._by_key: dict[object, set[asyncio.Future[None]]] = {}
-
-    async def wait(self, key: object, timeout: float) -> None:
-        if timeout <= 0:
-            return
-        loop = asyncio.get_running_loop()
-        fut: asyncio.Future[None] = loop.create_future()
-        waiters = self._by_key.setdefault(key, set())
-        waiters.add(fut)
-        handle = loop.call_later(timeout, _resolve, fut)
-        try:
-            await fut
-        finally:
-            handle.cancel()
-            waiters.discard(fut)
-            if not waiters and self._by_key.get(key) is waiters:
-                del self._by_key[key]
-
-    def notify(self, key: object) -> None:
-        waiters = self._by_key.pop(key, None)
-        if waiters:
-            for fut in waiters:
-                _resolve(fut)
-
-
-def _resolve(fut: asyncio.Future[None]) -> None:
-    if not fut.done():
-        fut.set_result(None)
 
 
 class _Worker:
@@ -89,9 +54,9 @@ class MemoryStore(JobStore):
 
     def __init__(self) -> None:
         self._eps: dict[str, _Endpoint] = {}
-        self._queue_waiters = _Waiters()
-        self._job_waiters = _Waiters()
-        self._stop_waiters = _Waiters()
+        self._queue_waiters = Waiters()
+        self._job_waiters = Waiters()
+        self._stop_waiters = Waiters()
 
     # --- helpers ---------------------------------------------------------------------------
 

@@ -26,6 +26,7 @@ import redis.asyncio as aioredis
 from serverless.jobs import Health, Job, JobCounts, Outcome, WorkerCounts
 from serverless.store import redis_scripts as lua
 from serverless.store.base import JobStore
+from serverless.store.waiters import Waiters
 
 log = logging.getLogger(__name__)
 
@@ -95,7 +96,7 @@ class _Notifier:
         self._channel = channel
         self._poll = poll_interval
         self._window = window
-        self._waiters: dict[tuple[str, str, str], set[asyncio.Future[None]]] = {}
+        self._waiters = Waiters()
         self._unclaimed: dict[tuple[str, str, str], float] = {}
         self._unclaimed_order: deque[tuple[float, tuple[str, str, str]]] = deque()
         self._ready = asyncio.Event()
@@ -133,26 +134,11 @@ class _Notifier:
         seen = self._unclaimed.pop(key, None)
         if seen is not None and time.monotonic() - seen < self._window:
             return
-        timeout = min(timeout, self._poll)
-        loop = asyncio.get_running_loop()
-        fut: asyncio.Future[None] = loop.create_future()
-        waiters = self._waiters.setdefault(key, set())
-        waiters.add(fut)
-        handle = loop.call_later(timeout, _resolve, fut)
-        try:
-            await fut
-        finally:
-            handle.cancel()
-            waiters.discard(fut)
-            if not waiters and self._waiters.get(key) is waiters:
-                del self._waiters[key]
+        await self._waiters.wait(key, min(timeout, self._poll))
 
     def _dispatch(self, data: bytes) -> None:
         key = _event_decoder.decode(data)
-        waiters = self._waiters.pop(key, None)
-        if waiters:
-            for fut in waiters:
-                _resolve(fut)
+        if self._waiters.notify(key):
             return
         now = time.monotonic()
         self._unclaimed[key] = now
@@ -164,10 +150,7 @@ class _Notifier:
                 del self._unclaimed[old]
 
     def _wake_all(self) -> None:
-        waiters, self._waiters = self._waiters, {}
-        for futs in waiters.values():
-            for fut in futs:
-                _resolve(fut)
+        self._waiters.notify_all()
 
     async def _run(self) -> None:
         delay = 0.05
@@ -196,11 +179,6 @@ class _Notifier:
                     pass
             await asyncio.sleep(delay)
             delay = min(delay * 2, 2.0)
-
-
-def _resolve(fut: asyncio.Future[None]) -> None:
-    if not fut.done():
-        fut.set_result(None)
 
 
 class RedisStore(JobStore):

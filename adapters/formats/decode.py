@@ -71,6 +71,14 @@ class SniffingDecoder:
         self._unknown: Any = None
         self.done = False  # saw "data: [DONE]"
 
+    @classmethod
+    def for_request(cls, kind: Literal["chat", "completion"], request: Any = None) -> "SniffingDecoder":
+        """A decoder that knows the request's ``n`` and token limit (to synthesise finish
+        reasons for shapes that carry none); without a request, the defaults."""
+        if request is None:
+            return cls(kind)
+        return cls(kind, n=request.choices, max_tokens=request.max_output_tokens)
+
     # -- public -----------------------------------------------------------------------
 
     def feed(self, item: Any) -> list[Event]:

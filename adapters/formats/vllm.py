@@ -61,9 +61,7 @@ class OpenAIRouteFormat:
     def decoder(
         self, kind: Kind, *, request: ChatCompletionRequest | CompletionRequest | None = None
     ) -> SniffingDecoder:
-        if request is None:
-            return SniffingDecoder(kind)
-        return SniffingDecoder(kind, n=request.choices, max_tokens=request.max_output_tokens)
+        return SniffingDecoder.for_request(kind, request)
 
 
 class VLLMFormat(OpenAIRouteFormat):

@@ -10,6 +10,8 @@ What this module owns:
   generating thread through an asyncio queue. Leaving the iterator early (a stopped job's
   ``CancelledError``, or ``aclose()``) sets a flag that the thread checks before every token,
   so generation stops within one token.
+- reproducibility: each generation starts from an empty KV cache (no prefix reuse across
+  requests), so the same request with the same seed gives the same text whatever ran before.
 
 It knows nothing of HTTP, RunPod or OpenAI wire shapes (``openai_serving`` does).
 """
@@ -203,6 +205,12 @@ class Engine:
         vocab = llm._model.vocab
         from llama_cpp import llama_cpp as C
 
+        # Every prompt is evaluated from an empty KV cache, in one batch. llama-cpp-python
+        # otherwise reuses the cached prefix of the previous request and evaluates only the
+        # rest; multi-token batches and single tokens go through different matmul kernels
+        # that round differently, so the logits (and with them a seeded sample, or even a
+        # greedy one) would depend on which request ran before this one.
+        llm.reset()
         llm.set_seed(p.seed & 0xFFFFFFFF if p.seed is not None else random.getrandbits(32))  # llama.cpp: uint32
         decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
         text = ""

@@ -124,6 +124,20 @@ async def test_seed_temperature_and_top_p_are_honoured(server):
     assert await chat_text(temperature=1.5, top_p=1e-9, seed=7) == greedy
 
 
+async def test_a_generation_does_not_depend_on_the_request_before_it(server):
+    # llama-cpp-python reuses the KV cache of the previous prompt's common prefix; the logits
+    # then depend on how that prefix was evaluated (in which batch), and so does the text
+    other = {"openai_route": COMPLETIONS, "openai_input": {"prompt": "Name a colour:", "max_tokens": 2}}
+    texts = []
+    for sampling in ({"temperature": 0}, {"temperature": 1.0, "seed": 2}):
+        await run(other)
+        after_other = await chat_text(**sampling)
+        after_same = await chat_text(**sampling)  # its whole prompt is the cached prefix
+        assert after_other == after_same
+        texts.append(after_same)
+    assert texts[0] != texts[1]  # the sampled text is not the greedy one: sampling was on
+
+
 async def test_shorthand_messages_input_maps_to_chat(server):
     (out,) = await run({"messages": HELLO, "sampling_params": {"max_tokens": 4, "temperature": 0}})
     assert out["object"] == "chat.completion" and out["usage"]["completion_tokens"] <= 4

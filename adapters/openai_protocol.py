@@ -29,7 +29,7 @@ limits at most ``MAX_TOKENS_LIMIT`` are Struct constraints, and a value outside 
 answered as OpenAI answers it (``Invalid 'temperature': decimal above maximum value.
 Expected a value <= 2, but got 3 instead.``, code ``decimal_above_max_value``, ``param``
 naming the field). ``stream_options`` without ``stream: true`` is refused as OpenAI does; a
-body nested deeper than ``MAX_DEPTH`` levels is refused before anything walks it.
+body nested deeper than ``MAX_DEPTH`` levels is refused (400) right after decoding.
 ``tools`` may be ``function`` or ``custom`` tools (other types pass as sent), and
 ``tool_choice`` a string, a named ``function`` / ``custom`` tool, or ``allowed_tools``.
 
@@ -71,7 +71,6 @@ MAX_TOKENS_LIMIT = 2**31 - 1
 #: that every later walk of the body (convert, encode for the job) is safe.
 MAX_DEPTH = 128
 
-NonNegInt = Annotated[int, Meta(ge=0)]
 PosInt = Annotated[int, Meta(ge=1)]
 TokenLimit = Annotated[int, Meta(ge=0, le=MAX_TOKENS_LIMIT)]
 
@@ -343,11 +342,9 @@ class CompletionRequest(_SamplingFields, kw_only=True):
 _PATH_RE = re.compile(r"at `\$\.?([^`]*)`")
 _RANGE_RE = re.compile(r"^Expected `(int|float)` (<=|>=|<|>) (\S+) - at `\$\.?([^`]*)`$")
 _STEP_RE = re.compile(r"\.?([^.\[\]]+)|\[(\d+)\]")
+_TOO_DEEP = object()
 
 STREAM_OPTIONS_WITHOUT_STREAM = "The 'stream_options' parameter is only allowed when 'stream' is enabled."
-
-
-_TOO_DEEP = object()
 
 
 def _too_deep(raw: Any, limit: int, body: Any = None) -> bool:

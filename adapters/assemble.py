@@ -7,7 +7,9 @@ returns the chunks to send now (``ChatCompletionChunk`` / ``TextCompletionChunk`
 ``[DONE]``; later events are dropped). ``finish(usage=None)`` returns the closing chunks:
 a finish chunk for any choice still open, and the ``choices: []`` usage chunk when the
 client asked for ``include_usage`` (the worker's usage, else the ``usage`` passed in,
-e.g. a tiktoken estimate). Rules (reference/peers-and-clients.md §d):
+e.g. a tiktoken estimate); ``reasons`` (choice → finish reason) closes choices the worker
+gave no finish reason (see ``open_choices()``), the default being ``"stop"`` (or
+``"tool_calls"``). Rules (reference/peers-and-clients.md §d):
   * ``id``, ``created``, ``model`` are the same on every chunk;
   * the first chunk of each choice carries ``role: "assistant"`` (with ``content: ""``
     unless it carries text or tool calls);
@@ -20,13 +22,15 @@ e.g. a tiktoken estimate). Rules (reference/peers-and-clients.md §d):
     the final usage chunk.
 
 ``Aggregator(kind, id=, model=, n=)`` — for non-stream answers. ``feed(events)``; then
-``result(usage=None)`` returns ``ChatCompletion`` / ``TextCompletion`` (text concatenated
+``result(usage=None, reasons=None)`` returns ``ChatCompletion`` / ``TextCompletion`` (text concatenated
 exactly as streamed, tool calls merged by index, reasoning, logprobs joined,
 finish_reason, usage) or raises ``UpstreamError`` if an ``ErrorEvent`` was fed.
 ``aggregate(events, ...)`` does both at once.
 
-Both expose ``usage`` (the worker's last ``Usage`` event, or None) and
-``completion_texts()`` (per choice, for a tiktoken estimate when usage is None).
+Both expose ``usage`` (the worker's last ``Usage`` event, or None),
+``completion_texts()`` (per choice, for a tiktoken estimate when usage is None) and
+``open_choices()`` (the choices with text but no finish reason yet, no tool calls: those
+whose reason ``reasons`` may set).
 
 ``reasoning_field`` chooses where reasoning goes: ``"reasoning_content"`` (default, what
 most clients read), ``"reasoning"`` (vLLM ≥ 0.11) or ``"none"`` (dropped — LibreChat
@@ -167,14 +171,17 @@ class StreamAssembler:
         self.chunks_sent += len(out)
         return out
 
-    def finish(self, usage: Usage | None = None) -> list[ChatCompletionChunk | TextCompletionChunk]:
-        """Closing chunks: finish for open choices, then the usage chunk if asked for."""
+    def finish(
+        self, usage: Usage | None = None, reasons: dict[int, str] | None = None
+    ) -> list[ChatCompletionChunk | TextCompletionChunk]:
+        """Closing chunks: finish for open choices (``reasons``, else the default), then
+        the usage chunk if asked for."""
         if self.error is not None:
             return []
         out: list = []
         for i in sorted(self._started - self._finished):
             self._finished.add(i)
-            reason = "tool_calls" if i in self._tools else "stop"
+            reason = "tool_calls" if i in self._tools else (reasons or {}).get(i, "stop")
             out.append(self._chunk([self._choice(_pending(i, finish=reason))]))
         u = self.usage or usage
         if self.include_usage and u is not None:
@@ -185,6 +192,9 @@ class StreamAssembler:
     def completion_texts(self) -> list[str]:
         n = max(self._texts) + 1 if self._texts else 0
         return ["".join(self._texts.get(i, ())) for i in range(n)]
+
+    def open_choices(self) -> list[int]:
+        return sorted(i for i in self._started - self._finished if i not in self._tools and i in self._texts)
 
     # -- building ---------------------------------------------------------------------
 
@@ -350,9 +360,13 @@ class Aggregator:
         n = max([self.n - 1, *self._choices]) + 1
         return ["".join(self._choices[i].text) if i in self._choices else "" for i in range(n)]
 
-    def result(self, usage: Usage | None = None) -> ChatCompletion | TextCompletion:
+    def open_choices(self) -> list[int]:
+        return sorted(i for i, c in self._choices.items() if c.finish is None and not c.tools and c.text)
+
+    def result(self, usage: Usage | None = None, reasons: dict[int, str] | None = None) -> ChatCompletion | TextCompletion:
         if self.error is not None:
             raise UpstreamError.from_event(self.error)
+        reasons = reasons or {}
         u = self.usage or usage
         info = usage_info(u) if u is not None else None
         n = max([self.n - 1, *self._choices]) + 1
@@ -360,7 +374,7 @@ class Aggregator:
             choices = []
             for i in range(n):
                 c = self._choices.get(i) or _ChoiceAcc()
-                choices.append(CompletionChoice(i, "".join(c.text), c.logprobs, c.finish or "stop"))
+                choices.append(CompletionChoice(i, "".join(c.text), c.logprobs, c.finish or reasons.get(i, "stop")))
             return TextCompletion(
                 id=self.id, created=self.created, model=self.model, choices=choices, usage=info,
                 system_fingerprint=self.system_fingerprint,
@@ -379,7 +393,7 @@ class Aggregator:
                     msg.content = None
             if c.reasoning and self.reasoning_field != "none":
                 setattr(msg, self.reasoning_field, "".join(c.reasoning))
-            finish = c.finish or ("tool_calls" if c.tools else "stop")
+            finish = c.finish or ("tool_calls" if c.tools else reasons.get(i, "stop"))
             chat_choices.append(ChatChoice(i, msg, c.logprobs, finish))
         return ChatCompletion(
             id=self.id, created=self.created, model=self.model, choices=chat_choices, usage=info,

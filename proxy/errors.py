@@ -74,15 +74,22 @@ def _runpod_error_handler(request: Request, exc: RunPodError) -> Response:
 
 
 def _http_exception_handler(request: Request, exc: HTTPException) -> Response:
+    """Litestar's own HTTP errors. An unknown route is OpenAI's ``Invalid URL (METHOD
+    /path)`` (404, ``code: null``); a wrong method is the same words with 405 and ``Allow``
+    (Litestar's header, passed on as every header of the exception is)."""
     status = exc.status_code
-    detail = exc.detail or ""
-    message = {
-        404: f"Unknown route: {request.method} {request.url.path}",
-        405: f"Method {request.method} is not allowed on {request.url.path}",
-    }.get(status, detail or f"HTTP {status}")
-    err = OpenAIError(message, status=status, type=error_type_for_status(status),
-                      code={404: "not_found", 405: "method_not_allowed"}.get(status))
-    return _openai_error_handler(request, err)
+    if status in (404, 405):
+        message = f"Invalid URL ({request.method} {request.url.path})"
+        allowed = [m for m in ((exc.headers or {}).get("allow") or "").split(", ") if m not in ("", "OPTIONS")]
+        if status == 405 and allowed:
+            message += f": the method must be {' or '.join(allowed)}"
+        err = OpenAIError(message, status=status, type="invalid_request_error")
+    else:
+        err = OpenAIError(exc.detail or f"HTTP {status}", status=status, type=error_type_for_status(status))
+    response = _openai_error_handler(request, err)
+    for name, value in (exc.headers or {}).items():
+        response.headers.setdefault(name.lower(), value)
+    return response
 
 
 def _internal_error_handler(request: Request, exc: Exception) -> Response:

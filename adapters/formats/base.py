@@ -8,8 +8,11 @@ header). Parameters that would change the meaning raise ``UnsupportedParameter``
 
 ``Capabilities`` says what a format can do; ``check_chat`` / ``check_completion`` apply
 the policy of shared/DESIGN.md ("Unsupported parameters") to a request once, for every
-format: e.g. ``tools`` with ``tool_choice`` absent / ``"auto"`` / ``"none"`` on a format
-without tools → ignored; ``tool_choice: "required"`` or a named function → 400.
+format: e.g. ``tools`` (function or custom) with ``tool_choice`` absent / ``"auto"`` /
+``"none"`` / ``allowed_tools`` in mode ``"auto"`` on a format without tools → ignored; a
+choice that forces a call (``"required"``, a named tool, ``allowed_tools`` in mode
+``"required"``) → 400. Sampling parameters that a format does not pass on to its worker
+(``Capabilities.honours``; e.g. ``presence_penalty`` for TGI) are named as ignored.
 """
 
 from __future__ import annotations
@@ -24,7 +27,7 @@ from adapters.openai_protocol import ChatCompletionRequest, CompletionRequest
 
 __all__ = [
     "JobInput", "WorkerFormat", "OutputDecoder", "Capabilities", "check_chat", "check_completion",
-    "Kind",
+    "Kind", "SAMPLING", "finish_for_count",
 ]
 
 Kind = Literal["chat", "completion"]
@@ -63,7 +66,20 @@ class WorkerFormat(Protocol):
         token limit, to synthesise finish reasons for formats that have none."""
 
 
+#: The sampling parameters of a request (OpenAI's and vLLM's): a worker that lacks one still
+#: answers the request, so a format that does not pass one on names it as ignored.
+#: (``max_tokens`` every format passes; ``n``, ``logprobs``, ``logit_bias`` have rules of
+#: their own; bookkeeping such as ``user`` or ``metadata`` changes nothing.)
+SAMPLING = (
+    "temperature", "top_p", "seed", "stop", "presence_penalty", "frequency_penalty",
+    "top_k", "min_p", "repetition_penalty", "min_tokens", "ignore_eos", "skip_special_tokens",
+    "include_stop_str_in_output", "stop_token_ids",
+)
+
+
 class Capabilities(msgspec.Struct, frozen=True):
+    # the SAMPLING parameters the format passes on to its worker (None: all of them)
+    honours: frozenset[str] | None = None
     tools: bool = False
     logprobs: bool = False
     multiple_choices: bool = False  # n > 1
@@ -89,6 +105,8 @@ def _common(req: ChatCompletionRequest | CompletionRequest, caps: Capabilities, 
         raise UnsupportedParameter(
             "response_format", f"This model's worker does not support response_format '{rf.type}'."
         )
+    if caps.honours is not None:
+        ignored.extend(name for name in SAMPLING if name not in caps.honours and getattr(req, name) is not None)
     if not caps.extra_params:
         ignored.extend(sorted(req.extra_body()))
 
@@ -99,17 +117,16 @@ def check_chat(req: ChatCompletionRequest, caps: Capabilities) -> list[str]:
     _common(req, caps, ignored)
     if (req.logprobs or req.top_logprobs) and not caps.logprobs:
         raise UnsupportedParameter("logprobs", "This model's worker cannot return log probabilities.")
+    forced = _forces_call(req.tool_choice)
     if req.tools and not caps.tools:
-        choice = req.tool_choice
-        if choice is None or choice in ("auto", "none"):
-            ignored.append("tools")
-            if choice is not None:
-                ignored.append("tool_choice")
-        else:
+        if forced:
             raise UnsupportedParameter(
                 "tool_choice", "This model's worker cannot call tools, so 'tool_choice' cannot be honoured."
             )
-    elif req.tool_choice not in (None, "auto", "none") and not req.tools:
+        ignored.append("tools")
+        if req.tool_choice is not None:
+            ignored.append("tool_choice")
+    elif forced and not req.tools:
         raise UnsupportedParameter("tool_choice", "'tool_choice' needs 'tools'.")
     if req.chat_template_kwargs and not caps.chat_template_kwargs:
         raise UnsupportedParameter(
@@ -131,6 +148,13 @@ def check_chat(req: ChatCompletionRequest, caps: Capabilities) -> list[str]:
     return ignored
 
 
+def _forces_call(choice: Any) -> bool:
+    """Whether a ``tool_choice`` obliges the model to call a tool."""
+    if choice is None or isinstance(choice, str):
+        return choice == "required"
+    return choice.forces_call
+
+
 def check_completion(req: CompletionRequest, caps: Capabilities) -> list[str]:
     """Apply the unsupported-parameter policy; return the ignored parameter names."""
     ignored: list[str] = []
@@ -147,6 +171,12 @@ def check_completion(req: CompletionRequest, caps: Capabilities) -> list[str]:
         if not (len(req.prompt) == 1 and isinstance(req.prompt[0], str)):
             raise UnsupportedParameter("prompt", "This model's worker accepts a single text prompt only.")
     return ignored
+
+
+def finish_for_count(completion_tokens: int, limit: int | None) -> str:
+    """The finish reason of a choice the worker gave none: ``"length"`` when it reached
+    the request's token limit, else ``"stop"``."""
+    return "length" if limit and completion_tokens >= limit else "stop"
 
 
 def single_prompt(req: CompletionRequest) -> str:

@@ -54,7 +54,7 @@ def sampling_params(req: ChatCompletionRequest | CompletionRequest) -> dict[str,
 
 class VLLMNativeFormat:
     name = "vllm-native"
-    capabilities = Capabilities(multiple_choices=True)
+    capabilities = Capabilities(multiple_choices=True, honours=frozenset({"stop", *_SAMPLING_FIELDS}))
 
     def _job(self, payload: dict[str, Any], req: ChatCompletionRequest | CompletionRequest, stream: bool) -> dict[str, Any]:
         payload["sampling_params"] = sampling_params(req)

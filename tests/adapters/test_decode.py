@@ -273,10 +273,11 @@ def test_tgi_text_dicts_and_plain_strings():
     assert text(final("tgi", {"text": "joined"})) == "joined"
 
 
-def test_text_format_length_inference_needs_usage():
-    # no usage → cannot know → "stop"
-    events = stream("text", ["abc"], request=chat_req(max_tokens=1))
-    assert of(events, Finish) == [Finish("stop", 0)]
+def test_text_format_length_inference_needs_a_count():
+    # no usage: too short to reach the limit → "stop"; long enough → left open for
+    # podgate's own count (tests/adapters/test_text_output.py)
+    assert of(stream("text", ["abc"], request=chat_req(max_tokens=4)), Finish) == [Finish("stop", 0)]
+    assert of(stream("text", ["abc"], request=chat_req(max_tokens=1)), Finish) == []
 
 
 def test_completion_decoder_for_native():

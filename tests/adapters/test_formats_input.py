@@ -149,3 +149,68 @@ def test_tgi_input():
 def test_text_input_is_the_openai_body():
     ji = get_format("text").chat_input(chat(temperature=0.1, stream=True, stream_options={"include_usage": True}, foo=1), "served", stream=True)
     assert ji.input == {"model": "served", "messages": MSG, "temperature": 0.1, "stream": True, "foo": 1}
+
+
+# --- sampling parameters a format drops; custom tools and allowed_tools (issue 7) ----------
+
+SAMPLING_KW = dict(temperature=0.5, top_p=0.9, seed=1, stop=["x"], presence_penalty=0.1, frequency_penalty=0.2,
+                   top_k=5, min_p=0.05, repetition_penalty=1.1, min_tokens=2, ignore_eos=True,
+                   skip_special_tokens=False, include_stop_str_in_output=True, stop_token_ids=[7])
+
+
+def test_tgi_names_the_sampling_params_it_drops():
+    dropped = ["presence_penalty", "frequency_penalty", "min_p", "min_tokens", "ignore_eos", "skip_special_tokens",
+               "include_stop_str_in_output", "stop_token_ids"]
+    ji = get_format("tgi").chat_input(chat(**SAMPLING_KW, user="u"), "served", stream=False)
+    assert ji.ignored == dropped
+    assert ji.input["sampling_params"] == {"temperature": 0.5, "do_sample": True, "top_p": 0.9, "top_k": 5,
+                                           "repetition_penalty": 1.1, "seed": 1, "stop_sequences": ["x"]}
+    ji = get_format("tgi").completion_input(comp(presence_penalty=0.0, top_k=3), "served", stream=False)
+    assert ji.ignored == ["presence_penalty"]  # set, even to its default: the worker never saw it
+
+
+@pytest.mark.parametrize("fmt", ["vllm", "sglang", "text"])
+def test_formats_that_pass_the_body_drop_nothing(fmt):
+    assert get_format(fmt).chat_input(chat(**SAMPLING_KW), "served", stream=False).ignored == []
+
+
+def test_native_drops_only_what_sampling_params_lack():
+    # every sampling parameter of a vLLM SamplingParams is passed
+    assert get_format("vllm-native").chat_input(chat(**SAMPLING_KW), "served", stream=False).ignored == []
+
+
+CUSTOM = {"type": "custom", "custom": {"name": "run", "format": {"type": "text"}}}
+ALLOWED_AUTO = {"type": "allowed_tools", "allowed_tools": {"mode": "auto", "tools": [{"type": "custom", "custom": {"name": "run"}}]}}
+ALLOWED_REQUIRED = {"type": "allowed_tools", "allowed_tools": {"mode": "required", "tools": []}}
+NAMED_CUSTOM = {"type": "custom", "custom": {"name": "run"}}
+
+
+@pytest.mark.parametrize("choice", [None, "auto", "required", ALLOWED_AUTO, ALLOWED_REQUIRED, NAMED_CUSTOM])
+def test_custom_tools_passed_where_the_format_takes_tools(choice):
+    kw = {"tools": [CUSTOM, *TOOLS]} | ({"tool_choice": choice} if choice else {})
+    ji = get_format("vllm").chat_input(chat(**kw), "served", stream=False)
+    assert ji.ignored == []
+    assert ji.input["openai_input"]["tools"] == [CUSTOM, *TOOLS]
+    if choice:
+        assert ji.input["openai_input"]["tool_choice"] == choice
+
+
+@pytest.mark.parametrize("choice,ignored", [(None, ["tools"]), ("none", ["tools", "tool_choice"]),
+                                            (ALLOWED_AUTO, ["tools", "tool_choice"])])
+def test_custom_tools_ignored_where_the_format_has_none(choice, ignored):
+    kw = {"tools": [CUSTOM]} | ({"tool_choice": choice} if choice else {})
+    for fmt in ("vllm-native", "tgi", "text"):
+        ji = get_format(fmt).chat_input(chat(**kw), "served", stream=False)
+        assert ji.ignored == ignored
+        assert "tools" not in ji.input and "tool_choice" not in ji.input
+
+
+@pytest.mark.parametrize("choice", [ALLOWED_REQUIRED, NAMED_CUSTOM])
+def test_forced_choices_refused_where_the_format_has_no_tools(choice):
+    for fmt in ("vllm-native", "tgi", "text"):
+        with pytest.raises(UnsupportedParameter) as ei:
+            get_format(fmt).chat_input(chat(tools=[CUSTOM], tool_choice=choice), "served", stream=False)
+        assert ei.value.param == "tool_choice"
+        with pytest.raises(UnsupportedParameter):  # a forced choice without tools, anywhere
+            get_format(fmt).chat_input(chat(tool_choice=choice), "served", stream=False)
+    assert get_format("tgi").chat_input(chat(tool_choice=ALLOWED_AUTO), "s", stream=False).ignored == []

@@ -74,8 +74,14 @@ def test_stop_as_string_and_logprobs_alone():
     assert not r.include_usage and r.max_output_tokens is None
 
 
-def test_include_usage_requires_stream():
-    r = decode_chat_request({"model": "m", "messages": [{"role": "user", "content": "x"}], "stream_options": {"include_usage": True}})
+def test_stream_options_require_stream():
+    for stream in ({}, {"stream": False}, {"stream": None}):
+        with pytest.raises(InvalidRequest) as ei:
+            decode_chat_request({"model": "m", "messages": [{"role": "user", "content": "x"}],
+                                 "stream_options": {"include_usage": True}, **stream})
+        assert ei.value.param == "stream_options" and ei.value.code is None
+        assert ei.value.message == "The 'stream_options' parameter is only allowed when 'stream' is enabled."
+    r = decode_completion_request({"model": "m", "prompt": "x", "stream_options": None})
     assert not r.include_usage
 
 
@@ -154,3 +160,95 @@ def test_text_completion_chunk_and_models_and_error():
         "object": "list", "data": [{"id": "a", "object": "model", "created": 1, "owned_by": "podgate"}]}
     assert enc(ErrorResponse(ErrorDetail("bad", "invalid_request_error"))) == {
         "error": {"message": "bad", "type": "invalid_request_error", "param": None, "code": None}}
+
+
+# --- OpenAI's ranges, nesting, tools (issue 7) ---------------------------------------------
+
+@pytest.mark.parametrize("decode,extra", [(decode_chat_request, {"messages": [{"role": "user", "content": "x"}]}),
+                                          (decode_completion_request, {"prompt": "x"})])
+@pytest.mark.parametrize("field,value,code,expected", [
+    ("temperature", 2.01, "decimal_above_max_value", "<= 2, but got 2.01"),
+    ("temperature", -1, "decimal_below_min_value", ">= 0, but got -1"),
+    ("top_p", 1.5, "decimal_above_max_value", "<= 1, but got 1.5"),
+    ("n", 129, "integer_above_max_value", "<= 128, but got 129"),
+    ("n", 0, "integer_below_min_value", ">= 1, but got 0"),
+    ("max_tokens", 2**31, "integer_above_max_value", "<= 2147483647, but got 2147483648"),
+    ("max_tokens", 10**40, "integer_above_max_value", f"<= 2147483647, but got {10**40}"),
+])
+def test_out_of_range_as_openai_words_it(decode, extra, field, value, code, expected):
+    with pytest.raises(InvalidRequest) as ei:
+        decode({"model": "m", **extra, field: value})
+    err = ei.value
+    kind, where = code.split("_")[0], "above maximum" if "above" in code else "below minimum"
+    assert (err.status, err.type, err.param, err.code) == (400, "invalid_request_error", field, code)
+    assert err.message == f"Invalid '{field}': {kind} {where} value. Expected a value {expected} instead."
+
+
+def test_range_edges_are_accepted():
+    r = decode_chat_request({"model": "m", "messages": [{"role": "user", "content": "x"}], "temperature": 2,
+                             "top_p": 0, "n": 128, "max_tokens": 2**31 - 1, "max_completion_tokens": 0})
+    assert r.temperature == 2 and r.n == 128 and r.max_output_tokens == 0
+    with pytest.raises(InvalidRequest) as ei:
+        decode_chat_request({"model": "m", "messages": [{"role": "user", "content": "x"}], "max_completion_tokens": 2**31})
+    assert ei.value.param == "max_completion_tokens"
+
+
+def nested(depth: int) -> bytes:
+    """A chat body whose extra key nests ``depth`` levels in all (the body is level 1)."""
+    return (b'{"model":"m","messages":[{"role":"user","content":"x"}],"x":'
+            + b"[" * (depth - 1) + b"]" * (depth - 1) + b"}")
+
+
+def test_nesting_limit():
+    from adapters.openai_protocol import MAX_DEPTH
+
+    assert decode_chat_request(nested(MAX_DEPTH)).extra_body()["x"]
+    for depth in (MAX_DEPTH + 1, 980, 100_000):  # 100 000 overflows msgspec's own recursion
+        with pytest.raises(InvalidRequest) as ei:
+            decode_chat_request(nested(depth))
+        assert ei.value.status == 400 and "nested too deeply" in ei.value.message
+    deep_dict = {"model": "m", "prompt": "x", "x": {}}
+    node = deep_dict["x"]
+    for _ in range(MAX_DEPTH):
+        node["a"] = {}
+        node = node["a"]
+    with pytest.raises(InvalidRequest):
+        decode_completion_request(deep_dict)
+
+
+def test_custom_tools_and_tool_choices():
+    custom = {"type": "custom", "custom": {"name": "run", "description": "d", "format": {"type": "text"}}}
+    fn = {"type": "function", "function": {"name": "f"}}
+    msgs = [{"role": "user", "content": "x"},
+            {"role": "assistant", "tool_calls": [{"id": "c1", "type": "custom", "custom": {"name": "run", "input": "1"}},
+                                                 {"id": "c2", "type": "function", "function": {"name": "f", "arguments": "{}"}}]}]
+    choices = {
+        "auto": False, "none": False, "required": True,
+        '{"type":"function","function":{"name":"f"}}': True,
+        '{"type":"custom","custom":{"name":"run"}}': True,
+        '{"type":"allowed_tools","allowed_tools":{"mode":"auto","tools":[{"type":"function","function":{"name":"f"}}]}}': False,
+        '{"type":"allowed_tools","allowed_tools":{"mode":"required","tools":[]}}': True,
+    }
+    for choice, forces in choices.items():
+        body = {"model": "m", "messages": msgs, "tools": [custom, fn],
+                "tool_choice": choice if choice[0] != "{" else msgspec.json.decode(choice)}
+        r = decode_chat_request(body)
+        assert r.tools[0].custom.name == "run" and r.tools[1].function.name == "f"
+        assert r.messages[1].tool_calls[0].custom.input == "1"
+        assert r.to_body() == body
+        if not isinstance(r.tool_choice, str):
+            assert isinstance(r.tool_choice, NamedToolChoice) and r.tool_choice.forces_call is forces
+
+
+@pytest.mark.parametrize("body,param", [
+    ({"tools": [{"type": "custom"}]}, "tools[0].custom"),
+    ({"tools": [{"type": "function"}]}, "tools[0].function"),
+    ({"tool_choice": {"type": "allowed_tools"}}, "tool_choice.allowed_tools"),
+    ({"tool_choice": {"type": "allowed_tools", "allowed_tools": {"mode": "sometimes", "tools": []}}},
+     "tool_choice.allowed_tools.mode"),
+    ({"messages": [{"role": "assistant", "tool_calls": [{"id": "c", "type": "custom"}]}]}, "messages[0].tool_calls[0].custom"),
+])
+def test_tool_shapes_missing_their_member(body, param):
+    with pytest.raises(InvalidRequest) as ei:
+        decode_chat_request({"model": "m", "messages": [{"role": "user", "content": "x"}], **body})
+    assert ei.value.param == param

@@ -38,13 +38,15 @@ def test_estimate_usage_sums_choices():
 
 async def test_estimate_usage_async_runs_in_a_thread(monkeypatch):
     seen = []
-    real = U.estimate_usage
+    real = U.estimate
 
     def spy(req, texts):
         seen.append(threading.current_thread() is threading.main_thread())
         return real(req, texts)
 
-    monkeypatch.setattr(U, "estimate_usage", spy)
+    monkeypatch.setattr(U, "estimate", spy)
     req = decode_chat_request({"model": "m", "messages": [{"role": "user", "content": "hello world"}]})
     u = await U.estimate_usage_async(req, iter(["hello world"]))
     assert u.completion_tokens == 2 and seen == [False]
+    est = await U.estimate_async(req, ["hello world", "hi"])
+    assert est.completions == [2, 1] and est.usage.completion_tokens == 3 and seen == [False, False]

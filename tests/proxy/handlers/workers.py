@@ -271,6 +271,11 @@ async def _native_mode(inp: dict):
         yield {"choices": [{"tokens": [t[k] for k in batch]} for t in toks], "usage": {"input": 11, "output": count}}
 
 
+#: scenario ``count``: a text worker generates COUNT tokens of WORD, cut at the request's limit
+COUNT = 20
+WORD = " word"  # one token, for tiktoken too
+
+
 async def _text_mode(inp: dict):
     """worker-tgi: {"text": delta} per token (``sampling_params``); plain strings otherwise."""
     scenario = _scenario(inp)
@@ -279,7 +284,12 @@ async def _text_mode(inp: dict):
             yield y
         return
     tgi = isinstance(inp.get("sampling_params"), dict)
-    for t in TEXT:
+    tokens = TEXT
+    if scenario == "count":  # like a real worker: stops at max_new_tokens / max_tokens, says nothing
+        limit = inp["sampling_params"].get("max_new_tokens") if tgi else \
+            (inp.get("max_completion_tokens") or inp.get("max_tokens"))
+        tokens = [WORD] * min(COUNT, limit or COUNT)
+    for t in tokens:
         yield {"text": t} if tgi else t
 
 

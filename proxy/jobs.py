@@ -10,10 +10,11 @@
 - Re-runs: a job whose worker was lost goes back to the queue and runs again from the
   start. ``JobEvents`` notices it — the job IN_QUEUE again after it ran, or, when its output
   resumes after a pause of ``timing.restart_check_s``, a different run in ``/status``
-  (``workerId``, ``delayTime``) than at the pause — and, when part of the lost run was
-  read already, either ends with a ``job_restarted`` error (``on_rerun="fail"``: a stream
-  cannot take back what it sent) or starts reading the re-run afresh (``"restart"``:
-  nothing was sent yet; ``restarts`` counts it, so the reader drops what it collected).
+  (``workerId``, ``delayTime``) than at the pause. A re-run is harmless while nothing of
+  the lost run was read. Once events of it were delivered, ``on_rerun="fail"`` ends with
+  a ``job_restarted`` error (a stream cannot take back what it sent; the caller cancels
+  the re-run) and ``"restart"`` reads the re-run afresh (nothing was sent yet:
+  ``restarts`` counts it, so the reader drops what it collected).
 - Polls the upstream refused are retried (``retrying``): ``/stream`` only when RunPod did
   not act on it (``RunPodError.refused``: its answers consume chunks), ``/status`` also
   after timeouts and 5xx (``transient``: it is idempotent).
@@ -25,6 +26,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from typing import Any, Awaitable, Callable, Literal, TypeVar
 
@@ -37,6 +39,8 @@ from proxy.cancel import CancelQueue
 from proxy.settings import TimingSettings
 
 T = TypeVar("T")
+
+log = logging.getLogger("podgate.jobs")
 
 #: How often one poll (``/stream`` or ``/status``) that failed retryably is retried, and
 #: the longest pause between tries.
@@ -123,6 +127,7 @@ class JobEvents:
         self._delay = timing.poll_min_ms / 1000.0
         self._running = False  # the current run was seen IN_PROGRESS or with items
         self._saw_items = False  # items of the current run were read
+        self._delivered = False  # events of the current run were returned
         self._items_at = 0.0  # when items last came
         self._paused_run: tuple[Any, Any] | None = None  # the run in /status during a pause
         self.restarts = 0
@@ -139,66 +144,87 @@ class JobEvents:
         while True:
             started = time.monotonic()
             poll = await self._poll(wait_ms)
-            if poll.status == "IN_QUEUE" and self._running:  # back in the queue: it will run again
-                if (end := self._rerun()) is not None:
+            items = poll.stream
+            if poll.status == "IN_QUEUE" and self._running:  # back in the queue: it runs again
+                if (end := self._rerun("back in the queue")) is not None:
                     return end
+                items = []  # what is left is the lost run's
             elif poll.status == "IN_PROGRESS":
                 self._running = True
             events: list[Event] = []
-            if poll.stream:
-                if self._paused_run is not None and await self._rerun_since_pause():
-                    if (end := self._rerun()) is not None:
+            if items:
+                if self._paused_run is not None and await self._another_run():
+                    if (end := self._rerun("another run after a pause")) is not None:
                         return end
                 self._running = self._saw_items = True
                 self._items_at = time.monotonic()
                 self._paused_run = None
                 self._delay = t.poll_min_ms / 1000.0
                 feed = self._decoder.feed
-                for item in poll.stream:
+                for item in items:
                     events.extend(feed(item.output))
             if poll.terminal:
-                if poll.stream:
+                if items:
                     if events:  # deliver these, then one more poll drains what is left
-                        return events
+                        return self._deliver(events)
                     continue
                 events.extend(await self._finish(poll.status))
-                return events or None
+                return self._deliver(events) or None
             if events:
-                return events
-            if poll.stream:
+                return self._deliver(events)
+            if items:
                 continue  # data flowing (a partial SSE event): poll again at once
-            if (self._saw_items and self._paused_run is None
-                    and time.monotonic() - self._items_at >= t.restart_check_s):
-                st = await self._status()  # a pause: note which run is going on
-                if st.status == "IN_QUEUE":
-                    if (end := self._rerun()) is not None:
-                        return end
-                elif not st.terminal:
-                    self._paused_run = _run_of(st)
+            if self._saw_items and self._paused_run is None and time.monotonic() - self._items_at >= t.restart_check_s:
+                if (end := await self._note_paused_run()) is not None:
+                    return end
             held = wait_ms is not None and (time.monotonic() - started) * 1000 >= wait_ms * 0.5
             if not held:
                 await asyncio.sleep(self._delay)
                 self._delay = min(self._delay * 2, t.poll_max_ms / 1000.0)
 
-    async def _rerun_since_pause(self) -> bool:
-        """Output resumed after a pause: is it from another run than the one paused?"""
-        st = await self._status()
+    def _deliver(self, events: list[Event]) -> list[Event]:
+        if events:
+            self._delivered = True
+        return events
+
+    async def _note_paused_run(self) -> list[Event] | None:
+        """The output paused: note which run is going on (best effort: without an answer
+        from ``/status`` the resumed output is taken as the same run's)."""
+        try:
+            st = await self._status()
+        except RunPodError:
+            return None
+        if st.status == "IN_QUEUE":
+            return self._rerun("back in the queue")
+        if not st.terminal:
+            self._paused_run = _run_of(st)
+        return None
+
+    async def _another_run(self) -> bool:
+        """The output resumed after a pause: is it from another run than the paused one?"""
+        try:
+            st = await self._status()
+        except RunPodError:
+            return False
         if st.status == "IN_QUEUE":
             return True
-        now = _run_of(st)
-        return now != (None, None) and now != self._paused_run
+        run = _run_of(st)
+        return run != (None, None) and run != self._paused_run
 
-    def _rerun(self) -> list[Event] | None:
+    def _rerun(self, seen: str) -> list[Event] | None:
         """The job runs again from the start. The events to end with, or None to go on
-        reading (the re-run is harmless when nothing of the lost run was read, and
-        readable afresh in ``restart`` mode)."""
+        reading: the re-run is harmless when nothing of the lost run was read, and is read
+        afresh when nothing was delivered yet or in ``restart`` mode (``restarts`` tells
+        the reader to drop what it collected)."""
         self._running = False
         self._paused_run = None
+        log.warning("job %s runs again from the start (%s)%s", self._job_id, seen,
+                    "" if self._saw_items else ": nothing of the lost run was read")
         if not self._saw_items:
             return None
-        if self._on_rerun == "restart":
+        if self._on_rerun == "restart" or not self._delivered:
             self._decoder = self._new_decoder()
-            self._saw_items = False
+            self._saw_items = self._delivered = False
             self.restarts += 1
             return None
         self.ended = True

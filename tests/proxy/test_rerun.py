@@ -81,21 +81,41 @@ def rig(endpoint_factory, tmp_path):
         proxy.stop()
 
 
-def test_rerun_after_first_byte_ends_the_stream(rig):
+def _stream_and_kill(rig, content: str) -> str:
+    """Stream ``content``'s answer, SIGKILL its worker three tokens in; the stream must end
+    with a ``job_restarted`` error and the job be cancelled. The text received."""
     raw = rig.client.chat.completions.with_raw_response.create(
-        model="text", messages=[{"role": "user", "content": "#numbers"}], stream=True)
+        model="text", messages=[{"role": "user", "content": content}], stream=True)
     job = raw.headers["x-runpod-job-id"]
     text, killed = "", None
     with pytest.raises(openai.APIError) as info:
         for chunk in raw.parse():
             if chunk.choices:
                 text += chunk.choices[0].delta.content or ""
-            if killed is None and text.count(" ") >= 3:  # three tokens in: the worker dies
+            if killed is None and text.count(" ") >= 3:
                 killed = rig.kill_runner(job)
     assert killed is not None
-    assert "re-run" in info.value.message
-    assert ALL.startswith(text) and len(text) < len(ALL), f"output repeated or lost: {text!r}"
+    assert info.value.body["code"] == "job_restarted", info.value.body
     assert rig.wait_status(job, "CANCELLED", timeout=10) == "CANCELLED"  # nobody reads the re-run
+    return text
+
+
+def test_rerun_after_first_byte_ends_the_stream(rig):
+    """The idle worker takes the re-run at once (the job is hardly seen IN_QUEUE): podgate
+    tells the runs apart in ``/status`` when the output resumes after the pause."""
+    text = _stream_and_kill(rig, "#numbers")
+    assert ALL.startswith(text) and len(text) < len(ALL), f"output repeated or lost: {text!r}"
+
+
+def test_rerun_waiting_in_the_queue_ends_the_stream(rig):
+    """The other worker is busy when the job is re-queued: podgate sees the job IN_QUEUE
+    again, ends the stream and cancels the job before the re-run starts."""
+    with rig.server.client() as c:
+        blocker = c.post(f"{rig.server.url()}/run",
+                         json={"input": {"messages": [{"role": "user", "content": "#sleepy"}]}}).json()["id"]
+    rig.wait_marker(f"{blocker}.started")
+    text = _stream_and_kill(rig, "#numbers")
+    assert ALL.startswith(text) and len(text) < len(ALL), f"output repeated or lost: {text!r}"
 
 
 def test_rerun_before_any_output_is_harmless(rig):

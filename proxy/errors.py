@@ -44,8 +44,8 @@ def from_runpod(exc: RunPodError) -> OpenAIError:
                                 code="upstream_unreachable")
     else:
         err = from_runpod_http(exc.status, exc.message, exc.retry_after)
-    before_acceptance = exc.operation in SUBMIT_OPERATIONS
-    err.should_retry = before_acceptance and (not exc.reached or (exc.answered and (exc.status == 429 or exc.status >= 500)))
+    turned_away = not exc.reached or (exc.answered and (exc.status == 429 or exc.status >= 500))
+    err.should_retry = exc.operation in SUBMIT_OPERATIONS and turned_away
     return err
 
 

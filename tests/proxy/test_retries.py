@@ -46,7 +46,8 @@ class CountingClient:
 def test_sdk_retries_when_runpod_cannot_be_reached(tmp_path, stream):
     """No job was accepted: a retry is safe, and the SDK makes it."""
     down = f"http://127.0.0.1:{_free_port()}/v2"
-    proxy = start_proxy(write_config(tmp_path / "down.toml", down, "ep", models={"m": ("vllm", "era-c")}), "k", tmp_path)
+    config = write_config(tmp_path / "down.toml", down, "ep", models={"m": ("vllm", "era-c")})
+    proxy = start_proxy(config, "k", tmp_path)
     try:
         client = CountingClient(proxy.base_url)
         with pytest.raises(openai.InternalServerError) as info:

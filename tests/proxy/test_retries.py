@@ -61,7 +61,7 @@ def test_sdk_retries_when_runpod_cannot_be_reached(tmp_path, stream):
 def test_sdk_retries_a_submit_runpod_refused(module_endpoint_factory, tmp_path):
     """RunPod answered /run with 429: retryable, said explicitly; the retry succeeds once
     the rate window has room again."""
-    server = module_endpoint_factory(endpoints=("rl",), limits={"run": (1, 0), "runsync": (1, 0)}, rate_window=2)
+    server = module_endpoint_factory(endpoints=("rl",), limits={"run": (1, 0), "runsync": (1, 0)}, rate_window=4)
     server.worker(HANDLER, endpoint="rl", concurrency=2)
     proxy = start_proxy(write_config(tmp_path / "rl.toml", server.base, "rl", models={"m": ("vllm", "era-c")}),
                         server.api_key, tmp_path)
@@ -92,10 +92,10 @@ def test_sdk_does_not_retry_a_failed_job(stack, stream):
 
 @pytest.mark.parametrize("stream", [False, True], ids=["nonstream", "stream"])
 def test_refused_status_poll_is_retried(module_endpoint_factory, tmp_path, stream):
-    """``/status`` is refused (the endpoint's status budget, 1 per 3 s, is spent) when podgate
+    """``/status`` is refused (the endpoint's status budget, 1 per 5 s, is spent) when podgate
     asks for the output of a job that streams nothing: it retries after ``Retry-After``
     instead of failing the request (and cancelling the job)."""
-    server = module_endpoint_factory(endpoints=("st",), limits={"status": (1, 0)}, rate_window=3)
+    server = module_endpoint_factory(endpoints=("st",), limits={"status": (1, 0)}, rate_window=5)
     server.worker("tests.proxy.handlers.faults:plain_slow", endpoint="st", concurrency=2)
     proxy = start_proxy(write_config(tmp_path / "st.toml", server.base, "st", models={"m": ("text", None)}),
                         server.api_key, tmp_path)

@@ -2,9 +2,10 @@
 
 Two real SDK workers (``handlers/faults.py``, one job each) serve one endpoint whose
 short timings re-queue a lost worker's job within seconds. The test SIGKILLs the worker
-(and its heartbeat) that runs the job, mid-stream; the other, idle worker takes the re-run
-at once, which runs from the start. podgate must never append the re-run's output to what
-the first run already gave:
+(and its heartbeat) that runs the job, mid-stream; the other worker takes the re-run (at
+once when idle, so podgate hardly sees the job IN_QUEUE; later when busy), which runs from
+the start. podgate must never append the re-run's output to what the first run already
+gave:
 
 - streaming, after the first byte: the stream ends with an in-stream ``job_restarted``
   error and ``[DONE]``, and the re-run is cancelled;

@@ -2,10 +2,15 @@
 error form a RunPod worker or RunPod itself produces into one.
 
 Exceptions (all subclasses of ``OpenAIError``, which carries ``status``, ``message``,
-``type``, ``param``, ``code`` and renders ``ErrorResponse`` via ``.response()``):
+``type``, ``param``, ``code``, ``should_retry`` and renders ``ErrorResponse`` via
+``.response()``):
   ``InvalidRequest`` (400, malformed client input), ``UnsupportedParameter`` (400, a
   parameter the endpoint's worker format cannot honour), ``UpstreamError`` (an error
   reported by the worker or by RunPod, with the status it deserves).
+``should_retry`` is what the client is told in ``x-should-retry`` (the OpenAI SDKs obey
+it): ``None`` says nothing, ``UpstreamError`` defaults to False (the job ran and failed: a
+retry would fail the same way and cost GPU time); whoever makes an error that is safe and
+useful to retry (RunPod refused the job before accepting it) sets True.
 
 Translators (pure functions):
   ``from_worker_error(value)``     — any error value found in a job: the ``error`` string of
@@ -19,14 +24,16 @@ Translators (pure functions):
 All return an ``ErrorEvent`` (``adapters.events``) — the value decoders emit in streams —
 and ``to_exception(event)`` / ``OpenAIError.from_event`` turn one into an exception.
 Messages are cut to the message itself: tracebacks are dropped, length is bounded, and
-anything that looks like a RunPod key or bearer token is masked.
+anything that looks like a RunPod key or bearer token is masked. ``KeyMask`` masks the
+configured keys by value, whatever their shape (the proxy applies it to every error it
+sends, see ``proxy.errors``).
 """
 
 from __future__ import annotations
 
 import ast
 import re
-from typing import Any
+from typing import Any, Iterable
 
 import msgspec
 
@@ -36,7 +43,7 @@ from adapters.openai_protocol import ErrorDetail, ErrorResponse
 __all__ = [
     "OpenAIError", "InvalidRequest", "UnsupportedParameter", "UpstreamError",
     "from_worker_error", "find_output_error", "from_job_status", "from_runpod_http",
-    "to_exception", "error_type_for_status", "clean_message",
+    "to_exception", "error_type_for_status", "clean_message", "KeyMask",
 ]
 
 MAX_MESSAGE = 2000
@@ -47,6 +54,7 @@ class OpenAIError(Exception):
 
     status: int = 500
     type: str = "server_error"
+    should_retry: bool | None = None
 
     def __init__(
         self,
@@ -57,6 +65,7 @@ class OpenAIError(Exception):
         param: str | None = None,
         code: str | int | None = None,
         retry_after: float | None = None,
+        should_retry: bool | None = None,
     ) -> None:
         super().__init__(message)
         self.message = message
@@ -67,6 +76,8 @@ class OpenAIError(Exception):
         self.param = param
         self.code = code
         self.retry_after = retry_after
+        if should_retry is not None:
+            self.should_retry = should_retry
 
     def response(self) -> ErrorResponse:
         return ErrorResponse(ErrorDetail(self.message, self.type, self.param, self.code))
@@ -105,7 +116,10 @@ class UnsupportedParameter(OpenAIError):
 
 
 class UpstreamError(OpenAIError):
-    """An error reported by the worker or by RunPod."""
+    """An error reported by the worker or by RunPod. Not worth a retry unless its maker
+    says so (``should_retry=True``)."""
+
+    should_retry = False
 
 
 def to_exception(ev: ErrorEvent) -> OpenAIError:
@@ -168,6 +182,37 @@ def clean_message(text: Any, limit: int = MAX_MESSAGE) -> str:
     if len(text) > limit:
         text = text[: limit - 1] + "…"
     return text or "The worker reported an error."
+
+
+class KeyMask:
+    """The configured keys, masked by value in text passed on from upstream (a worker's
+    error may quote a key of any shape, which ``clean_message``'s patterns cannot know)."""
+
+    __slots__ = ("_keys",)
+
+    MIN_LENGTH = 6
+    """Shorter values are not masked: they would mask ordinary words, and are no secret."""
+
+    def __init__(self, keys: Iterable[str] = ()) -> None:
+        self._keys = sorted({k for k in keys if k and len(k) >= self.MIN_LENGTH}, key=len, reverse=True)
+
+    def __bool__(self) -> bool:
+        return bool(self._keys)
+
+    def text(self, text: str) -> str:
+        for key in self._keys:
+            if key in text:
+                text = text.replace(key, "***")
+        return text
+
+    def error(self, err: OpenAIError) -> OpenAIError:
+        """``err`` itself, its message masked."""
+        if self._keys:
+            masked = self.text(err.message)
+            if masked != err.message:
+                err.message = masked
+                err.args = (masked,)
+        return err
 
 
 def _mask(m: re.Match) -> str:

@@ -4,7 +4,11 @@ It knows RunPod's endpoint operations (``/run``, ``/runsync``, ``/status``, ``/s
 ``/cancel``, ``/health``), their bodies (typed msgspec Structs, decoded once per shape)
 and their HTTP errors, and nothing about OpenAI. Every failure of an upstream call —
 a non-2xx answer, a body that is not what RunPod sends, a connection or timeout error —
-is raised as one exception type, ``RunPodError`` (status + message; never the key).
+is raised as one exception type, ``RunPodError`` (status + message; never the key). What a
+failure means for a retry is the error's own judgement, in one place: ``refused`` (RunPod
+turned the call away without acting on it: safe to repeat even a ``/stream`` poll, whose
+answers consume chunks) and ``transient`` (worth repeating an idempotent call: ``/status``,
+``/cancel``).
 
 The client wraps one ``httpx.AsyncClient`` (created by the owner at startup, closed at
 shutdown) with explicit timeouts and pool limits sized for RunPod's per-endpoint
@@ -25,16 +29,30 @@ TERMINAL_STATUSES = frozenset({"COMPLETED", "FAILED", "CANCELLED", "TIMED_OUT"})
 class RunPodError(Exception):
     """An upstream call failed. ``status`` is the upstream HTTP status (``answered`` True),
     or — with ``answered`` False — 502 when the upstream could not be reached or answered
-    garbage, 504 when it timed out."""
+    garbage, 504 when it timed out. ``reached`` is False only when the request certainly
+    never got to the upstream (no connection, or none free in the pool)."""
 
     def __init__(self, status: int, message: str, *, operation: str = "", retry_after: float | None = None,
-                 answered: bool = True):
+                 answered: bool = True, reached: bool = True):
         super().__init__(f"RunPod {operation or 'call'} failed ({status}): {message}")
         self.status = status
         self.message = message
         self.operation = operation
         self.retry_after = retry_after
         self.answered = answered
+        self.reached = reached or answered
+
+    @property
+    def refused(self) -> bool:
+        """RunPod did not act on the call: it answered 429, 502 or 503, or the request never
+        reached it. Repeating such a call is safe whatever the operation."""
+        return not self.reached or (self.answered and self.status in (429, 502, 503))
+
+    @property
+    def transient(self) -> bool:
+        """Worth repeating an idempotent call (``/status``, ``/cancel``): refused, or a
+        timeout, a broken connection or a 408/5xx answer (4xx answers will not change)."""
+        return self.refused or not self.answered or self.status == 408 or self.status >= 500
 
 
 class JobStatus(msgspec.Struct, rename="camel"):
@@ -157,12 +175,15 @@ class RunPodClient:
                     self._read_timeout + wait_ms / 1000.0, connect=self._http.timeout.connect)
         try:
             resp = await self._http.request(method, path, content=content, timeout=timeout)
+        except (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout) as exc:  # nothing was sent
+            raise RunPodError(502, f"upstream unreachable ({type(exc).__name__})", operation=operation,
+                              answered=False, reached=False) from None
         except httpx.TimeoutException as exc:
             raise RunPodError(504, f"upstream timed out ({type(exc).__name__})", operation=operation,
-                             answered=False) from None
+                              answered=False) from None
         except httpx.HTTPError as exc:
-            raise RunPodError(502, f"upstream unreachable ({type(exc).__name__})", operation=operation,
-                             answered=False) from None
+            raise RunPodError(502, f"upstream connection failed ({type(exc).__name__})", operation=operation,
+                              answered=False) from None
         if resp.status_code >= 400:
             raise RunPodError(
                 resp.status_code, _error_message(resp), operation=operation, retry_after=_retry_after(resp)

@@ -105,7 +105,7 @@ class CancelQueue:
         except RunPodError as exc:
             if exc.status == 404:
                 ok = True  # already gone (finished and expired, or TTL)
-            elif exc.status in (408, 429) or exc.status >= 500:
+            elif exc.transient:  # /cancel is idempotent: any failure that may pass is retried
                 if attempt < self._retries:
                     retry_in = exc.retry_after if exc.retry_after is not None else self._backoff * (2**attempt)
             if not ok and retry_in is None:

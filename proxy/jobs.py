@@ -1,11 +1,23 @@
 """One RunPod job seen from one proxy request: its events, and its cancellation.
 
-- ``JobEvents`` polls ``/stream/{id}`` adaptively and turns the items into normalized
-  events through the worker format's decoder: polls again at once while data flows,
-  asks the upstream to hold (``?wait=``), and backs off (doubling, bounded) when the
-  upstream answers empty polls without holding. At the end it calls ``/status`` once
-  only where needed: for the error of a FAILED/TIMED_OUT/CANCELLED job, or for the
-  output of a job that streamed nothing (aggregate-only output).
+- ``JobEvents`` is the one way the proxy reads a job (streaming or not): ``/stream/{id}``
+  polls, adaptive — again at once while data flows, asking the upstream to hold
+  (``?wait=``), backing off (doubling, bounded) when it answers empty polls without
+  holding — and the items turned into normalized events by the worker format's decoder.
+  At the end it calls ``/status`` once only where needed: for the error of a
+  FAILED/TIMED_OUT/CANCELLED job, or for the output of a job that streamed nothing
+  (aggregate-only output).
+- Re-runs: a job whose worker was lost goes back to the queue and runs again from the
+  start. ``JobEvents`` notices it — the job IN_QUEUE again after it ran, or, when its output
+  resumes after a pause of ``timing.restart_check_s``, a different run in ``/status``
+  (``workerId``, ``delayTime``) than at the pause. A re-run is harmless while nothing of
+  the lost run was read. Once events of it were delivered, ``on_rerun="fail"`` ends with
+  a ``job_restarted`` error (a stream cannot take back what it sent; the caller cancels
+  the re-run) and ``"restart"`` reads the re-run afresh (nothing was sent yet:
+  ``restarts`` counts it, so the reader drops what it collected).
+- Polls the upstream refused are retried (``retrying``): ``/stream`` only when RunPod did
+  not act on it (``RunPodError.refused``: its answers consume chunks), ``/status`` also
+  after timeouts and 5xx (``transient``: it is idempotent).
 - ``JobGuard`` remembers whether the job reached a terminal state; ``release()`` at the
   end of a request queues ``/cancel`` (through the app's ``CancelQueue``) when it did not.
 - ``race_disconnect`` runs a coroutine against the client's ``http.disconnect``.
@@ -14,8 +26,9 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
-from typing import Any, Awaitable, TypeVar
+from typing import Any, Awaitable, Callable, Literal, TypeVar
 
 from msgspec import UNSET as _UNSET
 
@@ -27,9 +40,39 @@ from proxy.settings import TimingSettings
 
 T = TypeVar("T")
 
-#: How often one ``/stream`` poll the upstream refused is retried, and the longest pause.
+log = logging.getLogger("podgate.jobs")
+
+#: How often one poll (``/stream`` or ``/status``) that failed retryably is retried, and
+#: the longest pause between tries.
 POLL_RETRIES = 5
 POLL_RETRY_MAX_S = 2.0
+
+
+async def retrying(call: Callable[[], Awaitable[T]], retry_if: Callable[[RunPodError], bool],
+                   first_pause_s: float) -> T:
+    """``call()``, tried again (up to ``POLL_RETRIES`` times) while it fails with a
+    ``RunPodError`` that ``retry_if`` accepts: after ``Retry-After`` when RunPod sent one,
+    else after a pause that doubles from ``first_pause_s``; no pause longer than
+    ``POLL_RETRY_MAX_S``. The one retry policy of a job's polls."""
+    pause = first_pause_s
+    for attempt in range(POLL_RETRIES + 1):
+        try:
+            return await call()
+        except RunPodError as exc:
+            if attempt == POLL_RETRIES or not retry_if(exc):
+                raise
+            await asyncio.sleep(min(exc.retry_after or pause, POLL_RETRY_MAX_S))
+            pause = min(pause * 2, POLL_RETRY_MAX_S)
+    raise AssertionError("unreachable")
+
+
+def job_restarted() -> ErrorEvent:
+    """The job ran again from the start after part of its first run was sent."""
+    return ErrorEvent(
+        "The job was re-run on RunPod after its worker was lost, and the first run's output was "
+        "already partly sent; the answer cannot be continued, and the re-run was cancelled.",
+        type="server_error", code="job_restarted", status=502,
+    )
 
 
 class ClientDisconnected(Exception):
@@ -61,19 +104,33 @@ class JobGuard:
         return True
 
 
-class JobEvents:
-    """The events of one job, batch by batch, from ``/stream`` polls."""
+def _run_of(st: JobStatus) -> tuple[Any, Any]:
+    """What tells one run of a job from another in its status: the worker that took it and
+    how long it waited in the queue before this run started."""
+    return st.worker_id, st.delay_time
 
-    def __init__(self, client: RunPodClient, endpoint: str, job_id: str, decoder: Any, timing: TimingSettings,
-                 guard: JobGuard | None = None):
+
+class JobEvents:
+    """The events of one job, batch by batch, from ``/stream`` polls (module docstring)."""
+
+    def __init__(self, client: RunPodClient, endpoint: str, job_id: str, new_decoder: Callable[[], Any],
+                 timing: TimingSettings, guard: JobGuard | None = None, *,
+                 on_rerun: Literal["fail", "restart"] = "fail"):
         self._client = client
         self._endpoint = endpoint
         self._job_id = job_id
-        self._decoder = decoder
+        self._new_decoder = new_decoder
+        self._decoder = new_decoder()
         self._t = timing
         self._guard = guard
+        self._on_rerun = on_rerun
         self._delay = timing.poll_min_ms / 1000.0
-        self._saw_items = False
+        self._running = False  # the current run was seen IN_PROGRESS or with items
+        self._saw_items = False  # items of the current run were read
+        self._delivered = False  # events of the current run were returned
+        self._items_at = 0.0  # when items last came
+        self._paused_run: tuple[Any, Any] | None = None  # the run in /status during a pause
+        self.restarts = 0
         self.ended = False
         self.final_status: str | None = None
 
@@ -87,45 +144,102 @@ class JobEvents:
         while True:
             started = time.monotonic()
             poll = await self._poll(wait_ms)
+            items = poll.stream
+            if poll.status == "IN_QUEUE" and self._running:  # back in the queue: it runs again
+                if (end := self._rerun("back in the queue")) is not None:
+                    return end
+                items = []  # what is left is the lost run's
+            elif poll.status == "IN_PROGRESS":
+                self._running = True
             events: list[Event] = []
-            if poll.stream:
-                self._saw_items = True
+            if items:
+                if self._paused_run is not None and await self._another_run():
+                    if (end := self._rerun("another run after a pause")) is not None:
+                        return end
+                self._running = self._saw_items = True
+                self._items_at = time.monotonic()
+                self._paused_run = None
                 self._delay = t.poll_min_ms / 1000.0
                 feed = self._decoder.feed
-                for item in poll.stream:
+                for item in items:
                     events.extend(feed(item.output))
             if poll.terminal:
-                if poll.stream:
+                if items:
                     if events:  # deliver these, then one more poll drains what is left
-                        return events
+                        return self._deliver(events)
                     continue
                 events.extend(await self._finish(poll.status))
-                return events or None
+                return self._deliver(events) or None
             if events:
-                return events
-            if poll.stream:
+                return self._deliver(events)
+            if items:
                 continue  # data flowing (a partial SSE event): poll again at once
+            if self._saw_items and self._paused_run is None and time.monotonic() - self._items_at >= t.restart_check_s:
+                if (end := await self._note_paused_run()) is not None:
+                    return end
             held = wait_ms is not None and (time.monotonic() - started) * 1000 >= wait_ms * 0.5
             if not held:
                 await asyncio.sleep(self._delay)
                 self._delay = min(self._delay * 2, t.poll_max_ms / 1000.0)
 
+    def _deliver(self, events: list[Event]) -> list[Event]:
+        if events:
+            self._delivered = True
+        return events
+
+    async def _note_paused_run(self) -> list[Event] | None:
+        """The output paused: note which run is going on (best effort: without an answer
+        from ``/status`` the resumed output is taken as the same run's)."""
+        try:
+            st = await self._status()
+        except RunPodError:
+            return None
+        if st.status == "IN_QUEUE":
+            return self._rerun("back in the queue")
+        if not st.terminal:
+            self._paused_run = _run_of(st)
+        return None
+
+    async def _another_run(self) -> bool:
+        """The output resumed after a pause: is it from another run than the paused one?"""
+        try:
+            st = await self._status()
+        except RunPodError:
+            return False
+        if st.status == "IN_QUEUE":
+            return True
+        run = _run_of(st)
+        return run != (None, None) and run != self._paused_run
+
+    def _rerun(self, seen: str) -> list[Event] | None:
+        """The job runs again from the start. The events to end with, or None to go on
+        reading: the re-run is harmless when nothing of the lost run was read, and is read
+        afresh when nothing was delivered yet or in ``restart`` mode (``restarts`` tells
+        the reader to drop what it collected)."""
+        self._running = False
+        self._paused_run = None
+        log.warning("job %s runs again from the start (%s)%s", self._job_id, seen,
+                    "" if self._saw_items else ": nothing of the lost run was read")
+        if not self._saw_items:
+            return None
+        if self._on_rerun == "restart" or not self._delivered:
+            self._decoder = self._new_decoder()
+            self._saw_items = self._delivered = False
+            self.restarts += 1
+            return None
+        self.ended = True
+        return [job_restarted()]
+
     async def _poll(self, wait_ms: int | None) -> Any:
-        """One ``/stream`` poll. A poll the upstream refused without consuming anything
-        (429 rate limit, 502/503, or a connection that never reached it) is retried a few
-        times, honouring ``Retry-After``, so that a busy moment does not end a stream;
-        a poll that may have consumed chunks (timeout after sending) is never repeated."""
-        delay = self._t.poll_min_ms / 1000.0
-        for attempt in range(POLL_RETRIES + 1):
-            try:
-                return await self._client.stream(self._endpoint, self._job_id, wait_ms=wait_ms)
-            except RunPodError as exc:
-                refused = exc.status in (429, 502, 503) and (exc.answered or exc.status == 502)
-                if not refused or attempt == POLL_RETRIES:
-                    raise
-                await asyncio.sleep(min(exc.retry_after or delay, POLL_RETRY_MAX_S))
-                delay = min(delay * 2, POLL_RETRY_MAX_S)
-        raise AssertionError("unreachable")
+        """One ``/stream`` poll, retried only when RunPod refused it (nothing consumed); a
+        poll that may have consumed chunks (timeout after sending) is never repeated."""
+        return await retrying(lambda: self._client.stream(self._endpoint, self._job_id, wait_ms=wait_ms),
+                              lambda exc: exc.refused, self._t.poll_min_ms / 1000.0)
+
+    async def _status(self) -> JobStatus:
+        """One ``/status`` call, retried like a poll (and after timeouts: it is idempotent)."""
+        return await retrying(lambda: self._client.status(self._endpoint, self._job_id),
+                              lambda exc: exc.transient, self._t.poll_min_ms / 1000.0)
 
     async def _finish(self, status: str) -> list[Event]:
         """The job is terminal and its stream drained: flush the decoder, and ask
@@ -136,7 +250,7 @@ class JobEvents:
             self._guard.finished = True
         if status == "COMPLETED" and self._saw_items:
             return self._decoder.close()
-        st = await self._client.status(self._endpoint, self._job_id)
+        st = await self._status()
         if status == "COMPLETED":  # nothing was streamed: the output is aggregate-only
             return events_of_final(self._decoder, st)
         return [*self._decoder.close(), *events_of_final(self._decoder, st, status)]

@@ -1,4 +1,12 @@
-"""The non-streaming path: ``/runsync?wait=``, then ``/status`` polling, then one OpenAI object.
+"""The non-streaming path: ``/runsync?wait=``, then the job's events, then one OpenAI object.
+
+``/runsync`` submits the job and often brings its whole result. When it does not — the job
+is still running after ``runsync_wait_ms``, or it completed with an empty output because
+its worker is a generator without ``return_aggregate_stream`` (RunPod's final output is
+then ``[]`` and the tokens exist only on ``/stream``) — the job is read through
+``JobEvents`` like a stream (``/stream`` polls, ``/status`` at the end only where needed)
+and its events are collected. A job that runs again from the start (its worker was lost)
+is collected again from the start: nothing was sent yet, so the re-run is harmless.
 
 The client may leave at any moment: the whole wait races ``http.disconnect``. If it
 leaves while ``/runsync`` is in flight (the job id is not known yet), the cancel queue
@@ -12,10 +20,13 @@ from __future__ import annotations
 import asyncio
 import time
 
+from msgspec import UNSET
+
 from adapters.errors import to_exception
+from adapters.events import Event
 from adapters.transport import JobStatus, RunPodError
 from proxy.errors import from_runpod, request_timeout
-from proxy.jobs import ClientDisconnected, JobGuard, events_of_final, first_error, race_disconnect
+from proxy.jobs import ClientDisconnected, JobEvents, JobGuard, events_of_final, first_error, race_disconnect
 from proxy.prepare import Prepared
 
 
@@ -39,10 +50,14 @@ async def run_nonstream(prep: Prepared) -> bytes:
         raise from_runpod(exc) from None
     ctx.job_id = st.id
     guard = JobGuard(prep.cancels, route.client, route.endpoint, st.id)
+    guard.finished = st.terminal
     try:
-        if not st.terminal:
-            st = await race_disconnect(prep.receive, _poll_status(prep, st, deadline))
-        guard.finished = True
+        if st.terminal and not _output_on_stream(st):
+            events = events_of_final(prep.decoder(), st)
+        else:
+            source = JobEvents(route.client, route.endpoint, st.id, prep.decoder, t, guard, on_rerun="restart")
+            collect = asyncio.wait_for(_collect(source), max(0.0, deadline - time.monotonic()))
+            events = await race_disconnect(prep.receive, collect)
     except ClientDisconnected:
         ctx.note = "client-disconnected"
         raise
@@ -54,21 +69,29 @@ async def run_nonstream(prep: Prepared) -> bytes:
     finally:
         if guard.release():
             ctx.note = ctx.note or "cancelled"
-    events = events_of_final(prep.decoder(), st)
     err = first_error(events)
     if err is not None:
         raise to_exception(err)
     return await prep.aggregate(events)
 
 
-async def _poll_status(prep: Prepared, st: JobStatus, deadline: float) -> JobStatus:
-    route, t = prep.route, prep.timing
-    delay = t.status_poll_min_ms / 1000.0
-    while not st.terminal:
-        remaining = deadline - time.monotonic()
-        if remaining <= 0:
-            raise asyncio.TimeoutError
-        await asyncio.sleep(min(delay, remaining))
-        delay = min(delay * 2, t.status_poll_max_ms / 1000.0)
-        st = await route.client.status(route.endpoint, st.id)
-    return st
+def _output_on_stream(st: JobStatus) -> bool:
+    """A completed job whose output is empty: a generator's worker without
+    ``return_aggregate_stream`` leaves ``[]`` there, and its tokens on ``/stream``."""
+    return st.status == "COMPLETED" and (st.output is UNSET or st.output is None or st.output == [] or st.output == "")
+
+
+async def _collect(source: JobEvents) -> list[Event]:
+    """Every event of the job, up to its end or its first error; when the job ran again
+    from the start, only the events of the run that finished."""
+    events: list[Event] = []
+    restarts = source.restarts
+    while (batch := await source.next()) is not None:
+        if source.restarts != restarts:
+            restarts, events = source.restarts, []
+        events.extend(batch)
+        if first_error(batch) is not None:
+            break
+    if source.restarts != restarts:
+        events = []
+    return events

@@ -24,7 +24,10 @@ whose message names the key (``models[1].format``) and what is wrong with it, so
     base_url = "http://127.0.0.1:8100/v2"    # optional per-model upstream override
 
 The API key is read from the environment (``RUNPOD_API_KEY`` or the variable named by
-``api_key_env``) and kept in ``Settings.api_key``; it is never printed (``repr`` hides it).
+``api_key_env``) and kept in ``Settings.api_key``; it is never printed (``repr`` hides it),
+and no error repeats the value of ``api_key_env`` (someone may have put the key itself
+there). ``Settings.secrets()`` lists the configured keys, which the proxy masks by value in
+everything it passes on from upstream.
 """
 
 from __future__ import annotations
@@ -38,6 +41,7 @@ import msgspec
 
 FormatName = Literal["vllm", "vllm-native", "sglang", "tgi", "text"]
 DEFAULT_BASE_URL = "https://api.runpod.ai/v2"
+DEFAULT_KEY_ENV = "RUNPOD_API_KEY"
 
 
 class SettingsError(ValueError):
@@ -55,7 +59,7 @@ class ServerSettings(_Section):
 
 class RunPodSettings(_Section):
     base_url: str = DEFAULT_BASE_URL
-    api_key_env: str = "RUNPOD_API_KEY"
+    api_key_env: str = DEFAULT_KEY_ENV
 
 
 class TimingSettings(_Section):
@@ -73,10 +77,14 @@ class TimingSettings(_Section):
     poll_max_ms: int = 1000
     """Longest pause between polls while the job is idle (backoff doubles up to this)."""
     runsync_wait_ms: int = 2000
-    """``?wait=`` for ``/runsync``; after it, ``/status`` polling. It bounds how late the
-    cancel of an abandoned non-streaming request can be (the job id arrives with the answer)."""
-    status_poll_min_ms: int = 100
-    status_poll_max_ms: int = 1000
+    """``?wait=`` for ``/runsync``; after it, the job's ``/stream`` is read as for a stream.
+    It bounds how late the cancel of an abandoned non-streaming request can be (the job id
+    arrives with the answer)."""
+    restart_check_s: float = 2.0
+    """A job's output that resumes after a pause this long is checked (one ``/status`` at
+    the pause and one at the resume) to be from the same run: a job whose worker was lost
+    is re-queued and runs again from the start, and its output must not be appended to
+    what the first run sent. Keep it below the upstream's lost-worker timeout."""
     request_timeout_s: float = 600.0
     """A request still unanswered after this long is cancelled upstream (504)."""
     connect_timeout_s: float = 10.0
@@ -108,6 +116,10 @@ class Settings(_Section):
 
     def __repr__(self) -> str:  # never show the key
         return f"Settings(server={self.server!r}, runpod={self.runpod!r}, models={[m.name for m in self.models]!r})"
+
+    def secrets(self) -> list[str]:
+        """The configured keys: values that must never reach a client or a log."""
+        return [self.api_key] if self.api_key else []
 
     def model(self, name: str) -> ModelSettings | None:
         for m in self.models:
@@ -146,14 +158,17 @@ def parse_settings(data: bytes | str, env: Mapping[str, str] | None = None, *, s
         raise SettingsError(f"{source}: {key or '(top level)'}: {problem}") from None
     except msgspec.DecodeError as exc:
         raise SettingsError(f"{source}: not valid TOML: {exc}") from None
+    # the value of api_key_env is never repeated in an error: it may be the key itself
     if "api_key" in _raw_keys(data):
-        raise SettingsError(f"{source}: api_key: the key must not be in the file; set ${settings.runpod.api_key_env}")
+        raise SettingsError(f"{source}: api_key: the key must not be in the file; set the environment "
+                            f"variable that runpod.api_key_env names (default {DEFAULT_KEY_ENV})")
     _check(settings, source)
-    key = env.get(settings.runpod.api_key_env, "")
+    name = settings.runpod.api_key_env
+    key = env.get(name, "")
     if not key:
-        raise SettingsError(
-            f"{source}: runpod.api_key_env: environment variable {settings.runpod.api_key_env} is not set"
-        )
+        which = f"environment variable {name}" if name == DEFAULT_KEY_ENV else \
+            "the environment variable it names (the variable's name, not the key)"
+        raise SettingsError(f"{source}: runpod.api_key_env: {which} is not set")
     settings.api_key = key
     return settings
 
@@ -204,8 +219,6 @@ def _check(s: Settings, source: str) -> None:
             fail(f"timing.{name}", "must not be negative")
     if t.poll_min_ms > t.poll_max_ms:
         fail("timing.poll_min_ms", "must not exceed timing.poll_max_ms")
-    if t.status_poll_min_ms > t.status_poll_max_ms:
-        fail("timing.status_poll_min_ms", "must not exceed timing.status_poll_max_ms")
     for name in ("keepalive_s", "request_timeout_s", "max_connections", "cancel_concurrency"):
         if getattr(t, name) <= 0:
             fail(f"timing.{name}", "must be positive")

@@ -6,8 +6,11 @@ parameter the worker refused, a job that failed at once, RunPod refusing the sub
 is still answered with a real HTTP status. Then the response starts and ``sse_body``
 writes each batch of deltas the moment a ``/stream`` poll brings it, ``: keep-alive``
 comments while the job waits, an in-stream ``data: {"error": …}`` for an error after the
-first byte, the usage chunk only when the client asked for it, and ``data: [DONE]``
-always.
+first byte (the configured keys masked), the usage chunk only when the client asked for
+it, and ``data: [DONE]`` always. A job that runs again from the start after part of its
+first run was sent (its worker was lost) ends the stream with a ``job_restarted`` error,
+and the re-run is cancelled; a re-run before any output was read is harmless
+(``JobEvents``).
 
 Disconnects: Litestar cancels the body generator the moment the client goes away; its
 ``finally`` only queues ``/cancel`` (``JobGuard.release`` → the app's cancel queue),
@@ -103,7 +106,7 @@ async def start_stream(prep: Prepared) -> StreamJob:
         raise from_runpod(exc) from None
     ctx.job_id = job.id
     guard = JobGuard(prep.cancels, route.client, route.endpoint, job.id)
-    source = JobEvents(route.client, route.endpoint, job.id, prep.decoder(), prep.timing, guard)
+    source = JobEvents(route.client, route.endpoint, job.id, prep.decoder, prep.timing, guard, on_rerun="fail")
     sj = StreamJob(prep, guard, source)
     try:
         first = await race_disconnect(prep.receive, sj.pending.get(prep.timing.first_byte_wait_s))
@@ -148,8 +151,7 @@ async def sse_body(sj: StreamJob) -> AsyncIterator[bytes]:
             try:
                 got = await sj.pending.get(min(keepalive, remaining))
             except RunPodError as exc:
-                e = from_runpod(exc)
-                yield sse_error(e)
+                yield sse_error(from_runpod(exc), prep.route.key_mask)
                 return
             if got is _TIMEOUT:
                 yield KEEPALIVE
@@ -162,7 +164,7 @@ async def sse_body(sj: StreamJob) -> AsyncIterator[bytes]:
             if data:
                 yield data
         if err is not None:
-            yield sse_error(to_exception(err))
+            yield sse_error(to_exception(err), prep.route.key_mask)
             return
         usage = None
         if prep.include_usage and sj.writer.usage is None:

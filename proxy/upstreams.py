@@ -2,13 +2,15 @@
 
 Created at app startup from the settings, closed at shutdown. A route asks
 ``Upstreams.route(model_name)`` for everything it needs to run a job for a model: the
-model's settings, its worker format and the client for its base URL.
+model's settings, its worker format, the client for its base URL, and the mask of the
+configured keys (``key_mask``) that every error passed on to the client goes through.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
+from adapters.errors import KeyMask
 from adapters.formats import WorkerFormat, get_format
 from adapters.transport import RunPodClient, make_http_client
 from proxy.settings import ModelSettings, Settings
@@ -19,6 +21,7 @@ class ModelRoute:
     settings: ModelSettings
     format: WorkerFormat
     client: RunPodClient
+    key_mask: KeyMask
 
     @property
     def name(self) -> str:
@@ -38,6 +41,7 @@ class Upstreams:
         t = settings.timing
         self._clients: dict[str, RunPodClient] = {}
         self._routes: dict[str, ModelRoute] = {}
+        self.key_mask = KeyMask(settings.secrets())
         for m in settings.models:
             base = settings.upstream_url(m)
             client = self._clients.get(base)
@@ -50,7 +54,7 @@ class Upstreams:
                     max_keepalive_connections=t.max_keepalive_connections,
                 )
                 client = self._clients[base] = RunPodClient(http, settings.api_key, read_timeout=t.upstream_timeout_s)
-            self._routes[m.name] = ModelRoute(m, get_format(m.format), client)
+            self._routes[m.name] = ModelRoute(m, get_format(m.format), client, self.key_mask)
 
     def route(self, model: str) -> ModelRoute | None:
         return self._routes.get(model)

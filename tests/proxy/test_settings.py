@@ -77,8 +77,10 @@ def test_errors_name_the_key(text, key, problem):
 
 
 def test_missing_key_env():
-    with pytest.raises(SettingsError, match=r"runpod.api_key_env: environment variable MY_KEY is not set"):
+    with pytest.raises(SettingsError, match=r"runpod.api_key_env: the environment variable it names .* is not set"):
         parse_settings(GOOD, {})
+    with pytest.raises(SettingsError, match=r"runpod.api_key_env: environment variable RUNPOD_API_KEY is not set"):
+        parse_settings('[[models]]\nname = "m"\nendpoint = "e"\nformat = "text"\n', {})
 
 
 def test_missing_file(tmp_path):

@@ -166,11 +166,7 @@ async def sse_body(sj: StreamJob) -> AsyncIterator[bytes]:
         if err is not None:
             yield sse_error(to_exception(err), prep.route.key_mask)
             return
-        usage = None
-        if prep.include_usage and sj.writer.usage is None:
-            usage = await prep.estimate_usage(sj.writer.completion_texts())
-            prep.ctx.note = "usage-estimated"
-        yield sj.writer.finish(usage) + DONE
+        yield await prep.finish_stream(sj.writer) + DONE
     finally:
         sj.pending.cancel()
         if sj.guard.release():

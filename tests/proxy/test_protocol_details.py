@@ -183,8 +183,6 @@ def test_length_in_streams_text_with_usage(client):
     assert got == (WORD * 5, "length")
 
 
-@pytest.mark.xfail(strict=True, reason="needs proxy/streaming.py to end streams with Prepared.finish_stream "
-                                       "(the count is tiktoken's, so it runs off the event loop at the end)")
 def test_length_in_streams_text_without_usage(client):
     assert _stream_finish(client, "chat", "text", max_tokens=5) == (WORD * 5, "length")
 

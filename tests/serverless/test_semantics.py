@@ -475,14 +475,8 @@ async def test_webhook_retried_twice(start, hook_server):
     assert all(c[1]["status"] == "FAILED" for c in srv.calls)
 
 
-async def test_job_missing_from_a_live_workers_pings_is_requeued(start, store_kind):
+async def test_job_missing_from_a_live_workers_pings_is_requeued(start):
     """A worker restarted under the same id pings without the job it held: re-queued."""
-    if store_kind == "redis":
-        from serverless.store.base import JobStore
-        from serverless.store.redis import RedisStore
-
-        if RedisStore.requeue_unreported is JobStore.requeue_unreported:
-            pytest.skip("RedisStore does not implement the optional requeue_unreported yet")
     server, caller, worker = start(ping_grace=0.8)
     held, kept = await run(caller, server), await run(caller, server)
     await worker.take(2)

@@ -17,14 +17,15 @@ import inspect
 import logging
 import time
 import uuid
-from typing import Any, Coroutine
+from typing import Any, Coroutine, NoReturn
 
 import msgspec
 
-from serverless import jobs
+from serverless import jobs, payloads
 from serverless.chunks import split_chunk
 from serverless.jobs import COMPLETED, FAILED, IN_PROGRESS, Job, Outcome, SubmitRequest
 from serverless.limits import Limiter
+from serverless.payloads import PayloadError
 from serverless.settings import Settings
 from serverless.store.base import JobStore
 from serverless.webhooks import WebhookSender
@@ -50,6 +51,19 @@ class ApiError(Exception):
 
 def _bad_body(exc: Exception) -> ApiError:
     return ApiError(400, f"invalid request body: {exc}")
+
+
+def _decode(decoder: msgspec.json.Decoder, body: bytes) -> Any:
+    """Decode a request body and check that what it carries can be passed on
+    (:func:`serverless.payloads.check`); :class:`PayloadError` for every refusal."""
+    try:
+        value = decoder.decode(body)
+    except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+        raise PayloadError(str(exc)) from None
+    except RecursionError:  # msgspec's own depth limit, below which payloads.check bounds it
+        raise payloads.too_deep() from None
+    payloads.check(body)
+    return value
 
 
 def _is_object(raw: bytes) -> bool:
@@ -178,8 +192,8 @@ class EndpointService:
         """Validate a /run or /runsync body and queue the job (429 when the queue is full)."""
         s = self.settings
         try:
-            req = _submit_decoder.decode(body)
-        except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+            req = _decode(_submit_decoder, body)
+        except PayloadError as exc:
             raise _bad_body(exc) from None
         raw_input = bytes(req.input)
         if not raw_input or raw_input == b"null":
@@ -311,11 +325,22 @@ class EndpointService:
                     or not await self._hold(self.store.wait_stop(endpoint, worker_id, deadline - now))):
                 return ids
 
+    async def _refuse(self, endpoint: str, worker_id: str, job_id: str, what: str, exc: PayloadError) -> NoReturn:
+        """A job-done or job-stream body that cannot be accepted: 400, and the job it was
+        posted for (if this worker holds it) becomes FAILED with the reason. The SDK drops a
+        refused post (reference §2.5), so the job would otherwise run again for nothing and
+        end as "worker lost"; a refused stream chunk would leave a hole in the stream."""
+        outcome = await self.store.finish(endpoint, job_id, worker_id, FAILED, output=None,
+                                          error=f"the worker's {what} was refused: {exc}", now=self.clock())
+        if outcome is not None:
+            self._after(outcome)
+        raise _bad_body(exc)
+
     async def done(self, endpoint: str, worker_id: str, job_id: str, body: bytes) -> None:
         try:
-            done = _done_decoder.decode(body) if body.strip() else jobs.DoneBody()
-        except (msgspec.DecodeError, msgspec.ValidationError) as exc:
-            raise _bad_body(exc) from None
+            done = _decode(_done_decoder, body) if body.strip() else jobs.DoneBody()
+        except PayloadError as exc:
+            await self._refuse(endpoint, worker_id, job_id, "result", exc)
         now = self.clock()
         output = bytes(done.output) or None
         if done.status == IN_PROGRESS:
@@ -337,9 +362,9 @@ class EndpointService:
 
     async def stream_chunk(self, endpoint: str, worker_id: str, job_id: str, body: bytes) -> None:
         try:
-            chunk = _stream_decoder.decode(body)
-        except (msgspec.DecodeError, msgspec.ValidationError) as exc:
-            raise _bad_body(exc) from None
+            chunk = _decode(_stream_decoder, body)
+        except PayloadError as exc:
+            await self._refuse(endpoint, worker_id, job_id, "stream output", exc)
         raw = bytes(chunk.output) or b"null"
         chunks = split_chunk(raw, self.settings.max_chunk)
         if not await self.store.append_chunks(endpoint, job_id, worker_id, chunks, now=self.clock()):

@@ -493,3 +493,27 @@ async def test_job_missing_from_a_live_workers_pings_is_requeued(start):
     assert (await status(caller, server, kept)).json()["status"] == "IN_PROGRESS"
     [again] = await worker.take()
     assert again["id"] == held
+
+
+def _nested(depth: int) -> list:
+    value: list = []
+    for _ in range(depth - 1):
+        value = [value]
+    return value
+
+
+async def test_refused_worker_bodies_fail_their_job(start):
+    """A result or a stream chunk the endpoint cannot accept (here: nested deeper than it
+    allows) is answered 400 and fails the job at once, with the reason; the SDK drops a
+    refused post, so the job would otherwise run again for nothing."""
+    from serverless.payloads import MAX_JSON_DEPTH
+
+    server, caller, worker = start()
+    by_done, by_stream = await run(caller, server), await run(caller, server)
+    await worker.take(2)
+    assert await worker.done(by_done, {"output": _nested(MAX_JSON_DEPTH)}) == 400
+    assert await worker.chunk(by_stream, _nested(900)) == 400
+    for job_id in (by_done, by_stream):
+        body = (await status(caller, server, job_id)).json()
+        assert body["status"] == "FAILED" and f"nested deeper than {MAX_JSON_DEPTH} levels" in body["error"]
+    assert await worker.done(by_stream, {"output": "late"}) == 404

@@ -105,11 +105,11 @@ class EndpointService:
         if self._shutdown is not None and not self._shutdown.done():
             self._shutdown.set_result(None)
 
-    async def _hold(self, waiting: Coroutine[Any, Any, None]) -> bool:
-        """Await one store wait of a long-poll loop, cut short by :meth:`begin_shutdown`.
-        ``False`` when the server is shutting down: the loop then answers with its last check
-        (without another store call, so a take hands out no job to a worker that is about to
-        lose this server)."""
+    async def _hold(self, waiting: Coroutine[Any, Any, None], gone: asyncio.Future[None] | None = None) -> bool:
+        """Await one store wait of a long-poll loop, cut short by :meth:`begin_shutdown` and
+        by ``gone`` (the client closed the connection). ``False`` when the server is shutting
+        down: the loop then answers with its last check (without another store call, so a
+        take hands out no job to a worker that is about to lose this server)."""
         if self.shutting_down:
             waiting.close()
             return False
@@ -117,7 +117,8 @@ class EndpointService:
             self._shutdown = asyncio.get_running_loop().create_future()
         task = asyncio.ensure_future(waiting)
         try:
-            await asyncio.wait((task, self._shutdown), return_when=asyncio.FIRST_COMPLETED)
+            await asyncio.wait((task, self._shutdown) if gone is None else (task, self._shutdown, gone),
+                               return_when=asyncio.FIRST_COMPLETED)
         finally:
             task.cancel()  # a no-op once the wait ended; else (shutdown, or we were cancelled) end it
         return not self.shutting_down
@@ -307,22 +308,38 @@ class EndpointService:
 
     # --- worker operations ---------------------------------------------------------------------
 
-    async def take(self, endpoint: str, worker_id: str, count: int) -> list[Job]:
-        """Long-poll for up to ``count`` jobs (empty list after ``take_hold``)."""
+    async def take(self, endpoint: str, worker_id: str, count: int,
+                   gone: asyncio.Future[None] | None = None) -> list[Job]:
+        """Long-poll for up to ``count`` jobs (empty list after ``take_hold``). ``gone`` is done
+        once the worker has closed the connection: the poll then ends with no job (jobs it
+        had just taken go back to the head of the queue) and the store learns of the cut
+        (:meth:`JobStore.abandon_poll`)."""
         deadline = self.clock() + self.settings.take_hold
         while True:
+            if gone is not None and gone.done():
+                await self.store.abandon_poll(endpoint, worker_id, [], now=self.clock())
+                return []
             now = self.clock()
             taken = await self.store.take(endpoint, worker_id, count, now=now)
-            if taken or now >= deadline or not await self._hold(self.store.wait_queue(endpoint, deadline - now)):
+            if taken and gone is not None and gone.done():
+                await self.store.abandon_poll(endpoint, worker_id, [job.id for job in taken], now=self.clock())
+                return []
+            if (taken or now >= deadline
+                    or not await self._hold(self.store.wait_queue(endpoint, deadline - now), gone)):
                 return taken
 
-    async def stop_signals(self, endpoint: str, worker_id: str) -> list[str]:
+    async def stop_signals(self, endpoint: str, worker_id: str, gone: asyncio.Future[None] | None = None) -> list[str]:
+        """Long-poll for the job ids this worker must stop (empty list after ``stop_hold``);
+        ``gone`` as for :meth:`take`."""
         deadline = self.clock() + self.settings.stop_hold
         while True:
+            if gone is not None and gone.done():
+                await self.store.abandon_poll(endpoint, worker_id, [], now=self.clock())
+                return []
             now = self.clock()
             ids = await self.store.take_stop_signals(endpoint, worker_id, now=now)
             if (ids or now >= deadline
-                    or not await self._hold(self.store.wait_stop(endpoint, worker_id, deadline - now))):
+                    or not await self._hold(self.store.wait_stop(endpoint, worker_id, deadline - now), gone)):
                 return ids
 
     async def _refuse(self, endpoint: str, worker_id: str, job_id: str, what: str, exc: PayloadError) -> NoReturn:

@@ -292,3 +292,51 @@ async def test_requeue_unreported_jobs_of_a_live_worker(job_store):
     await job_store.touch_worker(EP, "w9", now=T0 + 20, job_ids=[])
     assert await job_store.requeue_unreported(EP, now=T0 + 20, grace=5, max_attempts=1) == []
     assert (await job_store.get(EP, c.id, now=T0 + 20)).status == IN_PROGRESS
+
+
+async def test_abandoned_poll_hands_its_jobs_back_to_the_head(job_store):
+    """A take whose answer cannot be delivered puts its jobs back first in line, in order, as
+    if never taken (no attempt counted); a job the worker does not hold is left alone."""
+    a, b, c, d = await submit(job_store, 4)
+    assert [j.id for j in await job_store.take(EP, "w1", 2, now=T0 + 1)] == [a.id, b.id]
+    [other] = await job_store.take(EP, "w2", 1, now=T0 + 1)
+    assert other.id == c.id
+    await job_store.abandon_poll(EP, "w1", [a.id, b.id, c.id], now=T0 + 2)
+    for job in (a, b):
+        j = await job_store.get(EP, job.id, now=T0 + 2)
+        assert (j.status, j.worker_id, j.started_at, j.attempts) == (IN_QUEUE, None, None, 0)
+    assert (await job_store.get(EP, c.id, now=T0 + 2)).worker_id == "w2"
+    assert [j.id for j in await job_store.take(EP, "w3", 5, now=T0 + 3)] == [a.id, b.id, d.id]
+
+
+async def test_worker_whose_poll_was_cut_and_that_only_pings_is_gone(job_store):
+    """A worker whose held poll it closed itself, and which then only pings (an orphaned
+    heartbeat), loses its jobs once the grace has passed and leaves /health; a worker that
+    makes any other request after its cut is left alone."""
+    [job] = await submit(job_store)
+    await job_store.take(EP, "w1", 1, now=T0)
+    await job_store.touch_worker(EP, "w1", now=T0 + 0.5, job_ids=[job.id])
+    await job_store.abandon_poll(EP, "w1", [], now=T0 + 1)
+    await job_store.touch_worker(EP, "w1", now=T0 + 1.5, job_ids=[job.id])
+    assert await job_store.requeue_unreported(EP, now=T0 + 1.9, grace=1, max_attempts=3) == []
+    assert (await job_store.get(EP, job.id, now=T0 + 1.9)).status == IN_PROGRESS
+    assert (await job_store.health(EP, now=T0 + 1.9, worker_timeout=10)).workers.running == 1
+    assert await job_store.requeue_unreported(EP, now=T0 + 2.1, grace=1, max_attempts=3) == []
+    j = await job_store.get(EP, job.id, now=T0 + 2.1)
+    assert (j.status, j.attempts) == (IN_QUEUE, 1)
+    await job_store.touch_worker(EP, "w1", now=T0 + 2.5, job_ids=[job.id])  # the orphan pings on
+    h = await job_store.health(EP, now=T0 + 2.5, worker_timeout=10)
+    assert (h.workers.ready, h.workers.running, h.workers.idle) == (0, 0, 0)
+    # a request other than a ping: its main process is there after all
+    assert await job_store.take_stop_signals(EP, "w1", now=T0 + 3) == []
+    assert (await job_store.health(EP, now=T0 + 3, worker_timeout=10)).workers.ready == 1
+    # a cut followed by a request (the SDK polls again at once after an error): nothing lost
+    [again] = await job_store.take(EP, "w2", 1, now=T0 + 4)
+    await job_store.abandon_poll(EP, "w2", [], now=T0 + 4.1)
+    assert await job_store.take(EP, "w2", 1, now=T0 + 4.2) == []
+    assert await job_store.requeue_unreported(EP, now=T0 + 9, grace=1, max_attempts=3) == []
+    assert (await job_store.get(EP, again.id, now=T0 + 9)).worker_id == "w2"
+    # past max_attempts, a gone worker's job fails as "worker lost"
+    await job_store.abandon_poll(EP, "w2", [], now=T0 + 10)
+    [failed] = await job_store.requeue_unreported(EP, now=T0 + 12, grace=1, max_attempts=1)
+    assert failed.id == job.id and failed.status == FAILED and failed.error == "worker lost"

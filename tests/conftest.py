@@ -19,8 +19,10 @@ Fixtures
     ``.base`` (``http://127.0.0.1:PORT/v2``), ``.url(ep)`` (``.../v2/ep``), ``.api_key``,
     ``.worker(handler, endpoint=None, concurrency=None, aggregate=False, wait=True, ...)``
     spawns ``podgate worker --handler handler`` and by default waits until the server's
-    ``/health`` counts it; ``.sdk(ep)`` returns a ``runpod.Endpoint`` bound to this server;
-    ``.client()`` an ``httpx.Client`` with the caller key; ``.health(ep)``.
+    ``/health`` counts it (a :class:`WorkerProcess`: ``.stop()``, ``.kill()`` the process
+    group, ``.kill_main()`` the main process alone); ``.sdk(ep)`` returns a
+    ``runpod.Endpoint`` bound to this server; ``.client()`` an ``httpx.Client`` with the
+    caller key; ``.health(ep)``.
 
 ``endpoint`` (function scope, parametrized over ``store_kind``)
     A server with one endpoint ``"ep"`` and the :data:`FAST` timings, on each store.
@@ -139,6 +141,15 @@ class WorkerProcess:
             pass
         self.proc.wait(5)
 
+    def kill_main(self) -> None:
+        """SIGKILL the worker's main process only, not its process group (as the OOM killer
+        does): what becomes of its children is up to them."""
+        try:
+            os.kill(self.proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        self.proc.wait(5)
+
     def output(self) -> str:
         return self.log.read_text(errors="replace") if self.log.exists() else ""
 
@@ -242,7 +253,9 @@ class EndpointServer:
         return runpod.Endpoint(endpoint or self.endpoint)
 
     def stop(self) -> None:
-        """SIGTERM every worker at once, give them 3 s together, then the server."""
+        """SIGTERM every worker at once, give them 3 s together, then the server. The process
+        group of every worker is killed, also of one whose main process already died (its
+        children may live on)."""
         live = [w for w in self.workers if w.proc.poll() is None]
         for w in live:
             try:
@@ -250,7 +263,7 @@ class EndpointServer:
             except ProcessLookupError:
                 pass
         deadline = time.monotonic() + 3.0
-        for w in live:
+        for w in self.workers:
             try:
                 w.proc.wait(max(0.01, deadline - time.monotonic()))
             except subprocess.TimeoutExpired:

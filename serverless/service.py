@@ -182,10 +182,10 @@ class EndpointService:
         return job
 
     @staticmethod
-    def _wait_ms(value: int | None, default: int, maximum: int) -> float:
-        """Clamp a ``?wait=`` value (ms) to ``[0, maximum]`` and return seconds."""
+    def _wait_ms(value: int | None, default: int, maximum: int, minimum: int = 0) -> float:
+        """Clamp a ``?wait=`` value (ms) to ``[minimum, maximum]`` and return seconds."""
         wait = default if value is None else value
-        return max(0, min(wait, maximum)) / 1000.0
+        return max(minimum, min(wait, maximum)) / 1000.0
 
     # --- caller operations ---------------------------------------------------------------------
 
@@ -197,9 +197,9 @@ class EndpointService:
         except PayloadError as exc:
             raise _bad_body(exc) from None
         raw_input = bytes(req.input)
-        if not raw_input or raw_input == b"null":
-            raise ApiError(400, "input is required and must be a JSON object")
-        if not _is_object(raw_input):
+        if not raw_input:  # RunPod takes a missing input as it takes null: as absent
+            raw_input = b"null"
+        if raw_input != b"null" and not _is_object(raw_input):
             raise ApiError(400, "input must be a JSON object")
         s3 = bytes(req.s3_config)
         if s3 == b"null":
@@ -216,6 +216,7 @@ class EndpointService:
         except jobs.PolicyError as exc:
             raise ApiError(400, str(exc)) from None
         job_id = f"sync-{uuid.uuid4()}-u1" if sync else f"{uuid.uuid4()}-u1"
+        # "input" always: the SDK drops a job taken on its own without one (reference §2.4)
         payload = b'{"id":"' + job_id.encode() + b'","input":' + raw_input
         if s3:
             payload += b',"s3Config":' + s3
@@ -242,7 +243,7 @@ class EndpointService:
 
     async def runsync(self, endpoint: str, body: bytes, wait_ms: int | None) -> bytes:
         s = self.settings
-        wait = self._wait_ms(wait_ms, s.runsync_wait_default_ms, s.runsync_wait_max_ms)
+        wait = self._wait_ms(wait_ms, s.runsync_wait_default_ms, s.runsync_wait_max_ms, s.runsync_wait_min_ms)
         job = await self.submit(endpoint, body, sync=True)
         done = await self.wait_terminal(endpoint, job.id, wait)
         if done is None:

@@ -246,8 +246,34 @@ async def test_cancel_running_and_queued(start):
 
 async def test_runsync_returns_short_body_when_wait_ends(start):
     server, caller, worker = start()
-    r = await caller.post(f"{server.url()}/runsync?wait=300", json={"input": {}})
+    r = await caller.post(f"{server.url()}/runsync?wait=1000", json={"input": {}})
     assert r.status_code == 200 and set(r.json()) == {"id", "status"} and r.json()["status"] == "IN_QUEUE"
+
+
+async def test_runsync_wait_below_one_second_is_raised_to_it(start):
+    """RunPod's /runsync waits 1000–300000 ms: a shorter ``wait`` still waits a second, long
+    enough here for a worker to take and finish the job."""
+    server, caller, worker = start()
+    for wait in (0, 1, 999, -5):
+        sync = asyncio.create_task(caller.post(f"{server.url()}/runsync?wait={wait}", json={"input": {"w": wait}}))
+        [job] = await worker.take()
+        assert await worker.done(job["id"], {"output": wait}) == 200
+        body = (await sync).json()
+        assert body["status"] == "COMPLETED" and body["output"] == wait
+
+
+async def test_input_null_or_missing_is_accepted(start):
+    """RunPod accepts ``"input": null`` and no ``input`` alike (null decodes as absent,
+    runpodctl); the job reaches the worker with ``"input": null``, since the SDK drops a
+    taken job without an ``input`` key."""
+    server, caller, worker = start()
+    ids = []
+    for op, body in (("run", {"input": None}), ("run", {}), ("run", {"policy": {"ttl": 60000}}),
+                     ("runsync?wait=1000", {})):
+        r = await caller.post(f"{server.url()}/{op}", json=body)
+        assert r.status_code == 200 and r.json()["status"] == "IN_QUEUE", r.text
+        ids.append(r.json()["id"])
+    assert await worker.take(4) == [{"id": job_id, "input": None} for job_id in ids]
 
 
 async def test_status_sync_waits_for_terminal(start):

@@ -18,8 +18,10 @@ refuses three things that msgspec's skipping of a raw value lets through, so
   stack (msgspec with a ``RecursionError``, which the routes must also turn into a 400), so
   the bound is a fixed :data:`MAX_JSON_DEPTH`, far below that, the same for every caller.
 
-:func:`check` expects a body msgspec already parsed (valid JSON); it is cheap for the usual
-small body (two counts and a UTF-8 decode) and linear in the body otherwise.
+:func:`check` expects a body msgspec already parsed (valid JSON). It is linear in the body
+and cheap where nothing is suspect (a UTF-8 decode, two bracket counts, a search for a long
+run of digits): only a body with more containers than the depth bound, or with a long run
+of digits somewhere, is scanned with the strings taken out (about 10 ms per MB).
 """
 
 from __future__ import annotations
@@ -37,6 +39,9 @@ _STRING = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"', re.DOTALL)
 #: an integer literal of more digits than allowed: not the fraction or exponent of a float
 #: (floats of any length decode), and not the integer part of one.
 _LONG_INT = re.compile(rb"(?<![\d.eE+-])-?\d{%d,}(?![\d.eE])" % (MAX_INT_DIGITS + 1))
+#: every digit to "0", every other byte to " ": a run of digits then shows as a run of "0"
+_ZEROS = bytes(0x30 if 0x30 <= b <= 0x39 else 0x20 for b in range(256))
+_DIGIT_RUN = b"0" * (MAX_INT_DIGITS + 1)
 _NOT_BRACKETS = bytes(b for b in range(256) if b not in b"[]{}")
 #: opening brackets to +1 and closing ones to -1 (0xff, as a signed byte)
 _STEPS = bytes.maketrans(b"[{]}", b"\x01\x01\xff\xff")
@@ -60,10 +65,11 @@ def check(body: bytes) -> None:
     except UnicodeDecodeError as exc:
         raise PayloadError(f"body is not valid UTF-8 (byte {exc.start})") from None
     may_nest_too_deep = body.count(b"[") + body.count(b"{") > MAX_JSON_DEPTH
-    if not may_nest_too_deep and len(body) <= MAX_INT_DIGITS:
+    may_hold_long_int = len(body) > MAX_INT_DIGITS and _DIGIT_RUN in body.translate(_ZEROS)
+    if not (may_nest_too_deep or may_hold_long_int):
         return
     bare = _STRING.sub(b'""', body)  # strings may hold anything; structure and numbers lie outside them
-    if _LONG_INT.search(bare):
+    if may_hold_long_int and _LONG_INT.search(bare):
         raise PayloadError(f"an integer has more than {MAX_INT_DIGITS} digits")
     if may_nest_too_deep and depth(bare.translate(None, _NOT_BRACKETS)) > MAX_JSON_DEPTH:
         raise too_deep()

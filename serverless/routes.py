@@ -2,7 +2,9 @@
 ``/v2/{endpoint_id}/`` (reference/runpod-protocol.md §3.1). Thin: each handler checks the
 key, the endpoint and the operation's limits, reads the raw body and calls
 :class:`serverless.service.EndpointService`. Bodies are read as raw bytes and decoded with
-msgspec (worker posts are JSON under a form content type); every response is JSON.
+msgspec (worker posts are JSON under a form content type); every response is JSON. The
+worker's held polls (job-take, job-take-batch, job-stop) watch for the worker closing the
+connection (:func:`_client_gone`), so that no job is handed to a worker that has gone.
 """
 
 from __future__ import annotations

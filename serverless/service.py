@@ -1,9 +1,11 @@
 """The endpoint service: RunPod Serverless operations on top of a :class:`JobStore`.
 
-HTTP-agnostic core used by the routes (``serverless.routes_caller``/``routes_worker``):
-validation of submit bodies, long-poll loops, webhooks on terminal transitions, limits and
-the background sweeper that applies timeouts, TTLs and lost-worker re-queues. Failures are
-raised as :class:`ApiError` (status + message), which the app renders as ``{"error": ...}``.
+HTTP-agnostic core used by the routes (``serverless.routes``): validation of bodies (only
+what every party downstream can decode, ``serverless.payloads``), long-poll loops (a worker's
+poll ends, handing back what it took, when the worker closes the connection), webhooks on
+terminal transitions, limits and the background sweeper that applies timeouts, TTLs and
+lost-worker re-queues. Failures are raised as :class:`ApiError` (status + message), which
+the app renders as ``{"error": ...}``.
 
 Shutdown: :meth:`EndpointService.begin_shutdown` (called by ``serverless.app.serve`` as soon
 as uvicorn starts shutting down) ends every held long-poll at once with the answer it would

@@ -6,8 +6,9 @@
 
 A thin wrapper: it sets the SDK's environment (reference/runpod-protocol.md §2.3 URL
 templates, ``RUNPOD_POD_ID``, ``RUNPOD_AI_API_KEY``, ``RUNPOD_PING_INTERVAL``, skipped
-fitness checks) *before* importing ``runpod``, imports the handler and calls
-``runpod.serverless.start(config)``.
+fitness checks) *before* importing ``runpod``, imports the handler, binds the SDK's
+heartbeat process to this one's life (``serverless.orphans``: it must not ping on for a
+worker whose main process was killed) and calls ``runpod.serverless.start(config)``.
 
 The SDK config comes from the handler's module: if it defines ``RUNPOD_CONFIG`` (a dict, e.g.
 ``{"return_aggregate_stream": True, "concurrency_modifier": fn}``) that dict is the base;
@@ -86,6 +87,9 @@ def run(args: argparse.Namespace) -> int:
 
     import runpod.serverless
 
+    from serverless.orphans import bind_heartbeat
+
+    bind_heartbeat()
     sys.argv = sys.argv[:1]  # the SDK parses sys.argv for its own --rp_* flags
     runpod.serverless.start(config)
     return 0

@@ -140,7 +140,8 @@ class Outcome(msgspec.Struct):
 
 class SubmitRequest(msgspec.Struct, rename="camel"):
     """The body of /run and /runsync. ``input`` and ``s3_config`` stay raw JSON (checked to be
-    objects by the API) so that they are copied into the worker payload without re-encoding."""
+    objects, or null, by the API) so that they are copied into the worker payload without
+    re-encoding; an absent ``input`` is taken as null, as RunPod does."""
 
     input: msgspec.Raw = msgspec.Raw(b"")
     webhook: str | None = None

@@ -2,13 +2,17 @@
 ``/v2/{endpoint_id}/`` (reference/runpod-protocol.md §3.1). Thin: each handler checks the
 key, the endpoint and the operation's limits, reads the raw body and calls
 :class:`serverless.service.EndpointService`. Bodies are read as raw bytes and decoded with
-msgspec (worker posts are JSON under a form content type); every response is JSON.
+msgspec (worker posts are JSON under a form content type); every response is JSON. The
+worker's held polls (job-take, job-take-batch, job-stop) watch for the worker closing the
+connection (:func:`_client_gone`), so that no job is handed to a worker that has gone.
 """
 
 from __future__ import annotations
 
+import asyncio
 import hmac
-from contextlib import nullcontext
+from contextlib import asynccontextmanager, nullcontext
+from typing import AsyncIterator
 
 import msgspec
 from litestar import Request, Response, get, post, route
@@ -71,6 +75,25 @@ async def _body(request: Request, limit: int) -> bytes:
     if len(body) > limit:
         raise ApiError(413, f"request body larger than {limit} bytes")
     return body
+
+
+@asynccontextmanager
+async def _client_gone(request: Request) -> AsyncIterator[asyncio.Future[None]]:
+    """For a held long-poll: a future that is done once the client has closed the connection
+    (the ASGI ``http.disconnect`` that uvicorn sends as soon as it sees the socket close),
+    watched until the block ends."""
+    gone: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+
+    async def watch() -> None:
+        while (await request.receive())["type"] != "http.disconnect":
+            pass  # the (empty) body of the GET
+        gone.set_result(None)
+
+    watcher = asyncio.create_task(watch())
+    try:
+        yield gone
+    finally:
+        watcher.cancel()
 
 
 def _json(content: bytes, status_code: int = HTTP_200_OK) -> Response[bytes]:
@@ -154,14 +177,16 @@ async def health(request: Request, endpoint_id: str) -> Response[bytes]:
 @get("/v2/{endpoint_id:str}/job-take/{worker_id:str}")
 async def job_take(request: Request, endpoint_id: str, worker_id: str) -> Response[bytes]:
     svc = _worker(request, endpoint_id)
-    taken = await svc.take(endpoint_id, worker_id, 1)
+    async with _client_gone(request) as gone:
+        taken = await svc.take(endpoint_id, worker_id, 1, gone)
     return _json(taken[0].payload) if taken else _no_content()
 
 
 @get("/v2/{endpoint_id:str}/job-take-batch/{worker_id:str}")
 async def job_take_batch(request: Request, endpoint_id: str, worker_id: str, batch_size: int = 1) -> Response[bytes]:
     svc = _worker(request, endpoint_id)
-    taken = await svc.take(endpoint_id, worker_id, max(1, min(batch_size, 1000)))
+    async with _client_gone(request) as gone:
+        taken = await svc.take(endpoint_id, worker_id, max(1, min(batch_size, 1000)), gone)
     if not taken:
         return _no_content()
     return _json(b"[" + b",".join([job.payload for job in taken]) + b"]")
@@ -170,7 +195,8 @@ async def job_take_batch(request: Request, endpoint_id: str, worker_id: str, bat
 @get("/v2/{endpoint_id:str}/job-stop/{worker_id:str}")
 async def job_stop(request: Request, endpoint_id: str, worker_id: str) -> Response[bytes]:
     svc = _worker(request, endpoint_id)
-    ids = await svc.stop_signals(endpoint_id, worker_id)
+    async with _client_gone(request) as gone:
+        ids = await svc.stop_signals(endpoint_id, worker_id, gone)
     if not ids:
         return _no_content()
     return _json(msgspec.json.encode({"jobsToStop": ids}))

@@ -1,9 +1,11 @@
 """The endpoint service: RunPod Serverless operations on top of a :class:`JobStore`.
 
-HTTP-agnostic core used by the routes (``serverless.routes_caller``/``routes_worker``):
-validation of submit bodies, long-poll loops, webhooks on terminal transitions, limits and
-the background sweeper that applies timeouts, TTLs and lost-worker re-queues. Failures are
-raised as :class:`ApiError` (status + message), which the app renders as ``{"error": ...}``.
+HTTP-agnostic core used by the routes (``serverless.routes``): validation of bodies (only
+what every party downstream can decode, ``serverless.payloads``), long-poll loops (a worker's
+poll ends, handing back what it took, when the worker closes the connection), webhooks on
+terminal transitions, limits and the background sweeper that applies timeouts, TTLs and
+lost-worker re-queues. Failures are raised as :class:`ApiError` (status + message), which
+the app renders as ``{"error": ...}``.
 
 Shutdown: :meth:`EndpointService.begin_shutdown` (called by ``serverless.app.serve`` as soon
 as uvicorn starts shutting down) ends every held long-poll at once with the answer it would
@@ -17,14 +19,15 @@ import inspect
 import logging
 import time
 import uuid
-from typing import Any, Coroutine
+from typing import Any, Coroutine, NoReturn
 
 import msgspec
 
-from serverless import jobs
+from serverless import jobs, payloads
 from serverless.chunks import split_chunk
 from serverless.jobs import COMPLETED, FAILED, IN_PROGRESS, Job, Outcome, SubmitRequest
 from serverless.limits import Limiter
+from serverless.payloads import PayloadError
 from serverless.settings import Settings
 from serverless.store.base import JobStore
 from serverless.webhooks import WebhookSender
@@ -50,6 +53,19 @@ class ApiError(Exception):
 
 def _bad_body(exc: Exception) -> ApiError:
     return ApiError(400, f"invalid request body: {exc}")
+
+
+def _decode(decoder: msgspec.json.Decoder, body: bytes) -> Any:
+    """Decode a request body and check that what it carries can be passed on
+    (:func:`serverless.payloads.check`); :class:`PayloadError` for every refusal."""
+    try:
+        value = decoder.decode(body)
+    except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+        raise PayloadError(str(exc)) from None
+    except RecursionError:  # msgspec's own depth limit, below which payloads.check bounds it
+        raise payloads.too_deep() from None
+    payloads.check(body)
+    return value
 
 
 def _is_object(raw: bytes) -> bool:
@@ -91,11 +107,11 @@ class EndpointService:
         if self._shutdown is not None and not self._shutdown.done():
             self._shutdown.set_result(None)
 
-    async def _hold(self, waiting: Coroutine[Any, Any, None]) -> bool:
-        """Await one store wait of a long-poll loop, cut short by :meth:`begin_shutdown`.
-        ``False`` when the server is shutting down: the loop then answers with its last check
-        (without another store call, so a take hands out no job to a worker that is about to
-        lose this server)."""
+    async def _hold(self, waiting: Coroutine[Any, Any, None], gone: asyncio.Future[None] | None = None) -> bool:
+        """Await one store wait of a long-poll loop, cut short by :meth:`begin_shutdown` and
+        by ``gone`` (the client closed the connection). ``False`` when the server is shutting
+        down: the loop then answers with its last check (without another store call, so a
+        take hands out no job to a worker that is about to lose this server)."""
         if self.shutting_down:
             waiting.close()
             return False
@@ -103,7 +119,8 @@ class EndpointService:
             self._shutdown = asyncio.get_running_loop().create_future()
         task = asyncio.ensure_future(waiting)
         try:
-            await asyncio.wait((task, self._shutdown), return_when=asyncio.FIRST_COMPLETED)
+            await asyncio.wait((task, self._shutdown) if gone is None else (task, self._shutdown, gone),
+                               return_when=asyncio.FIRST_COMPLETED)
         finally:
             task.cancel()  # a no-op once the wait ended; else (shutdown, or we were cancelled) end it
         return not self.shutting_down
@@ -167,10 +184,10 @@ class EndpointService:
         return job
 
     @staticmethod
-    def _wait_ms(value: int | None, default: int, maximum: int) -> float:
-        """Clamp a ``?wait=`` value (ms) to ``[0, maximum]`` and return seconds."""
+    def _wait_ms(value: int | None, default: int, maximum: int, minimum: int = 0) -> float:
+        """Clamp a ``?wait=`` value (ms) to ``[minimum, maximum]`` and return seconds."""
         wait = default if value is None else value
-        return max(0, min(wait, maximum)) / 1000.0
+        return max(minimum, min(wait, maximum)) / 1000.0
 
     # --- caller operations ---------------------------------------------------------------------
 
@@ -178,13 +195,13 @@ class EndpointService:
         """Validate a /run or /runsync body and queue the job (429 when the queue is full)."""
         s = self.settings
         try:
-            req = _submit_decoder.decode(body)
-        except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+            req = _decode(_submit_decoder, body)
+        except PayloadError as exc:
             raise _bad_body(exc) from None
         raw_input = bytes(req.input)
-        if not raw_input or raw_input == b"null":
-            raise ApiError(400, "input is required and must be a JSON object")
-        if not _is_object(raw_input):
+        if not raw_input:  # RunPod takes a missing input as it takes null: as absent
+            raw_input = b"null"
+        if raw_input != b"null" and not _is_object(raw_input):
             raise ApiError(400, "input must be a JSON object")
         s3 = bytes(req.s3_config)
         if s3 == b"null":
@@ -201,6 +218,7 @@ class EndpointService:
         except jobs.PolicyError as exc:
             raise ApiError(400, str(exc)) from None
         job_id = f"sync-{uuid.uuid4()}-u1" if sync else f"{uuid.uuid4()}-u1"
+        # "input" always: the SDK drops a job taken on its own without one (reference §2.4)
         payload = b'{"id":"' + job_id.encode() + b'","input":' + raw_input
         if s3:
             payload += b',"s3Config":' + s3
@@ -227,7 +245,7 @@ class EndpointService:
 
     async def runsync(self, endpoint: str, body: bytes, wait_ms: int | None) -> bytes:
         s = self.settings
-        wait = self._wait_ms(wait_ms, s.runsync_wait_default_ms, s.runsync_wait_max_ms)
+        wait = self._wait_ms(wait_ms, s.runsync_wait_default_ms, s.runsync_wait_max_ms, s.runsync_wait_min_ms)
         job = await self.submit(endpoint, body, sync=True)
         done = await self.wait_terminal(endpoint, job.id, wait)
         if done is None:
@@ -293,29 +311,56 @@ class EndpointService:
 
     # --- worker operations ---------------------------------------------------------------------
 
-    async def take(self, endpoint: str, worker_id: str, count: int) -> list[Job]:
-        """Long-poll for up to ``count`` jobs (empty list after ``take_hold``)."""
+    async def take(self, endpoint: str, worker_id: str, count: int,
+                   gone: asyncio.Future[None] | None = None) -> list[Job]:
+        """Long-poll for up to ``count`` jobs (empty list after ``take_hold``). ``gone`` is done
+        once the worker has closed the connection: the poll then ends with no job (jobs it
+        had just taken go back to the head of the queue) and the store learns of the cut
+        (:meth:`JobStore.abandon_poll`)."""
         deadline = self.clock() + self.settings.take_hold
         while True:
+            if gone is not None and gone.done():
+                await self.store.abandon_poll(endpoint, worker_id, [], now=self.clock())
+                return []
             now = self.clock()
             taken = await self.store.take(endpoint, worker_id, count, now=now)
-            if taken or now >= deadline or not await self._hold(self.store.wait_queue(endpoint, deadline - now)):
+            if taken and gone is not None and gone.done():
+                await self.store.abandon_poll(endpoint, worker_id, [job.id for job in taken], now=self.clock())
+                return []
+            if (taken or now >= deadline
+                    or not await self._hold(self.store.wait_queue(endpoint, deadline - now), gone)):
                 return taken
 
-    async def stop_signals(self, endpoint: str, worker_id: str) -> list[str]:
+    async def stop_signals(self, endpoint: str, worker_id: str, gone: asyncio.Future[None] | None = None) -> list[str]:
+        """Long-poll for the job ids this worker must stop (empty list after ``stop_hold``);
+        ``gone`` as for :meth:`take`."""
         deadline = self.clock() + self.settings.stop_hold
         while True:
+            if gone is not None and gone.done():
+                await self.store.abandon_poll(endpoint, worker_id, [], now=self.clock())
+                return []
             now = self.clock()
             ids = await self.store.take_stop_signals(endpoint, worker_id, now=now)
             if (ids or now >= deadline
-                    or not await self._hold(self.store.wait_stop(endpoint, worker_id, deadline - now))):
+                    or not await self._hold(self.store.wait_stop(endpoint, worker_id, deadline - now), gone)):
                 return ids
+
+    async def _refuse(self, endpoint: str, worker_id: str, job_id: str, what: str, exc: PayloadError) -> NoReturn:
+        """A job-done or job-stream body that cannot be accepted: 400, and the job it was
+        posted for (if this worker holds it) becomes FAILED with the reason. The SDK drops a
+        refused post (reference §2.5), so the job would otherwise run again for nothing and
+        end as "worker lost"; a refused stream chunk would leave a hole in the stream."""
+        outcome = await self.store.finish(endpoint, job_id, worker_id, FAILED, output=None,
+                                          error=f"the worker's {what} was refused: {exc}", now=self.clock())
+        if outcome is not None:
+            self._after(outcome)
+        raise _bad_body(exc)
 
     async def done(self, endpoint: str, worker_id: str, job_id: str, body: bytes) -> None:
         try:
-            done = _done_decoder.decode(body) if body.strip() else jobs.DoneBody()
-        except (msgspec.DecodeError, msgspec.ValidationError) as exc:
-            raise _bad_body(exc) from None
+            done = _decode(_done_decoder, body) if body.strip() else jobs.DoneBody()
+        except PayloadError as exc:
+            await self._refuse(endpoint, worker_id, job_id, "result", exc)
         now = self.clock()
         output = bytes(done.output) or None
         if done.status == IN_PROGRESS:
@@ -337,9 +382,9 @@ class EndpointService:
 
     async def stream_chunk(self, endpoint: str, worker_id: str, job_id: str, body: bytes) -> None:
         try:
-            chunk = _stream_decoder.decode(body)
-        except (msgspec.DecodeError, msgspec.ValidationError) as exc:
-            raise _bad_body(exc) from None
+            chunk = _decode(_stream_decoder, body)
+        except PayloadError as exc:
+            await self._refuse(endpoint, worker_id, job_id, "stream output", exc)
         raw = bytes(chunk.output) or b"null"
         chunks = split_chunk(raw, self.settings.max_chunk)
         if not await self.store.append_chunks(endpoint, job_id, worker_id, chunks, now=self.clock()):

@@ -53,6 +53,8 @@ class Settings(msgspec.Struct, kw_only=True):
     take_hold: float = 20.0
     stop_hold: float = 30.0
     runsync_wait_default_ms: int = 90_000
+    #: RunPod's /runsync waits 1000–300000 ms whatever ``?wait=`` says
+    runsync_wait_min_ms: int = 1_000
     runsync_wait_max_ms: int = 300_000
     status_sync_wait_default_ms: int = 90_000
     status_sync_wait_max_ms: int = 90_000
@@ -90,8 +92,10 @@ class Settings(msgspec.Struct, kw_only=True):
     #: how often a job is re-queued after losing its worker before it is FAILED.
     max_attempts: int = 3
     #: a live worker whose pings, arriving this long after it took a job, do not list that
-    #: job has lost it (crashed and restarted under the same id): the job is re-queued.
-    #: 0 disables the check.
+    #: job has lost it (crashed and restarted under the same id): the job is re-queued. And a
+    #: worker that closed a held poll this long ago and has since only pinged is gone (its
+    #: main process died, its heartbeat child pings on): its jobs are re-queued.
+    #: 0 disables both checks (see ``JobStore.requeue_unreported``).
     ping_grace: float = 10.0
     sweep_interval: float = 0.25
 

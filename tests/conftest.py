@@ -11,16 +11,18 @@ Fixtures
     once it printed its ready line. ``settings`` are :class:`serverless.settings.Settings`
     field names (``take_hold=1.0``); :data:`FAST` holds the short timings used by default.
     ``store="redis"`` uses 127.0.0.1:6379 db 0 with a random key prefix, or the given
-    ``redis_prefix`` (several replicas on one queue) (skipped, with the
-    reason, if ``serverless/store/redis.py`` does not exist yet or Redis is down).
+    ``redis_prefix`` (several replicas on one queue). If Redis is down the test fails with
+    the reason (``make test`` and CI start Redis; a Redis test must not pass by skipping).
     Every server (and its workers) is stopped when the fixture's scope ends.
 
 ``EndpointServer``
     ``.base`` (``http://127.0.0.1:PORT/v2``), ``.url(ep)`` (``.../v2/ep``), ``.api_key``,
     ``.worker(handler, endpoint=None, concurrency=None, aggregate=False, wait=True, ...)``
     spawns ``podgate worker --handler handler`` and by default waits until the server's
-    ``/health`` counts it; ``.sdk(ep)`` returns a ``runpod.Endpoint`` bound to this server;
-    ``.client()`` an ``httpx.Client`` with the caller key; ``.health(ep)``.
+    ``/health`` counts it (a :class:`WorkerProcess`: ``.stop()``, ``.kill()`` the process
+    group, ``.kill_main()`` the main process alone); ``.sdk(ep)`` returns a
+    ``runpod.Endpoint`` bound to this server; ``.client()`` an ``httpx.Client`` with the
+    caller key; ``.health(ep)``.
 
 ``endpoint`` (function scope, parametrized over ``store_kind``)
     A server with one endpoint ``"ep"`` and the :data:`FAST` timings, on each store.
@@ -36,6 +38,10 @@ Fixtures
 ``job_store`` (function scope, parametrized over ``store_kind``)
     A fresh in-process :class:`~serverless.store.base.JobStore` (MemoryStore, or RedisStore
     on a random prefix) for store-contract tests; closed afterwards.
+
+``redis_required``
+    Fails the test (with the reason) when Redis does not answer: for modules that use Redis
+    directly (``pytestmark = pytest.mark.usefixtures("redis_required")``).
 """
 
 from __future__ import annotations
@@ -58,7 +64,6 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 PODGATE = [sys.executable, "-m", "proxy.cli"]
 REDIS_URL = "redis://127.0.0.1:6379/0"
-REDIS_MODULE = ROOT / "serverless" / "store" / "redis.py"
 
 #: Short timings for tests (seconds unless ``_ms``); override per server.
 FAST: dict[str, Any] = {
@@ -76,17 +81,15 @@ FAST: dict[str, Any] = {
 WORKER_PING_MS = 1000
 
 
-def redis_skip_reason() -> str | None:
-    """Why the Redis store cannot be tested right now (None: it can)."""
-    if not REDIS_MODULE.exists():
-        return "serverless/store/redis.py (RedisStore, H2) does not exist yet"
-    try:
-        import redis
+def require_redis() -> None:
+    """Fail the calling test when Redis does not answer: the Redis tests must run (``make
+    test`` and CI start a Redis), never pass by being skipped."""
+    import redis
 
+    try:
         redis.Redis.from_url(REDIS_URL, socket_connect_timeout=1).ping()
     except Exception as exc:  # noqa: BLE001
-        return f"Redis at {REDIS_URL} is not answering: {exc}"
-    return None
+        pytest.fail(f"Redis at {REDIS_URL} is not answering ({exc}); start one (make redis)", pytrace=False)
 
 
 def delete_redis_prefixes(prefixes: list[str]) -> None:
@@ -134,6 +137,15 @@ class WorkerProcess:
         """SIGKILL the worker and its heartbeat child (a lost worker, as far as the server knows)."""
         try:
             os.killpg(self.proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        self.proc.wait(5)
+
+    def kill_main(self) -> None:
+        """SIGKILL the worker's main process only, not its process group (as the OOM killer
+        does): what becomes of its children is up to them."""
+        try:
+            os.kill(self.proc.pid, signal.SIGKILL)
         except ProcessLookupError:
             pass
         self.proc.wait(5)
@@ -241,7 +253,9 @@ class EndpointServer:
         return runpod.Endpoint(endpoint or self.endpoint)
 
     def stop(self) -> None:
-        """SIGTERM every worker at once, give them 3 s together, then the server."""
+        """SIGTERM every worker at once, give them 3 s together, then the server. The process
+        group of every worker is killed, also of one whose main process already died (its
+        children may live on)."""
         live = [w for w in self.workers if w.proc.poll() is None]
         for w in live:
             try:
@@ -249,7 +263,7 @@ class EndpointServer:
             except ProcessLookupError:
                 pass
         deadline = time.monotonic() + 3.0
-        for w in live:
+        for w in self.workers:
             try:
                 w.proc.wait(max(0.01, deadline - time.monotonic()))
             except subprocess.TimeoutExpired:
@@ -282,9 +296,7 @@ class _Factory:
     def __call__(self, endpoints: tuple[str, ...] | list[str] = ("ep",), store: str = "memory",
                  api_key: str | None = "test-key", **settings: Any) -> EndpointServer:
         if store == "redis":
-            reason = redis_skip_reason()
-            if reason:
-                pytest.skip(reason)
+            require_redis()
         merged = {**FAST, **settings}
         cmd = [*PODGATE, "endpoint", "--host", "127.0.0.1", "--port", "0"]
         for ep in endpoints:
@@ -369,6 +381,11 @@ def endpoint(endpoint_factory: _Factory, store_kind: str) -> EndpointServer:
 
 
 @pytest.fixture
+def redis_required() -> None:
+    require_redis()
+
+
+@pytest.fixture
 def runpod_env(monkeypatch: pytest.MonkeyPatch):
     import runpod
 
@@ -383,9 +400,7 @@ def runpod_env(monkeypatch: pytest.MonkeyPatch):
 @pytest.fixture
 async def job_store(store_kind: str):
     if store_kind == "redis":
-        reason = redis_skip_reason()
-        if reason:
-            pytest.skip(reason)
+        require_redis()
         from serverless.store.redis import RedisStore
 
         store = RedisStore(REDIS_URL, prefix=f"podgate-test:{uuid.uuid4().hex}:")

@@ -98,9 +98,10 @@ class JobStore(abc.ABC):
         """``/health``. ``jobs.inQueue``/``inProgress``: current counts (expired excluded);
         ``jobs.completed``: cumulative COMPLETED; ``jobs.failed``: cumulative FAILED +
         TIMED_OUT; ``jobs.retried``: cumulative /retry re-queues (CANCELLED counts nowhere).
-        Workers (only those seen within ``worker_timeout`` seconds, see :meth:`touch_worker`):
-        ``unhealthy`` = last report was unhealthy; else ``running`` = holds ≥ 1 IN_PROGRESS
-        job or reported job ids in its last ping; else ``idle``. ``ready`` = idle + running;
+        Workers (only those seen within ``worker_timeout`` seconds, see :meth:`touch_worker`,
+        and not found gone by :meth:`requeue_unreported`): ``unhealthy`` = last report was
+        unhealthy; else ``running`` = holds ≥ 1 IN_PROGRESS job or reported job ids in its last
+        ping; else ``idle``. ``ready`` = idle + running;
         ``initializing`` and ``throttled`` are 0."""
 
     # --- workers -----------------------------------------------------------------------------
@@ -135,6 +136,22 @@ class JobStore(abc.ABC):
         ``finished_at=now``, ``expires_at = min(expires_at, now + retention_ms/1000)``, bumps
         the completed/failed counter, wakes job waiters, returns ``changed=True``. Otherwise
         (absent, terminal, other owner) returns ``None`` (→ HTTP 404, the worker just logs)."""
+
+    @abc.abstractmethod
+    async def abandon_poll(self, endpoint: str, worker_id: str, job_ids: list[str], *, now: float) -> None:
+        """A held long-poll of this worker (job-take or job-stop) was closed by the worker before
+        it was answered (its process died, or its connection broke):
+
+        1. The jobs in ``job_ids`` (those this very poll had just taken, whose answer can no
+           longer be delivered) that are IN_PROGRESS and owned by ``worker_id`` go back to the
+           *head* of the queue, ``job_ids[0]`` first, as if never taken: ``worker_id``,
+           ``started_at`` (and run state) cleared, ``attempts`` unchanged; queue and job waiters
+           woken.
+        2. The worker's poll is *cut* at ``now`` (``cut_at``), until its next request other than
+           a ping (``touch_worker`` with ``job_ids=None``, and every worker operation that counts
+           as contact), which clears it. See :meth:`requeue_unreported`.
+
+        Not contact from the worker."""
 
     @abc.abstractmethod
     async def take_stop_signals(self, endpoint: str, worker_id: str, *, now: float) -> list[str]:
@@ -172,20 +189,27 @@ class JobStore(abc.ABC):
         Wakes the waiters of every job it changes. Must be cheap when nothing is due (it runs
         about every 100–500 ms per endpoint in every replica)."""
 
+    @abc.abstractmethod
     async def requeue_unreported(self, endpoint: str, *, now: float, grace: float, max_attempts: int) -> list[Job]:
-        """Optional (added after INTERFACE READY; the default does nothing and returns ``[]``).
+        """Catches jobs that a worker which still looks *live* (it pings) does not actually
+        hold, and treats each exactly like a lost worker's job in :meth:`sweep` step 3
+        (``attempts += 1``; re-queue at the head, or FAILED ``"worker lost"`` once ``attempts >
+        max_attempts``). Returns the jobs that became terminal.
 
-        Catches jobs that a *live* worker does not actually hold — e.g. a worker that crashed
-        and was restarted under the same worker id, or a take response that never reached it.
-        For each IN_PROGRESS job whose worker record has ``reports_jobs`` (some earlier ping
-        listed at least one job id, so this worker is known to report its jobs) and whose last
-        *ping* (``touch_worker`` with ``job_ids is not None``) arrived at
-        ``ping_at >= started_at + grace`` without listing the job: treat the job exactly like
-        a lost worker's job in :meth:`sweep` step 3 (``attempts += 1``; re-queue at the head,
-        or FAILED ``"worker lost"`` once ``attempts > max_attempts``). Returns the jobs that
-        became terminal. Implementations therefore record, per worker, ``ping_at`` (time of
-        the last ping) and ``reports_jobs`` in ``touch_worker``."""
-        return []
+        1. A job missing from the pings: an IN_PROGRESS job whose worker record has
+           ``reports_jobs`` (some earlier ping listed at least one job id, so this worker is
+           known to report its jobs) and whose last *ping* (``touch_worker`` with ``job_ids is
+           not None``) arrived at ``ping_at >= started_at + grace`` without listing the job —
+           e.g. a worker that crashed and was restarted under the same worker id, or a take
+           response that never reached it. Implementations therefore record, per worker,
+           ``ping_at`` (time of the last ping) and ``reports_jobs`` in ``touch_worker``.
+        2. A worker whose main process is gone: its poll was cut (:meth:`abandon_poll`) at
+           ``cut_at <= now - grace`` and it has made no request but pings since. The runpod
+           SDK neither closes a held poll while it lives (its graceful shutdown lets held
+           polls finish) nor goes a second without polling again after an error, but its
+           heartbeat is a child process that can outlive it and keep pinging with the job ids
+           it last had. Every IN_PROGRESS job of that worker is lost, and the worker counts as
+           gone in :meth:`health` until its next request other than a ping."""
 
     # --- waiting -----------------------------------------------------------------------------
 

@@ -22,7 +22,7 @@ WORKER_LOST_ERROR = "worker lost"
 
 
 class _Worker:
-    __slots__ = ("last_seen", "job_ids", "unhealthy", "ping_at", "reports_jobs")
+    __slots__ = ("last_seen", "job_ids", "unhealthy", "ping_at", "reports_jobs", "cut_at", "gone")
 
     def __init__(self, now: float) -> None:
         self.last_seen = now
@@ -30,6 +30,10 @@ class _Worker:
         self.unhealthy = False
         self.ping_at: float | None = None
         self.reports_jobs = False
+        #: a held poll of the worker was closed by it then, and no request but pings came since
+        self.cut_at: float | None = None
+        #: requeue_unreported found it gone (cut for longer than the grace): not in /health
+        self.gone = False
 
 
 class _Endpoint:
@@ -196,7 +200,7 @@ class MemoryStore(JobStore):
         holders = {ep.jobs[j].worker_id for j in ep.running if j in ep.jobs}
         workers = WorkerCounts()
         for wid, rec in ep.workers.items():
-            if now - rec.last_seen >= worker_timeout:
+            if now - rec.last_seen >= worker_timeout or rec.gone:
                 continue
             if rec.unhealthy:
                 workers.unhealthy += 1
@@ -264,6 +268,17 @@ class MemoryStore(JobStore):
         self._terminate(ep, job, status, now)
         return Outcome(job, True)
 
+    async def abandon_poll(self, endpoint: str, worker_id: str, job_ids: list[str], *, now: float) -> None:
+        ep = self._ep(endpoint)
+        for job_id in reversed(job_ids):  # each to the head: the first ends up first
+            job = self._owned(endpoint, job_id, worker_id, now)
+            if job is not None:
+                self._requeue(ep, job, head=True)
+        rec = ep.workers.get(worker_id)
+        if rec is None:
+            rec = ep.workers[worker_id] = _Worker(now)
+        rec.cut_at = now
+
     async def take_stop_signals(self, endpoint: str, worker_id: str, *, now: float) -> list[str]:
         ep = self._ep(endpoint)
         self._touch(ep, worker_id, now, None, False)
@@ -280,7 +295,10 @@ class MemoryStore(JobStore):
         if rec is None:
             rec = ep.workers[worker_id] = _Worker(now)
         rec.last_seen = now
-        if job_ids is not None:
+        if job_ids is None:  # a request other than a ping: the worker's main process is there
+            rec.cut_at = None
+            rec.gone = False
+        else:
             rec.job_ids = job_ids
             rec.unhealthy = unhealthy
             rec.ping_at = now
@@ -345,16 +363,20 @@ class MemoryStore(JobStore):
 
     async def requeue_unreported(self, endpoint: str, *, now: float, grace: float, max_attempts: int) -> list[Job]:
         ep = self._ep(endpoint)
+        for rec in ep.workers.values():
+            if rec.cut_at is not None and rec.cut_at <= now - grace:
+                rec.gone = True
         finished: list[Job] = []
         for job_id in list(ep.running):
             job = ep.jobs.get(job_id)
             if job is None or job.started_at is None or job.expires_at <= now:
                 continue
             rec = ep.workers.get(job.worker_id or "")
-            if (rec is None or not rec.reports_jobs or rec.ping_at is None
-                    or rec.ping_at < job.started_at + grace or job_id in rec.job_ids):
+            if rec is None:
                 continue
-            if self._lost(ep, job, now, max_attempts):
+            unreported = (rec.reports_jobs and rec.ping_at is not None and rec.ping_at >= job.started_at + grace
+                          and job_id not in rec.job_ids)
+            if (unreported or rec.gone) and self._lost(ep, job, now, max_attempts):
                 finished.append(job)
         return finished
 

@@ -281,6 +281,9 @@ class RedisStore(JobStore):
         rec = await self._run("FINISH", endpoint, now, job_id, worker_id, status, *_opt(output), *_opt(error))
         return None if rec is None else Outcome(_job(rec), True)
 
+    async def abandon_poll(self, endpoint: str, worker_id: str, job_ids: list[str], *, now: float) -> None:
+        await self._run("ABANDON_POLL", endpoint, now, worker_id, *job_ids)
+
     async def take_stop_signals(self, endpoint: str, worker_id: str, *, now: float) -> list[str]:
         ids = await self._run("TAKE_STOPS", endpoint, now, worker_id)
         return list(dict.fromkeys(raw.decode() for raw in ids))

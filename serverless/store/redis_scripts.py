@@ -27,6 +27,9 @@ key             type     holds
 ``B wp``        hash     worker id -> msgpack ``[ping_at, reports_jobs, [job ids]]``: time of
                          the last ping, whether any ping ever listed a job id (0/1), and the
                          ids the last ping listed (for ``requeue_unreported``)
+``B wc``        hash     worker id -> ``cut_at``, the time a held poll of the worker was closed by
+                         it (``abandon_poll``), until its next request other than a ping;
+                         ``gone`` once ``requeue_unreported`` found it gone
 ``B wj:<wid>``  set      the IN_PROGRESS job ids a worker holds
 ``B s:<wid>``   list     job ids the worker must stop (job-stop), expires after ``stop_ttl``
 ``B n``         hash     cumulative counters ``completed``, ``failed``, ``retried``
@@ -52,7 +55,8 @@ FIELDS = ("spec", "st", "w", "sa", "fa", "ex", "o", "e", "at", "rt")
 
 #: the names of the per-operation scripts below (each is run as PRELUDE + script)
 SCRIPTS = ("SUBMIT", "SET_TTL", "READ_STREAM", "CANCEL", "RETRY", "PURGE", "HEALTH", "TAKE",
-           "APPEND_CHUNKS", "PROGRESS", "FINISH", "TAKE_STOPS", "TOUCH", "SWEEP", "REQUEUE_UNREPORTED")
+           "APPEND_CHUNKS", "PROGRESS", "FINISH", "ABANDON_POLL", "TAKE_STOPS", "TOUCH", "SWEEP",
+           "REQUEUE_UNREPORTED")
 
 PRELUDE = r"""
 local B, CH, EP = KEYS[1], ARGV[1], ARGV[2]
@@ -61,6 +65,7 @@ local NOW = tonumber(NOWS)
 local GRACE = tonumber(ARGV[4])
 local STOP_TTL = tonumber(ARGV[5])
 local Q, SEQ, R, X, W, WH, WP, N = B..'q', B..'seq', B..'r', B..'x', B..'w', B..'wh', B..'wp', B..'n'
+local WC = B..'wc'
 local FIELDS = {@FIELDS@}
 
 local function jk(id) return B..'j:'..id end
@@ -91,8 +96,10 @@ local function owned(id, wid)
   return v
 end
 
-local function touch(wid)
+-- contact from a worker; every request but a ping also shows its main process is there
+local function touch(wid, ping)
   redis.call('ZADD', W, NOWS, wid)
+  if not ping then redis.call('HDEL', WC, wid) end
 end
 
 local function set_expiry(id, ex)
@@ -256,7 +263,9 @@ local idle, running, unhealthy = 0, 0, 0
 local alive = redis.call('ZRANGEBYSCORE', W, '(' .. num(NOW - tonumber(ARGV[6])), '+inf')
 for _, wid in ipairs(alive) do
   local report = redis.call('HGET', WH, wid)
-  if report == 'u' then
+  if redis.call('HGET', WC, wid) == 'gone' then
+    -- found gone by REQUEUE_UNREPORTED: only its orphaned heartbeat pings
+  elseif report == 'u' then
     unhealthy = unhealthy + 1
   elseif report == 'r' or redis.call('SCARD', wjk(wid)) > 0 then
     running = running + 1
@@ -330,6 +339,17 @@ terminate(id, v, ARGV[8])
 return record(id)
 """
 
+# ARGV[6] worker id, [7..] job ids taken by the abandoned poll (back to the head, first first)
+ABANDON_POLL = r"""
+local wid = ARGV[6]
+for i = #ARGV, 7, -1 do
+  local v = owned(ARGV[i], wid)
+  if v then requeue(ARGV[i], v, true) end
+end
+redis.call('HSET', WC, wid, NOWS)
+return 1
+"""
+
 # ARGV[6] worker id -> job ids
 TAKE_STOPS = r"""
 local wid = ARGV[6]
@@ -343,7 +363,7 @@ return ids
 # unhealthy, 'r' running jobs, '' idle; [8..] the job ids the ping listed
 TOUCH = r"""
 local wid = ARGV[6]
-touch(wid)
+touch(wid, ARGV[7] ~= '-')
 if ARGV[7] ~= '-' then
   redis.call('HSET', WH, wid, ARGV[7])
   local ids = {}
@@ -416,6 +436,7 @@ for _, wid in ipairs(redis.call('ZRANGEBYSCORE', W, '-inf', num(NOW - 10 * timeo
     redis.call('ZREM', W, wid)
     redis.call('HDEL', WH, wid)
     redis.call('HDEL', WP, wid)
+    redis.call('HDEL', WC, wid)
   end
 end
 return finished
@@ -423,11 +444,28 @@ return finished
 
 # ARGV[6] grace (s), [7] max_attempts -> records of the jobs that became terminal.
 # Jobs held (per ``wj:<wid>``) by a worker that reports its jobs, whose last ping came at least
-# ``grace`` after the job started without listing it, are lost (as in SWEEP step 3); handled
-# in take order (``ro``), as MemoryStore does.
+# ``grace`` after the job started without listing it, and every job of a worker whose poll was
+# cut at least ``grace`` ago (``wc``; the worker is then marked ``gone``), are lost (as in
+# SWEEP step 3); handled in take order (``ro``), as MemoryStore does.
 REQUEUE_UNREPORTED = r"""
 local grace, max_attempts = tonumber(ARGV[6]), tonumber(ARGV[7])
-local due = {}
+local due, seen = {}, {}
+local cuts = redis.call('HGETALL', WC)
+for i = 1, #cuts, 2 do
+  local wid, cut_at = cuts[i], tonumber(cuts[i + 1])
+  if cut_at and cut_at <= NOW - grace then
+    redis.call('HSET', WC, wid, 'gone')
+  end
+  if cut_at == nil or cut_at <= NOW - grace then
+    for _, id in ipairs(redis.call('SMEMBERS', wjk(wid))) do
+      local v = redis.call('HMGET', jk(id), 'st', 'ex', 'w', 'rn', 'to', 'tl', 'sa', 'ro')
+      if v[1] == 'IN_PROGRESS' and v[3] == wid and tonumber(v[2]) > NOW then
+        due[#due + 1] = {tonumber(v[8]) or 0, id, v}
+        seen[id] = true
+      end
+    end
+  end
+end
 local pings = redis.call('HGETALL', WP)
 for i = 1, #pings, 2 do
   local wid, ping = pings[i], cmsgpack.unpack(pings[i + 1])
@@ -435,7 +473,7 @@ for i = 1, #pings, 2 do
     local ping_at, listed = tonumber(ping[1]), {}
     for _, id in ipairs(ping[3]) do listed[id] = true end
     for _, id in ipairs(redis.call('SMEMBERS', wjk(wid))) do
-      if not listed[id] then
+      if not listed[id] and not seen[id] then
         local v = redis.call('HMGET', jk(id), 'st', 'ex', 'w', 'rn', 'to', 'tl', 'sa', 'ro')
         if v[1] == 'IN_PROGRESS' and v[3] == wid and v[7] and tonumber(v[2]) > NOW
             and ping_at >= tonumber(v[7]) + grace then

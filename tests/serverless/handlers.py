@@ -85,6 +85,17 @@ async def long_cancellable(job):
     return {"finished": True}
 
 
+async def slow_first_run(job):
+    """The first run of a job (no ``marker`` file yet) writes ``marker`` and then sleeps
+    ``seconds``; a later run of it (a re-queued job) returns at once."""
+    marker = job["input"]["marker"]
+    if os.path.exists(marker):
+        return {"rerun": True}
+    _write_marker(marker, job["id"])
+    await asyncio.sleep(float(job["input"].get("seconds", 60)))
+    return {"rerun": False}
+
+
 async def concurrent(job):
     """Records how many jobs run at once in this process (max seen is returned)."""
     global _running, _max_running

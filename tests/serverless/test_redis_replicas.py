@@ -16,9 +16,9 @@ import httpx
 import msgspec
 import pytest
 
-from tests.conftest import REDIS_URL, redis_skip_reason
+from tests.conftest import REDIS_URL
 
-pytestmark = pytest.mark.skipif(redis_skip_reason() is not None, reason=str(redis_skip_reason()))
+pytestmark = pytest.mark.usefixtures("redis_required")
 
 N_JOBS = 2000          # via /run, split across both replicas
 N_SYNC = 20            # via /runsync on one replica while the other finishes them

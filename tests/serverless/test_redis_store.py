@@ -15,9 +15,9 @@ import uuid
 import pytest
 
 from serverless.jobs import CANCELLED, COMPLETED, FAILED, IN_PROGRESS, IN_QUEUE, TIMED_OUT, Job
-from tests.conftest import REDIS_URL, redis_skip_reason
+from tests.conftest import REDIS_URL
 
-pytestmark = pytest.mark.skipif(redis_skip_reason() is not None, reason=str(redis_skip_reason()))
+pytestmark = pytest.mark.usefixtures("redis_required")
 
 EP = "ep"
 T0 = 1_000_000.0  # a fixed clock: the store never reads time itself

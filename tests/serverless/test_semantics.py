@@ -246,8 +246,34 @@ async def test_cancel_running_and_queued(start):
 
 async def test_runsync_returns_short_body_when_wait_ends(start):
     server, caller, worker = start()
-    r = await caller.post(f"{server.url()}/runsync?wait=300", json={"input": {}})
+    r = await caller.post(f"{server.url()}/runsync?wait=1000", json={"input": {}})
     assert r.status_code == 200 and set(r.json()) == {"id", "status"} and r.json()["status"] == "IN_QUEUE"
+
+
+async def test_runsync_wait_below_one_second_is_raised_to_it(start):
+    """RunPod's /runsync waits 1000–300000 ms: a shorter ``wait`` still waits a second, long
+    enough here for a worker to take and finish the job."""
+    server, caller, worker = start()
+    for wait in (0, 1, 999, -5):
+        sync = asyncio.create_task(caller.post(f"{server.url()}/runsync?wait={wait}", json={"input": {"w": wait}}))
+        [job] = await worker.take()
+        assert await worker.done(job["id"], {"output": wait}) == 200
+        body = (await sync).json()
+        assert body["status"] == "COMPLETED" and body["output"] == wait
+
+
+async def test_input_null_or_missing_is_accepted(start):
+    """RunPod accepts ``"input": null`` and no ``input`` alike (null decodes as absent,
+    runpodctl); the job reaches the worker with ``"input": null``, since the SDK drops a
+    taken job without an ``input`` key."""
+    server, caller, worker = start()
+    ids = []
+    for op, body in (("run", {"input": None}), ("run", {}), ("run", {"policy": {"ttl": 60000}}),
+                     ("runsync?wait=1000", {})):
+        r = await caller.post(f"{server.url()}/{op}", json=body)
+        assert r.status_code == 200 and r.json()["status"] == "IN_QUEUE", r.text
+        ids.append(r.json()["id"])
+    assert await worker.take(4) == [{"id": job_id, "input": None} for job_id in ids]
 
 
 async def test_status_sync_waits_for_terminal(start):
@@ -475,14 +501,8 @@ async def test_webhook_retried_twice(start, hook_server):
     assert all(c[1]["status"] == "FAILED" for c in srv.calls)
 
 
-async def test_job_missing_from_a_live_workers_pings_is_requeued(start, store_kind):
+async def test_job_missing_from_a_live_workers_pings_is_requeued(start):
     """A worker restarted under the same id pings without the job it held: re-queued."""
-    if store_kind == "redis":
-        from serverless.store.base import JobStore
-        from serverless.store.redis import RedisStore
-
-        if RedisStore.requeue_unreported is JobStore.requeue_unreported:
-            pytest.skip("RedisStore does not implement the optional requeue_unreported yet")
     server, caller, worker = start(ping_grace=0.8)
     held, kept = await run(caller, server), await run(caller, server)
     await worker.take(2)
@@ -499,3 +519,27 @@ async def test_job_missing_from_a_live_workers_pings_is_requeued(start, store_ki
     assert (await status(caller, server, kept)).json()["status"] == "IN_PROGRESS"
     [again] = await worker.take()
     assert again["id"] == held
+
+
+def _nested(depth: int) -> list:
+    value: list = []
+    for _ in range(depth - 1):
+        value = [value]
+    return value
+
+
+async def test_refused_worker_bodies_fail_their_job(start):
+    """A result or a stream chunk the endpoint cannot accept (here: nested deeper than it
+    allows) is answered 400 and fails the job at once, with the reason; the SDK drops a
+    refused post, so the job would otherwise run again for nothing."""
+    from serverless.payloads import MAX_JSON_DEPTH
+
+    server, caller, worker = start()
+    by_done, by_stream = await run(caller, server), await run(caller, server)
+    await worker.take(2)
+    assert await worker.done(by_done, {"output": _nested(MAX_JSON_DEPTH)}) == 400
+    assert await worker.chunk(by_stream, _nested(900)) == 400
+    for job_id in (by_done, by_stream):
+        body = (await status(caller, server, job_id)).json()
+        assert body["status"] == "FAILED" and f"nested deeper than {MAX_JSON_DEPTH} levels" in body["error"]
+    assert await worker.done(by_stream, {"output": "late"}) == 404

@@ -214,9 +214,24 @@ async def test_expired_queued_job_is_not_taken(job_store):
     assert await job_store.get(EP, job.id, now=T0 + 2) is None
 
 
+async def pending_wait(wait, *, tries: int = 5, settle: float = 0.05) -> asyncio.Task:
+    """Start ``wait()`` (a store wait with a long timeout) and return its task once it is
+    still pending ``settle`` seconds later, so that a test can then prove that its trigger,
+    not the passing of time, ended it. The contract allows spurious early returns (e.g. the
+    Redis store ends the first wait once its subscription is up, or one that follows an
+    event nobody was waiting for), so a wait that returns early is started again; a store
+    whose waits always return at once fails here."""
+    for _ in range(tries):
+        task = asyncio.create_task(wait())
+        await asyncio.sleep(settle)
+        if not task.done():
+            return task
+        await task
+    pytest.fail(f"the wait returned before its trigger {tries} times in a row")
+
+
 async def test_wait_queue_wakes_on_submit(job_store):
-    waiter = asyncio.create_task(job_store.wait_queue(EP, 5.0))
-    await asyncio.sleep(0.05)
+    waiter = await pending_wait(lambda: job_store.wait_queue(EP, 30.0))
     await submit(job_store)
     await asyncio.wait_for(waiter, 2.0)
 
@@ -224,12 +239,10 @@ async def test_wait_queue_wakes_on_submit(job_store):
 async def test_wait_job_wakes_on_chunk_and_finish(job_store):
     [job] = await submit(job_store)
     await job_store.take(EP, "w1", 1, now=T0)
-    waiter = asyncio.create_task(job_store.wait_job(EP, job.id, 5.0))
-    await asyncio.sleep(0.05)
+    waiter = await pending_wait(lambda: job_store.wait_job(EP, job.id, 30.0))
     await job_store.append_chunks(EP, job.id, "w1", [b"1"], now=T0)
     await asyncio.wait_for(waiter, 2.0)
-    waiter = asyncio.create_task(job_store.wait_job(EP, job.id, 5.0))
-    await asyncio.sleep(0.05)
+    waiter = await pending_wait(lambda: job_store.wait_job(EP, job.id, 30.0))
     await job_store.finish(EP, job.id, "w1", COMPLETED, output=None, error=None, now=T0)
     await asyncio.wait_for(waiter, 2.0)
 
@@ -237,16 +250,18 @@ async def test_wait_job_wakes_on_chunk_and_finish(job_store):
 async def test_wait_stop_wakes_on_cancel(job_store):
     [job] = await submit(job_store)
     await job_store.take(EP, "w1", 1, now=T0)
-    waiter = asyncio.create_task(job_store.wait_stop(EP, "w1", 5.0))
-    await asyncio.sleep(0.05)
+    waiter = await pending_wait(lambda: job_store.wait_stop(EP, "w1", 30.0))
     await job_store.cancel(EP, job.id, now=T0)
     await asyncio.wait_for(waiter, 2.0)
 
 
 async def test_wait_returns_after_timeout(job_store):
-    await asyncio.wait_for(job_store.wait_queue(EP, 0.1), 2.0)
-    await asyncio.wait_for(job_store.wait_job(EP, "x", 0.1), 2.0)
-    await asyncio.wait_for(job_store.wait_stop(EP, "w", 0.1), 2.0)
+    """With nothing happening, a wait holds (it is still pending well before its timeout)
+    and then ends by itself once the timeout has passed."""
+    for wait in (lambda: job_store.wait_queue(EP, 1.0), lambda: job_store.wait_job(EP, "x", 1.0),
+                 lambda: job_store.wait_stop(EP, "w", 1.0)):
+        waiter = await pending_wait(wait)
+        await asyncio.wait_for(waiter, 3.0)
 
 
 @pytest.mark.parametrize("n", [1])
@@ -260,11 +275,7 @@ async def test_jobs_survive_requeue_roundtrip(job_store, n):
 
 
 async def test_requeue_unreported_jobs_of_a_live_worker(job_store):
-    """Optional method: a live worker whose pings stop listing a job has lost it."""
-    from serverless.store.base import JobStore
-
-    if type(job_store).requeue_unreported is JobStore.requeue_unreported:
-        pytest.skip(f"{type(job_store).__name__} does not implement the optional requeue_unreported yet")
+    """A live worker whose pings stop listing a job has lost it."""
     a, b = await submit(job_store, 2)
     await job_store.take(EP, "w1", 2, now=T0)
     await job_store.touch_worker(EP, "w1", now=T0 + 1, job_ids=[a.id, b.id])
@@ -281,3 +292,51 @@ async def test_requeue_unreported_jobs_of_a_live_worker(job_store):
     await job_store.touch_worker(EP, "w9", now=T0 + 20, job_ids=[])
     assert await job_store.requeue_unreported(EP, now=T0 + 20, grace=5, max_attempts=1) == []
     assert (await job_store.get(EP, c.id, now=T0 + 20)).status == IN_PROGRESS
+
+
+async def test_abandoned_poll_hands_its_jobs_back_to_the_head(job_store):
+    """A take whose answer cannot be delivered puts its jobs back first in line, in order, as
+    if never taken (no attempt counted); a job the worker does not hold is left alone."""
+    a, b, c, d = await submit(job_store, 4)
+    assert [j.id for j in await job_store.take(EP, "w1", 2, now=T0 + 1)] == [a.id, b.id]
+    [other] = await job_store.take(EP, "w2", 1, now=T0 + 1)
+    assert other.id == c.id
+    await job_store.abandon_poll(EP, "w1", [a.id, b.id, c.id], now=T0 + 2)
+    for job in (a, b):
+        j = await job_store.get(EP, job.id, now=T0 + 2)
+        assert (j.status, j.worker_id, j.started_at, j.attempts) == (IN_QUEUE, None, None, 0)
+    assert (await job_store.get(EP, c.id, now=T0 + 2)).worker_id == "w2"
+    assert [j.id for j in await job_store.take(EP, "w3", 5, now=T0 + 3)] == [a.id, b.id, d.id]
+
+
+async def test_worker_whose_poll_was_cut_and_that_only_pings_is_gone(job_store):
+    """A worker whose held poll it closed itself, and which then only pings (an orphaned
+    heartbeat), loses its jobs once the grace has passed and leaves /health; a worker that
+    makes any other request after its cut is left alone."""
+    [job] = await submit(job_store)
+    await job_store.take(EP, "w1", 1, now=T0)
+    await job_store.touch_worker(EP, "w1", now=T0 + 0.5, job_ids=[job.id])
+    await job_store.abandon_poll(EP, "w1", [], now=T0 + 1)
+    await job_store.touch_worker(EP, "w1", now=T0 + 1.5, job_ids=[job.id])
+    assert await job_store.requeue_unreported(EP, now=T0 + 1.9, grace=1, max_attempts=3) == []
+    assert (await job_store.get(EP, job.id, now=T0 + 1.9)).status == IN_PROGRESS
+    assert (await job_store.health(EP, now=T0 + 1.9, worker_timeout=10)).workers.running == 1
+    assert await job_store.requeue_unreported(EP, now=T0 + 2.1, grace=1, max_attempts=3) == []
+    j = await job_store.get(EP, job.id, now=T0 + 2.1)
+    assert (j.status, j.attempts) == (IN_QUEUE, 1)
+    await job_store.touch_worker(EP, "w1", now=T0 + 2.5, job_ids=[job.id])  # the orphan pings on
+    h = await job_store.health(EP, now=T0 + 2.5, worker_timeout=10)
+    assert (h.workers.ready, h.workers.running, h.workers.idle) == (0, 0, 0)
+    # a request other than a ping: its main process is there after all
+    assert await job_store.take_stop_signals(EP, "w1", now=T0 + 3) == []
+    assert (await job_store.health(EP, now=T0 + 3, worker_timeout=10)).workers.ready == 1
+    # a cut followed by a request (the SDK polls again at once after an error): nothing lost
+    [again] = await job_store.take(EP, "w2", 1, now=T0 + 4)
+    await job_store.abandon_poll(EP, "w2", [], now=T0 + 4.1)
+    assert await job_store.take(EP, "w2", 1, now=T0 + 4.2) == []
+    assert await job_store.requeue_unreported(EP, now=T0 + 9, grace=1, max_attempts=3) == []
+    assert (await job_store.get(EP, again.id, now=T0 + 9)).worker_id == "w2"
+    # past max_attempts, a gone worker's job fails as "worker lost"
+    await job_store.abandon_poll(EP, "w2", [], now=T0 + 10)
+    [failed] = await job_store.requeue_unreported(EP, now=T0 + 12, grace=1, max_attempts=1)
+    assert failed.id == job.id and failed.status == FAILED and failed.error == "worker lost"

@@ -10,7 +10,7 @@ directly in this process, on the same model, prompt and settings; and the time f
   request to ``[DONE]``.
 - direct: ``Llama.create_chat_completion`` in this process, with the same GGUF, context size,
   thread count (the worker's default unless ``--threads``) and the same loading settings
-  (``serverless.handlers.llama_engine.load_llama``).
+  (``workers.llama_engine.load_llama``).
 Runs alternate between the two (so background load hits both alike), temperature 0 and a
 fixed seed, after one warm-up each; the figures are medians, and the ratio is the median of
 the per-pair ratios. Both must produce the same text (greedy decoding): the script says so if
@@ -31,8 +31,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from openai import OpenAI  # noqa: E402
 
-from proxy.embedded import MODEL_ID, default_threads  # noqa: E402
-from serverless.handlers.llama_engine import default_model_path, load_llama  # noqa: E402
+from workers.defaults import MODEL_ID, N_CTX, default_model_path, default_threads  # noqa: E402
+from workers.llama_engine import load_llama  # noqa: E402
 from tests.e2e.serve_process import ServeProcess  # noqa: E402
 
 MESSAGES = [{"role": "user", "content": "Write a long story about a lighthouse keeper and the sea."}]
@@ -112,7 +112,7 @@ def main() -> None:
         sp.wait_ready()
         t_ready = sp.banner_after
         client = OpenAI(base_url=sp.base_url, api_key="x", max_retries=0, timeout=300)
-        llm = load_llama(default_model_path(), n_ctx=4096, n_threads=threads)
+        llm = load_llama(default_model_path(), n_ctx=N_CTX, n_threads=threads)
 
         through_podgate(client, args.max_tokens)  # warm-up
         direct(llm, args.max_tokens)

@@ -4,7 +4,7 @@ One process tree serves a real model with no RunPod account, no key and no confi
 
     podgate serve (this process: the proxy, in-process, and the supervisor)
     ├── podgate endpoint   the self-hosted RunPod Serverless endpoint (memory store)
-    └── podgate worker ×N  runpod SDK workers running serverless.handlers.smollm2:handler
+    └── podgate worker ×N  runpod SDK workers running workers.smollm2:handler
 
 The proxy serves ``smollm2-135m-instruct`` (with ``--model-path``: the file's stem, lowercased;
 format ``vllm``) at http://HOST:PORT/v1 and talks to the endpoint over loopback with a key made
@@ -39,9 +39,10 @@ from pathlib import Path
 
 import httpx
 
-MODEL_ID = "smollm2-135m-instruct"
+from workers.defaults import HANDLER, MODEL_ID, MODEL_TITLE, default_model_path
+from workers.defaults import threads as worker_threads
+
 ENDPOINT_ID = "smollm2"
-HANDLER = "serverless.handlers.smollm2:handler"
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8000
 
@@ -94,8 +95,6 @@ def run(args: argparse.Namespace) -> int:
         print(f"podgate serve: --model-path {opts.model_path}: no such file", file=sys.stderr)
         return 2
     if not opts.model_path:
-        from serverless.handlers.llama_engine import default_model_path
-
         try:
             default_model_path()
         except FileNotFoundError as exc:
@@ -117,13 +116,6 @@ _CLEAR_LINE = "\r\033[K"
 def _die_with_parent() -> None:  # runs in the child between fork and exec
     with contextlib.suppress(Exception):
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
-
-
-def default_threads(workers: int) -> int:
-    """llama.cpp threads per worker: the cores but one (the proxy, the endpoint and the SDK's
-    event loops need one; llama.cpp's threads spin-wait, so oversubscribing the cores slows
-    every token down), shared among the workers."""
-    return max(1, ((os.cpu_count() or 1) - 1) // workers)
 
 
 class Child:
@@ -192,7 +184,7 @@ class Child:
 # ---------------------------------------------------------------------------------------------
 
 _READY_LINE = re.compile(r"ready on http://[^:/\s]+:(\d+)/v2")
-_LOADED_LINE = "podgate: model "  # the line serverless.handlers.smollm2.load_model prints once loaded
+_LOADED_LINE = "podgate: model "  # the line workers.smollm2.load_model prints once loaded
 
 
 @dataclass
@@ -276,7 +268,7 @@ class Embedded:
         self.endpoint_port = port_seen.result()
 
     def _worker_env(self) -> dict[str, str]:
-        threads = self.opts.threads or int(os.environ.get("PODGATE_LLAMA_THREADS") or 0) or default_threads(self.opts.workers)
+        threads = self.opts.threads or worker_threads(self.opts.workers)
         env = {"RUNPOD_AI_API_KEY": self.key, "PODGATE_MODEL_NAME": self.model_id, "PODGATE_LLAMA_THREADS": str(threads)}
         if self.opts.model_path:
             env["PODGATE_MODEL_PATH"] = os.path.abspath(self.opts.model_path)
@@ -363,7 +355,7 @@ class Embedded:
             return False
 
     def _loading_line(self) -> str:
-        what = "SmolLM2-135M-Instruct" if not self.opts.model_path else os.path.basename(self.opts.model_path)
+        what = MODEL_TITLE if not self.opts.model_path else os.path.basename(self.opts.model_path)
         n = self.opts.workers
         return f"Loading {what} on llama.cpp ({n} worker{'s' if n > 1 else ''}) …"
 

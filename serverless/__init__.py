@@ -5,7 +5,7 @@ for callers (``/v2/{endpoint}/run``, ``/status``, ``/stream`` …) and for unmod
 Modules: ``jobs`` (job model and wire shapes), ``store`` (the JobStore interface, memory and
 Redis stores), ``service`` (operations, long-polls, sweeper), ``routes`` + ``app`` (HTTP),
 ``limits``, ``webhooks``, ``chunks``, ``settings``; ``cli_endpoint`` / ``cli_worker`` back
-``podgate endpoint`` and ``podgate worker``; ``handlers`` holds built-in RunPod handlers.
+``podgate endpoint`` and ``podgate worker`` (the workers podgate ships live in ``workers/``).
 
 In-process use::
 

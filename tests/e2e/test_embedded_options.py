@@ -7,6 +7,7 @@ import argparse
 import socket
 
 from proxy import embedded
+from workers import defaults
 
 
 def args(**kw) -> argparse.Namespace:
@@ -33,7 +34,7 @@ def test_taken_port_is_refused(capsys):
 
 
 def test_threads_leave_a_core_for_the_rest(monkeypatch):
-    monkeypatch.setattr(embedded.os, "cpu_count", lambda: 8)
-    assert embedded.default_threads(1) == 7 and embedded.default_threads(2) == 3
-    monkeypatch.setattr(embedded.os, "cpu_count", lambda: 2)
-    assert embedded.default_threads(1) == 1 and embedded.default_threads(4) == 1
+    monkeypatch.setattr(defaults.os, "cpu_count", lambda: 8)
+    assert defaults.default_threads(1) == 7 and defaults.default_threads(2) == 3
+    monkeypatch.setattr(defaults.os, "cpu_count", lambda: 2)
+    assert defaults.default_threads(1) == 1 and defaults.default_threads(4) == 1

@@ -10,7 +10,7 @@ import json
 
 import pytest
 
-from serverless.handlers import smollm2
+from workers import smollm2
 
 CHAT = "/v1/chat/completions"
 COMPLETIONS = "/v1/completions"

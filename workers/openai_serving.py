@@ -34,7 +34,7 @@ from adapters.openai_protocol import (
     CompletionChoice, CompletionChunkChoice, CompletionRequest, DeltaMessage, ErrorDetail, ErrorResponse, Model,
     ModelList, TextCompletion, TextCompletionChunk, UsageInfo, decode_chat_request, decode_completion_request,
 )
-from serverless.handlers.llama_engine import ContextOverflow, Engine, Finished, SamplingParams
+from workers.llama_engine import ContextOverflow, Engine, Finished, SamplingParams
 
 CHAT = "/v1/chat/completions"
 COMPLETIONS = "/v1/completions"

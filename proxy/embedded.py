@@ -13,8 +13,14 @@ shows progress; ``/readyz`` says ready only once the endpoint counts a worker th
 and takes jobs (the handler loads the model in a runpod fitness check, before the SDK's
 heartbeat and job-take loop start). A worker that dies is restarted under a new worker id;
 the endpoint re-queues the job it held once its pings stop (``worker_timeout``). Ctrl-C or
-SIGTERM stops the tree in order: proxy, workers, endpoint. Children run in their own process
-groups (the SDK's heartbeat is a child of each worker) and get SIGTERM if this process dies.
+SIGTERM stops the tree in order: proxy, workers, endpoint.
+
+Readiness passes through ``supervisor.readiness`` (a pipe per child, not log lines): the
+endpoint announces its URL once listening; a worker announces itself once its handler's
+fitness checks passed (its model is loaded). This process announces the endpoint's URL and
+then, with the banner, the proxy's base URL, to a parent that listens (tests, benchmarks).
+Processes, restarts and uvicorn are ``supervisor``'s; this module composes the tree and
+shows it to the user.
 
 Owns: ``add_arguments`` (the embedded-only options) and ``run(args)`` (called by
 ``proxy.serve`` when no ``--config`` is given).
@@ -25,10 +31,8 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import ctypes
 import logging
 import os
-import re
 import secrets
 import signal
 import socket
@@ -39,6 +43,10 @@ from pathlib import Path
 
 import httpx
 
+from supervisor.process import Child
+from supervisor.readiness import announce
+from supervisor.restart import RestartPolicy, keep_running
+from supervisor.server import AppServer, StartFailed
 from workers.defaults import HANDLER, MODEL_ID, MODEL_TITLE, default_model_path
 from workers.defaults import threads as worker_threads
 
@@ -107,84 +115,10 @@ def run(args: argparse.Namespace) -> int:
 
 
 # ---------------------------------------------------------------------------------------------
-# child processes
-# ---------------------------------------------------------------------------------------------
-
-_CLEAR_LINE = "\r\033[K"
-
-
-def _die_with_parent() -> None:  # runs in the child between fork and exec
-    with contextlib.suppress(Exception):
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
-
-
-class Child:
-    """One subprocess of the tree (``python -m proxy.cli …``) in its own process group. Its
-    output (both streams) is relayed to our stderr line by line with a ``[name]`` prefix,
-    and each line is offered to ``on_line``."""
-
-    def __init__(self, name: str, argv: list[str], env: dict[str, str], on_line=None):
-        self.name, self.argv, self.env, self.on_line = name, argv, env, on_line
-        self.proc: asyncio.subprocess.Process | None = None
-        self.started = 0.0
-        self._relays: list[asyncio.Task] = []
-
-    async def start(self) -> None:
-        self.started = time.monotonic()
-        self.proc = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "proxy.cli", *self.argv, env={**os.environ, **self.env},
-            stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
-            start_new_session=True, preexec_fn=_die_with_parent)
-        self._relays = [asyncio.create_task(self._relay(self.proc.stdout)),
-                        asyncio.create_task(self._relay(self.proc.stderr))]
-
-    async def _relay(self, stream: asyncio.StreamReader) -> None:
-        while line := await stream.readline():
-            text = line.decode("utf-8", "replace").rstrip()
-            if self.on_line is not None:
-                self.on_line(text)
-            if text:  # on a terminal, over the progress line (it is redrawn)
-                print(f"{_CLEAR_LINE if sys.stderr.isatty() else ''}[{self.name}] {text}", file=sys.stderr, flush=True)
-
-    @property
-    def alive(self) -> bool:
-        return self.proc is not None and self.proc.returncode is None
-
-    async def wait(self) -> int:
-        """Until the process itself exits. Not ``proc.wait()``: before Python 3.12 that also
-        waits for the pipes to close, and a grandchild (the SDK's heartbeat process) holds
-        them open until ``stop`` kills the group."""
-        assert self.proc is not None
-        while self.proc.returncode is None:
-            await asyncio.sleep(0.1)
-        return self.proc.returncode
-
-    def _signal_group(self, sig: int) -> None:
-        if self.proc is not None:
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.killpg(self.proc.pid, sig)
-
-    async def stop(self, grace: float) -> None:
-        """SIGTERM the group, SIGKILL what is left after ``grace`` seconds."""
-        if self.proc is None:
-            return
-        if self.alive:
-            self._signal_group(signal.SIGTERM)
-            try:
-                await asyncio.wait_for(self.wait(), grace)
-            except asyncio.TimeoutError:
-                log.info("%s did not stop within %.0f s; killing it", self.name, grace)
-        self._signal_group(signal.SIGKILL)  # the group: stragglers such as the SDK's heartbeat
-        await self.wait()
-        await asyncio.wait(self._relays, timeout=2)
-
-
-# ---------------------------------------------------------------------------------------------
 # the tree
 # ---------------------------------------------------------------------------------------------
 
-_READY_LINE = re.compile(r"ready on http://[^:/\s]+:(\d+)/v2")
-_LOADED_LINE = "podgate: model "  # the line workers.smollm2.load_model prints once loaded
+PODGATE = [sys.executable, "-m", "proxy.cli"]  # how the tree starts its children
 
 
 @dataclass
@@ -193,9 +127,8 @@ class _Slot:
 
     index: int
     child: Child | None = None
-    generation: int = 0
-    loaded: bool = False
-    failures: int = 0  # consecutive deaths before the model loaded
+    loaded: bool = False  # the child announced readiness: its model is loaded
+    policy: RestartPolicy = field(default_factory=RestartPolicy)
     task: asyncio.Task | None = field(default=None, repr=False)
 
 
@@ -211,11 +144,10 @@ class Embedded:
         self.stopping = asyncio.Event()
         self.failed: str | None = None
         self.endpoint: Child | None = None
-        self.endpoint_port: int | None = None
+        self.endpoint_url: str | None = None  # http://127.0.0.1:PORT/v2
         self.slots = [_Slot(i + 1) for i in range(opts.workers)]
         self.http: httpx.AsyncClient | None = None
-        self.proxy_server = None
-        self.proxy_task: asyncio.Task | None = None
+        self.proxy_server: AppServer | None = None
 
     # ---- lifecycle ---------------------------------------------------------------------------
 
@@ -228,13 +160,14 @@ class Embedded:
         print(self._loading_line(), end="" if sys.stdout.isatty() else "\n", flush=True)
         try:
             await self._start_endpoint()
-            self.http = httpx.AsyncClient(base_url=f"http://127.0.0.1:{self.endpoint_port}/v2/{ENDPOINT_ID}",
+            self.http = httpx.AsyncClient(base_url=f"{self.endpoint_url}/{ENDPOINT_ID}",
                                           headers={"Authorization": f"Bearer {self.key}"}, timeout=5.0)
             for slot in self.slots:
                 slot.task = asyncio.create_task(self._keep_worker(slot))
             await self._start_proxy()
             if await self._show_progress(t0):
                 self._print_banner(time.monotonic() - t0)
+                announce("ready", self.base_url)
                 await self._supervise()
         except _Fatal as exc:
             self.failed = str(exc)
@@ -246,26 +179,21 @@ class Embedded:
         return 0
 
     async def _start_endpoint(self) -> None:
-        port_seen: asyncio.Future[int] = asyncio.get_running_loop().create_future()
-
-        def on_line(text: str) -> None:
-            m = _READY_LINE.search(text)
-            if m and not port_seen.done():
-                port_seen.set_result(int(m.group(1)))
-
         self.endpoint = Child("endpoint", [
-            "endpoint", "--endpoint", ENDPOINT_ID, "--host", "127.0.0.1", "--port", "0",
+            *PODGATE, "endpoint", "--endpoint", ENDPOINT_ID, "--host", "127.0.0.1", "--port", "0",
             "--worker-timeout", str(self.opts.worker_timeout_s)],
-            {"PODGATE_EP_API_KEY": self.key}, on_line)
+            {"PODGATE_EP_API_KEY": self.key})
         await self.endpoint.start()
-        died = asyncio.create_task(self.endpoint.wait())
+        listening = asyncio.create_task(self.endpoint.ready())  # None: it exited first
         stop = asyncio.create_task(self.stopping.wait())
-        done, _ = await asyncio.wait({port_seen, died, stop}, timeout=60, return_when=asyncio.FIRST_COMPLETED)
-        died.cancel()
+        done, _ = await asyncio.wait({listening, stop}, timeout=60, return_when=asyncio.FIRST_COMPLETED)
+        listening.cancel()
         stop.cancel()
-        if port_seen not in done:
-            raise _Fatal("the local endpoint did not start" + (" (see its output above)" if died in done else ""))
-        self.endpoint_port = port_seen.result()
+        ready = listening.result() if listening in done else None
+        if ready is None or not ready.url:
+            raise _Fatal("the local endpoint did not start" + (" (see its output above)" if listening in done else ""))
+        self.endpoint_url = ready.url
+        announce("endpoint", ready.url)
 
     def _worker_env(self) -> dict[str, str]:
         threads = self.opts.threads or worker_threads(self.opts.workers)
@@ -282,64 +210,39 @@ class Embedded:
         return 2 if self.opts.workers == 1 else 1
 
     async def _keep_worker(self, slot: _Slot) -> None:
-        """Run worker ``slot`` until shutdown, restarting it whenever it dies."""
-        while not self.stopping.is_set():
-            slot.generation += 1
-            wid = f"w{slot.index}" if slot.generation == 1 else f"w{slot.index}-{slot.generation}"
+        """Run worker ``slot`` until shutdown, restarting it whenever it dies (new worker id)."""
+
+        def spawn(generation: int) -> Child:
+            wid = f"w{slot.index}" if generation == 1 else f"w{slot.index}-{generation}"
             slot.loaded = False
+            slot.child = Child(wid, [
+                *PODGATE, "worker", "--endpoint-url", f"{self.endpoint_url}/{ENDPOINT_ID}", "--handler", HANDLER,
+                "--worker-id", wid, "--concurrency", str(self._concurrency()),
+                "--ping-interval", str(self.opts.ping_interval_ms)],
+                self._worker_env(), on_ready=lambda _: setattr(slot, "loaded", True))
+            return slot.child
 
-            def on_line(text: str, slot=slot) -> None:
-                if text.startswith(_LOADED_LINE):  # printed by the handler's fitness check
-                    slot.loaded = True
-
-            child = Child(wid, ["worker", "--endpoint-url", f"http://127.0.0.1:{self.endpoint_port}/v2/{ENDPOINT_ID}",
-                                "--handler", HANDLER, "--worker-id", wid, "--concurrency", str(self._concurrency()),
-                                "--ping-interval", str(self.opts.ping_interval_ms)],
-                          self._worker_env(), on_line)
-            slot.child = child
-            await child.start()
-            code = await child.wait()
-            if self.stopping.is_set():
-                return
-            await child.stop(0)  # the group: the dead worker's heartbeat process must not ping on
-            slot.failures = 0 if slot.loaded else slot.failures + 1
-            if slot.failures >= 3:
-                self.failed = f"worker {wid} could not start ({slot.failures} attempts; see its output above)"
-                self.stopping.set()
-                return
-            delay = min(10.0, 0.5 * 2 ** slot.failures)
-            log.warning("worker %s exited with code %s; restarting in %.1f s", wid, code, delay)
-            with contextlib.suppress(asyncio.TimeoutError):
-                await asyncio.wait_for(self.stopping.wait(), delay)
+        failed = await keep_running(spawn, self.stopping, slot.policy, what="worker")
+        if failed is not None:
+            self.failed = failed
+            self.stopping.set()
 
     async def _start_proxy(self) -> None:
-        import uvicorn
-
         from proxy.app import create_app
         from proxy.settings import ModelSettings, RunPodSettings, ServerSettings, Settings
 
         settings = Settings(
             server=ServerSettings(host=self.opts.host, port=self.opts.port),
-            runpod=RunPodSettings(base_url=f"http://127.0.0.1:{self.endpoint_port}/v2"),
+            runpod=RunPodSettings(base_url=self.endpoint_url),
             models=[ModelSettings(name=self.model_id, endpoint=ENDPOINT_ID, format="vllm")],
             api_key=self.key,
         )
-        app = create_app(settings, readiness=self.ready)
-        config = uvicorn.Config(app, host=self.opts.host, port=self.opts.port, log_level="warning",
-                                access_log=False, lifespan="on", loop="none", timeout_keep_alive=75)
-        self.proxy_server = _Server(config)
-        self.proxy_task = asyncio.create_task(self._serve_proxy())
-        while not self.proxy_server.started:
-            if self.proxy_task.done():
-                raise _Fatal(f"cannot serve on {self.opts.host}:{self.opts.port} (is the port in use? try --port)")
-            await asyncio.sleep(0.02)
-        self.port = self.proxy_server.servers[0].sockets[0].getsockname()[1]  # --port 0: the one picked
-
-    async def _serve_proxy(self) -> None:
+        self.proxy_server = AppServer(create_app(settings, readiness=self.ready), host=self.opts.host,
+                                      port=self.opts.port, signals=False, loop="none")  # the tree owns the signals
         try:
-            await self.proxy_server.serve()
-        except SystemExit:  # uvicorn exits this way when it cannot bind
-            pass
+            self.port = await self.proxy_server.start()  # --port 0: the one picked
+        except StartFailed:
+            raise _Fatal(f"cannot serve on {self.opts.host}:{self.opts.port} (is the port in use? try --port)") from None
 
     async def ready(self) -> bool:
         """``/readyz``: a worker process runs with its model loaded (so the SDK's job-take
@@ -382,9 +285,14 @@ class Embedded:
             print(flush=True)
         return False
 
-    def _print_banner(self, elapsed: float) -> None:
+    @property
+    def base_url(self) -> str:
+        """The proxy's base URL as a client on this machine reaches it."""
         host = self.opts.host if self.opts.host not in ("0.0.0.0", "::", "") else "127.0.0.1"
-        base = f"http://{host}:{self.port}/v1"
+        return f"http://{host}:{self.port}/v1"
+
+    def _print_banner(self, elapsed: float) -> None:
+        base = self.base_url
         print(f"""
 podgate is serving {self.model_id} (ready in {elapsed:.1f} s)
 
@@ -403,17 +311,17 @@ Press Ctrl-C to stop.
 """, flush=True)
 
     async def _supervise(self) -> None:
-        assert self.endpoint is not None
+        assert self.endpoint is not None and self.proxy_server is not None
         endpoint_died = asyncio.create_task(self.endpoint.wait())
-        proxy_died = self.proxy_task
+        proxy_died = asyncio.create_task(self.proxy_server.wait())
         stop = asyncio.create_task(self.stopping.wait())
         done, _ = await asyncio.wait({endpoint_died, proxy_died, stop}, return_when=asyncio.FIRST_COMPLETED)
         if endpoint_died in done and not self.stopping.is_set():
             self.failed = f"the local endpoint exited with code {endpoint_died.result()}"
         elif proxy_died in done and not self.stopping.is_set():
             self.failed = "the proxy stopped unexpectedly"
-        endpoint_died.cancel()
-        stop.cancel()
+        for task in (endpoint_died, proxy_died, stop):
+            task.cancel()
 
     async def _shutdown(self) -> None:
         """Proxy first (no new requests), then every child at once. In-flight jobs cannot
@@ -421,10 +329,8 @@ Press Ctrl-C to stop.
         short grace: idle SDK workers and the endpoint sit in long-polls and are killed
         (with their process groups) when it ends."""
         self.stopping.set()
-        if self.proxy_server is not None and self.proxy_task is not None:
-            self.proxy_server.should_exit = True
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(self.proxy_task, self.opts.grace_s)
+        if self.proxy_server is not None:
+            await self.proxy_server.stop(self.opts.grace_s)
         for slot in self.slots:
             if slot.task is not None:
                 slot.task.cancel()
@@ -437,23 +343,3 @@ Press Ctrl-C to stop.
 
 class _Fatal(Exception):
     """The tree cannot run; the message says why."""
-
-
-def _Server(config):
-    """A uvicorn server without uvicorn's own signal handling: the tree owns SIGINT/SIGTERM."""
-    import uvicorn
-
-    class Server(uvicorn.Server):
-        @contextlib.contextmanager
-        def capture_signals(self):
-            yield
-
-    return Server(config)
-
-
-if __name__ == "__main__":  # python -m proxy.embedded [--port N] …
-    p = argparse.ArgumentParser(prog="python -m proxy.embedded")
-    p.add_argument("--host", default=DEFAULT_HOST)
-    p.add_argument("--port", type=int, default=DEFAULT_PORT)
-    add_arguments(p)
-    raise SystemExit(run(p.parse_args()))

@@ -47,32 +47,22 @@ def run(args: argparse.Namespace) -> int:
 
 
 def serve(settings, *, log_level: str = "info", readiness=None) -> None:
-    """Run the proxy for ``settings`` under uvicorn until interrupted (blocking)."""
-    import uvicorn
-
+    """Run the proxy for ``settings`` under uvicorn until interrupted (blocking). Once
+    listening it prints its address (``port = 0`` picks a free one) and announces it to a
+    parent that listens (``supervisor.readiness``)."""
     from proxy.app import create_app
+    from supervisor.readiness import announce
+    from supervisor.server import AppServer
 
     app = create_app(settings, readiness=readiness)
-    config = uvicorn.Config(
-        app, host=settings.server.host, port=settings.server.port, log_level=log_level,
-        access_log=False, lifespan="on", timeout_graceful_shutdown=5,
-    )
-    server = uvicorn.Server(config)
-    _announce_when_started(server, settings)
+    server = AppServer(app, host=settings.server.host, port=settings.server.port, log_level=log_level,
+                       timeout_keep_alive=5, timeout_graceful_shutdown=5)
+
+    def started(port: int) -> None:
+        host = server.servers[0].sockets[0].getsockname()[0]
+        print(f"podgate proxy listening on http://{host}:{port}/v1 "
+              f"(models: {', '.join(m.name for m in settings.models)})", flush=True)
+        announce("listening", f"http://{host}:{port}/v1")
+
+    server.on_started = started
     server.run()
-
-
-def _announce_when_started(server, settings) -> None:
-    """Print the bound address once (``port = 0`` picks a free one), for humans and tests."""
-    original = server.startup
-
-    async def startup(sockets=None):
-        await original(sockets=sockets)
-        for s in server.servers:
-            for sock in s.sockets:
-                host, port = sock.getsockname()[:2]
-                print(f"podgate proxy listening on http://{host}:{port}/v1 "
-                      f"(models: {', '.join(m.name for m in settings.models)})", flush=True)
-                return
-
-    server.startup = startup

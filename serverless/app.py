@@ -11,7 +11,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from contextlib import asynccontextmanager
 from typing import AsyncIterator, Callable
@@ -105,35 +104,20 @@ def create_app(settings: Settings, store: JobStore | None = None) -> Litestar:
 
 async def serve(settings: Settings, store: JobStore | None = None,
                 on_ready: Callable[[int], None] | None = None) -> None:
-    """Run the server under uvicorn on ``settings.host:settings.port`` until cancelled."""
-    import uvicorn
+    """Run the server under uvicorn on ``settings.host:settings.port`` until cancelled or
+    signalled; raise ``supervisor.server.StartFailed`` if it cannot start."""
+    from supervisor.server import AppServer
 
     app = create_app(settings, store)
     service: EndpointService = app.state.service
-
-    class Server(uvicorn.Server):
-        async def shutdown(self, sockets: list | None = None) -> None:
-            # Held long-polls resume only at super()'s first await, by which time uvicorn has
-            # closed the listeners and marked every connection to close after its response.
-            service.begin_shutdown()
-            await super().shutdown(sockets)
-
-    config = uvicorn.Config(app, host=settings.host, port=settings.port, log_level="warning",
-                            access_log=False, lifespan="on", timeout_keep_alive=75,
-                            loop="none", http="httptools")
-    server = Server(config)
-    task = asyncio.create_task(server.serve())
+    # Held long-polls resume only once shutdown begins, by which time uvicorn has closed the
+    # listeners and marked every connection to close after its response.
+    server = AppServer(app, host=settings.host, port=settings.port, on_shutdown=service.begin_shutdown,
+                       loop="none", http="httptools")
+    port = await server.start()
     try:
-        while not server.started:
-            if task.done():
-                await task  # propagate a startup failure (port in use, …)
-                raise RuntimeError("server stopped during startup")
-            await asyncio.sleep(0.02)
         if on_ready is not None:
-            port = server.servers[0].sockets[0].getsockname()[1] if server.servers else settings.port
             on_ready(port)
-        await task
+        await server.wait()
     finally:
-        if not task.done():
-            server.should_exit = True
-            await asyncio.wait_for(asyncio.shield(task), 10)
+        await server.stop(10)

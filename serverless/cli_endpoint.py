@@ -7,8 +7,9 @@ Every scalar field of :class:`serverless.settings.Settings` is also a flag (``ta
 ``--take-hold``) and an environment variable (``PODGATE_EP_TAKE_HOLD``); flags win. Keys are
 best given through ``PODGATE_EP_API_KEY`` / ``PODGATE_EP_WORKER_API_KEY`` (not visible in
 ``ps``). ``--limit run=1000:200`` sets an operation's per-window and concurrent limits
-(0 = unlimited). When the server is listening it prints one line:
-``podgate endpoint ready on http://HOST:PORT/v2 (endpoints: a, b)``.
+(0 = unlimited). When the server is listening it prints one line for people:
+``podgate endpoint ready on http://HOST:PORT/v2 (endpoints: a, b)``, and tells a parent that
+listens (``supervisor.readiness``) its URL.
 """
 
 from __future__ import annotations
@@ -80,11 +81,15 @@ def run(args: argparse.Namespace) -> int:
     settings = settings_from_args(args)
 
     from serverless.app import serve
+    from supervisor.readiness import announce
+    from supervisor.server import StartFailed
 
     def ready(port: int) -> None:
-        print(f"podgate endpoint ready on http://{settings.host}:{port}/v2 "
+        url = f"http://{settings.host}:{port}/v2"
+        print(f"podgate endpoint ready on {url} "
               f"(endpoints: {', '.join(settings.endpoints)}; store: {'redis' if settings.redis_url else 'memory'})",
               flush=True)
+        announce("listening", url)
 
     try:
         import uvloop
@@ -97,7 +102,7 @@ def run(args: argparse.Namespace) -> int:
             runner.run(serve(settings, on_ready=ready))
     except KeyboardInterrupt:
         pass
-    except OSError as exc:
+    except (OSError, StartFailed) as exc:
         print(f"podgate endpoint: {exc}", file=sys.stderr)
         return 1
     return 0

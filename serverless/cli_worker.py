@@ -10,6 +10,11 @@ fitness checks) *before* importing ``runpod``, imports the handler, binds the SD
 heartbeat process to this one's life (``serverless.orphans``: it must not ping on for a
 worker whose main process was killed) and calls ``runpod.serverless.start(config)``.
 
+Readiness: a fitness check registered after the handler's own ones (the SDK runs them in
+order, before its heartbeat and job-take loop start) tells a parent that listens
+(``supervisor.readiness``) that the worker is ready: its handler's checks passed (the
+built-in worker loads its model in one).
+
 The SDK config comes from the handler's module: if it defines ``RUNPOD_CONFIG`` (a dict, e.g.
 ``{"return_aggregate_stream": True, "concurrency_modifier": fn}``) that dict is the base;
 ``--concurrency N`` sets ``concurrency_modifier`` to a constant N and ``--aggregate-stream``
@@ -68,6 +73,13 @@ def load_handler(spec: str) -> tuple[Callable[..., Any], dict[str, Any]]:
     return handler, dict(getattr(module, "RUNPOD_CONFIG", {}) or {})
 
 
+def announce_ready() -> None:
+    """The worker's last fitness check: tell the parent (if one listens) it is ready."""
+    from supervisor.readiness import announce
+
+    announce("ready")
+
+
 def run(args: argparse.Namespace) -> int:
     api_key = args.api_key or os.environ.get("RUNPOD_AI_API_KEY") or "local"
     worker_id = args.worker_id or f"w-{uuid.uuid4().hex[:12]}"
@@ -89,6 +101,7 @@ def run(args: argparse.Namespace) -> int:
 
     from serverless.orphans import bind_heartbeat
 
+    runpod.serverless.register_fitness_check(announce_ready)  # after the handler's own checks
     bind_heartbeat()
     sys.argv = sys.argv[:1]  # the SDK parses sys.argv for its own --rp_* flags
     runpod.serverless.start(config)

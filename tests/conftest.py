@@ -8,7 +8,7 @@ Fixtures
 ``endpoint_factory`` (function scope) / ``module_endpoint_factory`` (module scope)
     ``start(endpoints=("ep",), store="memory", api_key="test-key", **settings)`` starts
     ``podgate endpoint`` as a subprocess on a free port and returns an :class:`EndpointServer`
-    once it printed its ready line. ``settings`` are :class:`serverless.settings.Settings`
+    once it announced its URL (``supervisor.readiness``). ``settings`` are :class:`serverless.settings.Settings`
     field names (``take_hold=1.0``); :data:`FAST` holds the short timings used by default.
     ``store="redis"`` uses 127.0.0.1:6379 db 0 with a random key prefix, or the given
     ``redis_prefix`` (several replicas on one queue). If Redis is down the test fails with
@@ -48,7 +48,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import selectors
 import signal
 import subprocess
 import sys
@@ -60,6 +59,8 @@ from typing import Any, Iterator
 
 import httpx
 import pytest
+
+from supervisor.readiness import ReadyPipe
 
 ROOT = Path(__file__).resolve().parent.parent
 PODGATE = [sys.executable, "-m", "proxy.cli"]
@@ -313,11 +314,12 @@ class _Factory:
         else:
             env.pop("PODGATE_EP_API_KEY", None)
         errlog = self.logdir / f"endpoint-{uuid.uuid4().hex[:8]}.log"
-        err = open(errlog, "wb")
-        proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=err,
-                                start_new_session=True)
-        err.close()
-        port = _read_ready_port(proc, errlog, timeout=20.0)
+        pipe = ReadyPipe()
+        with open(errlog, "wb") as log:
+            proc = subprocess.Popen(cmd, cwd=ROOT, env={**env, **pipe.env}, pass_fds=(pipe.fd,),
+                                    stdout=log, stderr=log, start_new_session=True)
+        pipe.child_started()
+        port = _read_ready_port(proc, pipe, errlog, timeout=20.0)
         errlog.rename(self.logdir / f"endpoint-{port}.log")
         server = EndpointServer(proc, port, tuple(endpoints), api_key, store, self.logdir)
         self.servers.append(server)
@@ -331,27 +333,16 @@ class _Factory:
             delete_redis_prefixes(self.redis_prefixes)
 
 
-def _read_ready_port(proc: subprocess.Popen, errlog: Path, timeout: float) -> int:
-    assert proc.stdout is not None
-    sel = selectors.DefaultSelector()
-    sel.register(proc.stdout, selectors.EVENT_READ)
-    deadline = time.monotonic() + timeout
-    line = b""
+def _read_ready_port(proc: subprocess.Popen, pipe: ReadyPipe, errlog: Path, timeout: float) -> int:
+    """The port the endpoint announced; fails with its output when it exited or timed out first."""
     try:
-        while time.monotonic() < deadline:
-            if not sel.select(timeout=0.1):
-                if proc.poll() is not None:
-                    break
-                continue
-            line = proc.stdout.readline()
-            if b" ready on http://" in line:
-                return int(line.split(b"http://", 1)[1].split(b"/", 1)[0].rsplit(b":", 1)[1])
-            if not line:
-                break
+        ready = pipe.read(timeout)
     finally:
-        sel.close()
+        pipe.close()
+    if ready is not None and ready.url:
+        return ready.port
     _terminate(proc, 2.0)
-    raise RuntimeError(f"podgate endpoint did not start: {line!r}\n{errlog.read_text(errors='replace')[-3000:]}")
+    raise RuntimeError(f"podgate endpoint did not start:\n{errlog.read_text(errors='replace')[-3000:]}")
 
 
 # --- fixtures --------------------------------------------------------------------------------

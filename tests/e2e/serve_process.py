@@ -1,11 +1,11 @@
 """Run ``podgate serve`` (the embedded default) as a subprocess, the way the README says,
-and read what it prints: the proxy's base URL from its banner, the local endpoint's URL from
-the relayed ``[endpoint] … ready on`` line. Used by tests/e2e and bench/bench_smollm2.py."""
+keep what it prints, and learn through its readiness channel (``supervisor.readiness``) the
+local endpoint's URL and, once it printed its banner, the proxy's base URL. Used by tests/e2e
+and bench/bench_smollm2.py."""
 
 from __future__ import annotations
 
 import os
-import re
 import shutil
 import signal
 import subprocess
@@ -16,8 +16,7 @@ from pathlib import Path
 
 import httpx
 
-_BASE_URL = re.compile(r"Base URL\s+(http://\S+/v1)")
-_ENDPOINT = re.compile(r"\[endpoint\] podgate endpoint ready on (http://\S+/v2)")
+from supervisor.readiness import ReadyPipe
 
 
 def podgate_command() -> list[str]:
@@ -42,27 +41,37 @@ class ServeProcess:
         self.proc: subprocess.Popen | None = None
 
     def start(self) -> ServeProcess:
-        env = {**os.environ, "PODGATE_EMBEDDED_KEY": self.key}
+        pipe = ReadyPipe()
+        env = {**os.environ, "PODGATE_EMBEDDED_KEY": self.key, **pipe.env}
         self.started_at = time.monotonic()
         self.proc = subprocess.Popen(self.argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env,
-                                     stdin=subprocess.DEVNULL, text=True, bufsize=1)
+                                     stdin=subprocess.DEVNULL, text=True, bufsize=1, pass_fds=(pipe.fd,))
+        pipe.child_started()
         for stream, sink in ((self.proc.stdout, self.stdout), (self.proc.stderr, self.stderr)):
             threading.Thread(target=self._drain, args=(stream, sink), daemon=True).start()
+        threading.Thread(target=self._read_readiness, args=(pipe,), daemon=True).start()
         return self
 
     def _drain(self, stream, sink: list[str]) -> None:
         for line in stream:
             sink.append(line)
-            if self.base_url is None and (m := _BASE_URL.search(line)):
-                self.banner_after = time.monotonic() - self.started_at
-                self.base_url = m.group(1)
-            if self.endpoint_url is None and (m := _ENDPOINT.search(line)):
-                self.endpoint_url = m.group(1)
+
+    def _read_readiness(self, pipe: ReadyPipe) -> None:
+        """The endpoint's URL (``endpoint``), then the proxy's base URL with the banner (``ready``)."""
+        try:
+            while (message := pipe.read(timeout=3600)) is not None:
+                if message.what == "endpoint":
+                    self.endpoint_url = message.url
+                elif message.what == "ready":
+                    self.banner_after = time.monotonic() - self.started_at
+                    self.base_url = message.url
+        finally:
+            pipe.close()
 
     def wait_ready(self, timeout: float = 180.0) -> float:
         """Wait for the banner, then for ``/readyz`` 200; return seconds since start."""
         deadline = time.monotonic() + timeout
-        while self.base_url is None or self.endpoint_url is None:
+        while self.base_url is None or self.endpoint_url is None or not self._banner_seen():
             if self.proc.poll() is not None:
                 raise AssertionError(f"podgate serve exited with {self.proc.returncode}:\n{self.output()}")
             if time.monotonic() > deadline:
@@ -73,6 +82,10 @@ class ServeProcess:
                 raise AssertionError("podgate serve never became ready")
             time.sleep(0.1)
         return time.monotonic() - self.started_at
+
+    def _banner_seen(self) -> bool:
+        """The banner (printed before readiness is announced) has been read from stdout."""
+        return any(f"Base URL  {self.base_url}" in line for line in self.stdout)
 
     @property
     def root(self) -> str:

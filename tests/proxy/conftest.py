@@ -11,7 +11,6 @@ directory where slow handlers leave ``<job>.started`` / ``<job>.cancelled``.
 from __future__ import annotations
 
 import os
-import selectors
 import signal
 import subprocess
 import sys
@@ -21,6 +20,8 @@ from pathlib import Path
 
 import httpx
 import pytest
+
+from supervisor.readiness import ReadyPipe
 
 ROOT = Path(__file__).resolve().parents[2]
 HANDLER = "tests.proxy.handlers.workers:handler"
@@ -88,23 +89,18 @@ class ProxyProcess:
 def start_proxy(config: Path, api_key: str, logdir: Path) -> ProxyProcess:
     log = logdir / f"proxy-{config.stem}.log"
     env = {**os.environ, "PODGATE_TEST_RUNPOD_KEY": api_key}
-    fh = open(log, "wb")
-    proc = subprocess.Popen([sys.executable, "-m", "proxy.cli", "serve", "--config", str(config)], cwd=ROOT, env=env,
-                            stdout=subprocess.PIPE, stderr=fh, start_new_session=True)
-    fh.close()
-    sel = selectors.DefaultSelector()
-    sel.register(proc.stdout, selectors.EVENT_READ)
-    deadline = time.monotonic() + 30
+    pipe = ReadyPipe()
+    with open(log, "wb") as fh:
+        proc = subprocess.Popen([sys.executable, "-m", "proxy.cli", "serve", "--config", str(config)], cwd=ROOT,
+                                env={**env, **pipe.env}, pass_fds=(pipe.fd,), stdout=fh, stderr=fh,
+                                start_new_session=True)
+    pipe.child_started()
     try:
-        while time.monotonic() < deadline and proc.poll() is None:
-            if not sel.select(0.1):
-                continue
-            line = proc.stdout.readline()
-            if b"listening on http://" in line:
-                port = int(line.split(b"http://", 1)[1].split(b"/", 1)[0].rsplit(b":", 1)[1])
-                return ProxyProcess(proc, port, log)
+        ready = pipe.read(timeout=30)  # None: it exited (or hung) before listening
     finally:
-        sel.close()
+        pipe.close()
+    if ready is not None and ready.url:
+        return ProxyProcess(proc, ready.port, log)
     proc.kill()
     raise RuntimeError("podgate serve did not start:\n" + log.read_text(errors="replace")[-3000:])
 

@@ -21,7 +21,6 @@ import argparse
 import asyncio
 import json
 import os
-import selectors
 import signal
 import subprocess
 import sys
@@ -31,6 +30,9 @@ from pathlib import Path
 import httpx
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+from supervisor.readiness import ReadyPipe  # noqa: E402
+
 PODGATE = [sys.executable, "-m", "proxy.cli"]
 EP = "bench"
 KEY = "bench-key"
@@ -42,19 +44,17 @@ def start_server() -> tuple[subprocess.Popen, str]:
            "--take-hold", "5", "--stop-hold", "20"]
     for op in UNLIMITED:
         cmd += ["--limit", f"{op}=0:0"]
-    env = {**os.environ, "PODGATE_EP_API_KEY": KEY}
-    proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, start_new_session=True)
-    sel = selectors.DefaultSelector()
-    sel.register(proc.stdout, selectors.EVENT_READ)
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        if sel.select(0.1):
-            line = proc.stdout.readline()
-            if b"ready on http://" in line:
-                port = int(line.split(b"http://", 1)[1].split(b"/", 1)[0].rsplit(b":", 1)[1])
-                return proc, f"http://127.0.0.1:{port}/v2/{EP}"
-            if not line:
-                break
+    pipe = ReadyPipe()
+    env = {**os.environ, "PODGATE_EP_API_KEY": KEY, **pipe.env}
+    proc = subprocess.Popen(cmd, cwd=ROOT, env=env, pass_fds=(pipe.fd,), stdout=subprocess.DEVNULL,
+                            start_new_session=True)
+    pipe.child_started()
+    try:
+        ready = pipe.read(timeout=30)
+    finally:
+        pipe.close()
+    if ready is not None and ready.url:
+        return proc, f"{ready.url}/{EP}"
     stop(proc)
     raise SystemExit("endpoint server did not start")
 

@@ -54,8 +54,6 @@ ENDPOINT_ID = "smollm2"
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8000
 
-log = logging.getLogger("podgate.embedded")
-
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """The options only the embedded default has (``--host``/``--port`` are serve's own;
@@ -231,6 +229,7 @@ class Embedded:
         from proxy.app import create_app
         from proxy.settings import ModelSettings, RunPodSettings, ServerSettings, Settings
 
+        assert self.endpoint_url is not None  # _start_endpoint ran
         settings = Settings(
             server=ServerSettings(host=self.opts.host, port=self.opts.port),
             runpod=RunPodSettings(base_url=self.endpoint_url),

@@ -1,5 +1,7 @@
 """The rooms' import rules (DESIGN.md): ``serverless/`` is the platform and imports nothing of
-``proxy/``, ``adapters/`` or ``workers/``; ``adapters/`` imports nothing of ``proxy/``.
+``proxy/``, ``adapters/`` or ``workers/``; ``adapters/`` imports nothing of ``proxy/``;
+``supervisor/`` (the process tree, used by the endpoint and worker CLIs too) is a leaf that
+imports none of podgate's other rooms.
 
 The rule is read from the source: every ``import`` and ``from … import`` statement in every
 module of a room, at any depth (inside functions, ``if TYPE_CHECKING:`` blocks, ``try``), with
@@ -17,6 +19,7 @@ ROOT = Path(__file__).resolve().parent.parent
 FORBIDDEN = {
     "serverless": ("proxy", "adapters", "workers"),
     "adapters": ("proxy",),
+    "supervisor": ("proxy", "adapters", "serverless", "workers"),
 }
 
 

@@ -41,7 +41,8 @@ from __future__ import annotations
 
 import secrets
 import time
-from typing import Any, Iterable, Literal
+from collections.abc import Iterable
+from typing import Any, Literal
 
 from adapters.errors import UpstreamError
 from adapters.events import (

@@ -520,7 +520,7 @@ class ChatCompletionChunk(msgspec.Struct, kw_only=True):
     model: str
     choices: list[ChatChunkChoice]
     system_fingerprint: str | None = None
-    usage: UsageInfo | None | UnsetType = UNSET
+    usage: UsageInfo | UnsetType | None = UNSET
 
 
 class CompletionChoice(msgspec.Struct):
@@ -556,7 +556,7 @@ class TextCompletionChunk(msgspec.Struct, kw_only=True):
     model: str
     choices: list[CompletionChunkChoice]
     system_fingerprint: str | None = None
-    usage: UsageInfo | None | UnsetType = UNSET
+    usage: UsageInfo | UnsetType | None = UNSET
 
 
 class Model(msgspec.Struct, kw_only=True):

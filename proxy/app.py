@@ -9,7 +9,8 @@ backs ``GET /readyz`` — the embedded default passes a check that its worker is
 from __future__ import annotations
 
 import time
-from typing import Any, Awaitable, Callable
+from collections.abc import Awaitable, Callable
+from typing import Any
 
 from litestar import Litestar
 

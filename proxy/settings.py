@@ -35,7 +35,8 @@ from __future__ import annotations
 import os
 import re
 from pathlib import Path
-from typing import Literal, Mapping
+from collections.abc import Mapping
+from typing import Literal
 
 import msgspec
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import hmac
 from contextlib import asynccontextmanager, nullcontext
-from typing import AsyncIterator
+from collections.abc import AsyncIterator
 
 import msgspec
 from litestar import Request, Response, get, post, route

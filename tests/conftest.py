@@ -56,7 +56,8 @@ import threading
 import time
 import uuid
 from pathlib import Path
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 
 import httpx
 import pytest
@@ -88,7 +89,7 @@ def require_redis() -> None:
 
     try:
         redis.Redis.from_url(REDIS_URL, socket_connect_timeout=1).ping()
-    except Exception as exc:  # noqa: BLE001
+    except Exception as exc:
         pytest.fail(f"Redis at {REDIS_URL} is not answering ({exc}); start one (make redis)", pytrace=False)
 
 
@@ -113,7 +114,7 @@ def delete_redis_prefixes(prefixes: list[str]) -> None:
     def run() -> None:
         try:
             asyncio.run(delete())
-        except BaseException as exc:  # noqa: BLE001 - reported below
+        except BaseException as exc:  # reported below
             errors.append(exc)
 
     thread = threading.Thread(target=run, name="redis-cleanup")
@@ -313,10 +314,9 @@ class _Factory:
         else:
             env.pop("PODGATE_EP_API_KEY", None)
         errlog = self.logdir / f"endpoint-{uuid.uuid4().hex[:8]}.log"
-        err = open(errlog, "wb")
-        proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=err,
-                                start_new_session=True)
-        err.close()
+        with open(errlog, "wb") as err:
+            proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=err,
+                                    start_new_session=True)
         port = _read_ready_port(proc, errlog, timeout=20.0)
         errlog.rename(self.logdir / f"endpoint-{port}.log")
         server = EndpointServer(proc, port, tuple(endpoints), api_key, store, self.logdir)

@@ -7,7 +7,6 @@ resolve (see :class:`serverless.store.waiters.Waiters`). Semantics are those of 
 
 from __future__ import annotations
 
-import asyncio
 import heapq
 from collections import OrderedDict
 

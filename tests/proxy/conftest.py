@@ -88,10 +88,9 @@ class ProxyProcess:
 def start_proxy(config: Path, api_key: str, logdir: Path) -> ProxyProcess:
     log = logdir / f"proxy-{config.stem}.log"
     env = {**os.environ, "PODGATE_TEST_RUNPOD_KEY": api_key}
-    fh = open(log, "wb")
-    proc = subprocess.Popen([sys.executable, "-m", "proxy.cli", "serve", "--config", str(config)], cwd=ROOT, env=env,
-                            stdout=subprocess.PIPE, stderr=fh, start_new_session=True)
-    fh.close()
+    with open(log, "wb") as fh:
+        proc = subprocess.Popen([sys.executable, "-m", "proxy.cli", "serve", "--config", str(config)], cwd=ROOT,
+                                env=env, stdout=subprocess.PIPE, stderr=fh, start_new_session=True)
     sel = selectors.DefaultSelector()
     sel.register(proc.stdout, selectors.EVENT_READ)
     deadline = time.monotonic() + 30

@@ -127,8 +127,7 @@ class StreamAssembler:
             return out
         cur: _Pending | None = None
         for ev in events:
-            t = type(ev)
-            if t is TextDelta:
+            if type(ev) is TextDelta:
                 if not ev.text:
                     continue
                 self._texts.setdefault(ev.index, []).append(ev.text)
@@ -136,32 +135,32 @@ class StreamAssembler:
                         or cur.logprobs is not None or cur.finish is not None:
                     cur = self._flush(cur, out, ev.index)
                 cur.content = ev.text
-            elif t is ReasoningDelta:
+            elif type(ev) is ReasoningDelta:
                 if not ev.text or self.kind != "chat" or self.reasoning_field == "none":
                     continue
                 if cur is None or cur.index != ev.index or cur.reasoning is not None or cur.content is not None \
                         or cur.tool is not None or cur.logprobs is not None or cur.finish is not None:
                     cur = self._flush(cur, out, ev.index)
                 cur.reasoning = ev.text
-            elif t is ToolCallDelta:
+            elif type(ev) is ToolCallDelta:
                 if self.kind != "chat":
                     continue
                 cur = self._flush(cur, out, ev.index)
                 cur.tool = ev
-            elif t is LogprobsDelta:
+            elif type(ev) is LogprobsDelta:
                 if cur is None or cur.index != ev.index or cur.logprobs is not None or cur.finish is not None:
                     cur = self._flush(cur, out, ev.index)
                 cur.logprobs = ev.logprobs
-            elif t is Finish:
+            elif type(ev) is Finish:
                 if ev.index in self._finished:
                     continue
                 if cur is None or cur.index != ev.index or cur.finish is not None:
                     cur = self._flush(cur, out, ev.index)
                 cur.finish = ev.reason
                 self._finished.add(ev.index)
-            elif t is Usage:
+            elif type(ev) is Usage:
                 self.usage = ev
-            elif t is ErrorEvent:
+            elif type(ev) is ErrorEvent:
                 self._flush(cur, out, None)
                 cur = None
                 self.error = ev
@@ -204,7 +203,7 @@ class StreamAssembler:
             out.append(self._chunk([self._choice(cur)]))
         return _Pending(next_index) if next_index is not None else None  # type: ignore[return-value]
 
-    def _chunk(self, choices: list, usage: Any = None):
+    def _chunk(self, choices: list, usage: Any = None) -> ChatCompletionChunk | TextCompletionChunk:
         cls = ChatCompletionChunk if self.kind == "chat" else TextCompletionChunk
         return cls(
             id=self.id,
@@ -215,7 +214,7 @@ class StreamAssembler:
             usage=usage if usage is not None else self._chunk_usage,
         )
 
-    def _choice(self, p: _Pending):
+    def _choice(self, p: _Pending) -> ChatChunkChoice | CompletionChunkChoice:
         first = p.index not in self._started
         if first:
             self._started.add(p.index)
@@ -328,12 +327,11 @@ class Aggregator:
         if self.error is not None:
             return
         for ev in events:
-            t = type(ev)
-            if t is TextDelta:
+            if type(ev) is TextDelta:
                 self._c(ev.index).text.append(ev.text)
-            elif t is ReasoningDelta:
+            elif type(ev) is ReasoningDelta:
                 self._c(ev.index).reasoning.append(ev.text)
-            elif t is ToolCallDelta:
+            elif type(ev) is ToolCallDelta:
                 tools = self._c(ev.index).tools
                 acc = tools.get(ev.tool_index)
                 if acc is None:
@@ -344,16 +342,16 @@ class Aggregator:
                     acc.name = ev.name
                 if ev.arguments:
                     acc.args.append(ev.arguments)
-            elif t is LogprobsDelta:
+            elif type(ev) is LogprobsDelta:
                 c = self._c(ev.index)
                 c.logprobs = _merge_logprobs(c.logprobs, ev.logprobs)
-            elif t is Finish:
+            elif type(ev) is Finish:
                 c = self._c(ev.index)
                 if c.finish is None:
                     c.finish = ev.reason
-            elif t is Usage:
+            elif type(ev) is Usage:
                 self.usage = ev
-            elif t is ErrorEvent:
+            elif type(ev) is ErrorEvent:
                 self.error = ev
                 return
 
@@ -402,7 +400,8 @@ class Aggregator:
         )
 
 
-def aggregate(events: Iterable[Event], kind: Kind = "chat", *, usage: Usage | None = None, **kw: Any):
+def aggregate(events: Iterable[Event], kind: Kind = "chat", *, usage: Usage | None = None,
+              **kw: Any) -> ChatCompletion | TextCompletion:
     """``Aggregator(kind, **kw)``, fed ``events``, ``.result(usage)``."""
     agg = Aggregator(kind, **kw)
     agg.feed(events)

@@ -350,10 +350,11 @@ STREAM_OPTIONS_WITHOUT_STREAM = "The 'stream_options' parameter is only allowed 
 def _too_deep(raw: Any, limit: int, body: Any = None) -> bool:
     """Whether ``raw`` (decoded JSON) nests objects/arrays more than ``limit`` levels.
     ``body``, the JSON text it came from, lets a body with few brackets skip the walk."""
-    if isinstance(body, (bytes, str)):
-        o, a = ("{", "[") if isinstance(body, str) else (b"{", b"[")
-        if body.count(o) + body.count(a) <= limit:
+    if isinstance(body, str):
+        if body.count("{") + body.count("[") <= limit:
             return False
+    elif isinstance(body, bytes) and body.count(b"{") + body.count(b"[") <= limit:
+        return False
     stack = [(raw, 1)]
     while stack:
         obj, depth = stack.pop()
@@ -406,7 +407,7 @@ def _invalid(exc: msgspec.ValidationError, raw: Any) -> Exception:
     return InvalidRequest(msg, param=param or None)
 
 
-def _decode_request(body: bytes | str | dict, cls: type[_Request]) -> Any:
+def _decode_request(body: bytes | str | dict, cls: type[ChatCompletionRequest] | type[CompletionRequest]) -> Any:
     from adapters.errors import InvalidRequest
 
     try:

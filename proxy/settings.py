@@ -35,7 +35,7 @@ from __future__ import annotations
 import os
 import re
 from pathlib import Path
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Literal
 
 import msgspec
@@ -225,6 +225,6 @@ def _check(s: Settings, source: str) -> None:
             fail(f"timing.{name}", "must be positive")
 
 
-def _check_url(url: str, key: str, fail) -> None:
+def _check_url(url: str, key: str, fail: Callable[[str, str], None]) -> None:
     if not re.match(r"^https?://[^/\s]+", url):
         fail(key, f"must be an http(s) URL, got {url!r}")

@@ -110,7 +110,6 @@ class StreamAssembler:
         self.system_fingerprint = system_fingerprint
         self.usage: Usage | None = None
         self.error: ErrorEvent | None = None
-        self.chunks_sent = 0
         self._started: set[int] = set()
         self._finished: set[int] = set()
         self._tool_ids: dict[tuple[int, int], str] = {}
@@ -168,7 +167,6 @@ class StreamAssembler:
                 break
         if cur is not None:
             self._flush(cur, out, None)
-        self.chunks_sent += len(out)
         return out
 
     def finish(
@@ -186,7 +184,6 @@ class StreamAssembler:
         u = self.usage or usage
         if self.include_usage and u is not None:
             out.append(self._chunk([], usage=usage_info(u)))
-        self.chunks_sent += len(out)
         return out
 
     def completion_texts(self) -> list[str]:

@@ -584,4 +584,3 @@ class ErrorResponse(msgspec.Struct):
     ``data: {"error": ...}`` event."""
 
     error: ErrorDetail
-# PROTOCOL READY

@@ -133,16 +133,12 @@ class RunPodClient:
         self._read_timeout = read_timeout
         self._wait_timeouts: dict[int, httpx.Timeout] = {}
 
-    @property
-    def http(self) -> httpx.AsyncClient:
-        return self._http
-
     async def aclose(self) -> None:
         await self._http.aclose()
 
     # -- operations -------------------------------------------------------------------
-    async def run(self, endpoint: str, job_input: Any, *, policy: dict | None = None) -> JobStatus:
-        body = {"input": job_input} if policy is None else {"input": job_input, "policy": policy}
+    async def run(self, endpoint: str, job_input: Any) -> JobStatus:
+        body = {"input": job_input}
         return _decode(_status_dec, await self._call("POST", f"{endpoint}/run", "run", content=_enc.encode(body)), "run")
 
     async def runsync(self, endpoint: str, job_input: Any, *, wait_ms: int | None = None) -> JobStatus:

@@ -122,12 +122,6 @@ class Settings(_Section):
         """The configured keys: values that must never reach a client or a log."""
         return [self.api_key] if self.api_key else []
 
-    def model(self, name: str) -> ModelSettings | None:
-        for m in self.models:
-            if m.name == name:
-                return m
-        return None
-
     def upstream_url(self, model: ModelSettings) -> str:
         return (model.base_url or self.runpod.base_url).rstrip("/")
 

@@ -12,7 +12,7 @@ PIN := --constraint constraints.txt --build-constraint constraints-build.txt
 # such CPU: Intel with AVX-512/AMX and AMD znver3 alike.
 export CMAKE_ARGS := -DGGML_NATIVE=OFF $(CMAKE_ARGS)
 
-.PHONY: install serve test redis bench lock
+.PHONY: install serve test check redis bench lock
 
 # Installs podgate with the local model and the test clients into $(VENV).
 # llama-cpp-python builds from source the first time (about 9 minutes on 2 cores);
@@ -34,7 +34,15 @@ redis:
 	@redis-cli -h 127.0.0.1 -p 6379 ping >/dev/null 2>&1 || \
 	  redis-server --daemonize yes --port 6379 --save "" --appendonly no
 
-test: install redis
+# Lint (ruff's rules, not its formatter) and types (mypy) on the packages that exist;
+# rules and strictness are in pyproject.toml. Run first by `make test`, so CI runs them.
+CHECKED := $(wildcard proxy adapters serverless workers supervisor)
+
+check: install
+	$(BIN)/ruff check $(CHECKED) tests bench
+	$(BIN)/mypy $(CHECKED)
+
+test: install redis check
 	$(BIN)/pytest
 
 bench: install

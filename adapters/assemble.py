@@ -41,7 +41,8 @@ from __future__ import annotations
 
 import secrets
 import time
-from typing import Any, Iterable, Literal
+from collections.abc import Iterable
+from typing import Any, Literal
 
 from adapters.errors import UpstreamError
 from adapters.events import (
@@ -109,7 +110,6 @@ class StreamAssembler:
         self.system_fingerprint = system_fingerprint
         self.usage: Usage | None = None
         self.error: ErrorEvent | None = None
-        self.chunks_sent = 0
         self._started: set[int] = set()
         self._finished: set[int] = set()
         self._tool_ids: dict[tuple[int, int], str] = {}
@@ -126,8 +126,7 @@ class StreamAssembler:
             return out
         cur: _Pending | None = None
         for ev in events:
-            t = type(ev)
-            if t is TextDelta:
+            if type(ev) is TextDelta:
                 if not ev.text:
                     continue
                 self._texts.setdefault(ev.index, []).append(ev.text)
@@ -135,32 +134,32 @@ class StreamAssembler:
                         or cur.logprobs is not None or cur.finish is not None:
                     cur = self._flush(cur, out, ev.index)
                 cur.content = ev.text
-            elif t is ReasoningDelta:
+            elif type(ev) is ReasoningDelta:
                 if not ev.text or self.kind != "chat" or self.reasoning_field == "none":
                     continue
                 if cur is None or cur.index != ev.index or cur.reasoning is not None or cur.content is not None \
                         or cur.tool is not None or cur.logprobs is not None or cur.finish is not None:
                     cur = self._flush(cur, out, ev.index)
                 cur.reasoning = ev.text
-            elif t is ToolCallDelta:
+            elif type(ev) is ToolCallDelta:
                 if self.kind != "chat":
                     continue
                 cur = self._flush(cur, out, ev.index)
                 cur.tool = ev
-            elif t is LogprobsDelta:
+            elif type(ev) is LogprobsDelta:
                 if cur is None or cur.index != ev.index or cur.logprobs is not None or cur.finish is not None:
                     cur = self._flush(cur, out, ev.index)
                 cur.logprobs = ev.logprobs
-            elif t is Finish:
+            elif type(ev) is Finish:
                 if ev.index in self._finished:
                     continue
                 if cur is None or cur.index != ev.index or cur.finish is not None:
                     cur = self._flush(cur, out, ev.index)
                 cur.finish = ev.reason
                 self._finished.add(ev.index)
-            elif t is Usage:
+            elif type(ev) is Usage:
                 self.usage = ev
-            elif t is ErrorEvent:
+            elif type(ev) is ErrorEvent:
                 self._flush(cur, out, None)
                 cur = None
                 self.error = ev
@@ -168,7 +167,6 @@ class StreamAssembler:
                 break
         if cur is not None:
             self._flush(cur, out, None)
-        self.chunks_sent += len(out)
         return out
 
     def finish(
@@ -186,7 +184,6 @@ class StreamAssembler:
         u = self.usage or usage
         if self.include_usage and u is not None:
             out.append(self._chunk([], usage=usage_info(u)))
-        self.chunks_sent += len(out)
         return out
 
     def completion_texts(self) -> list[str]:
@@ -203,7 +200,7 @@ class StreamAssembler:
             out.append(self._chunk([self._choice(cur)]))
         return _Pending(next_index) if next_index is not None else None  # type: ignore[return-value]
 
-    def _chunk(self, choices: list, usage: Any = None):
+    def _chunk(self, choices: list, usage: Any = None) -> ChatCompletionChunk | TextCompletionChunk:
         cls = ChatCompletionChunk if self.kind == "chat" else TextCompletionChunk
         return cls(
             id=self.id,
@@ -214,7 +211,7 @@ class StreamAssembler:
             usage=usage if usage is not None else self._chunk_usage,
         )
 
-    def _choice(self, p: _Pending):
+    def _choice(self, p: _Pending) -> ChatChunkChoice | CompletionChunkChoice:
         first = p.index not in self._started
         if first:
             self._started.add(p.index)
@@ -327,12 +324,11 @@ class Aggregator:
         if self.error is not None:
             return
         for ev in events:
-            t = type(ev)
-            if t is TextDelta:
+            if type(ev) is TextDelta:
                 self._c(ev.index).text.append(ev.text)
-            elif t is ReasoningDelta:
+            elif type(ev) is ReasoningDelta:
                 self._c(ev.index).reasoning.append(ev.text)
-            elif t is ToolCallDelta:
+            elif type(ev) is ToolCallDelta:
                 tools = self._c(ev.index).tools
                 acc = tools.get(ev.tool_index)
                 if acc is None:
@@ -343,16 +339,16 @@ class Aggregator:
                     acc.name = ev.name
                 if ev.arguments:
                     acc.args.append(ev.arguments)
-            elif t is LogprobsDelta:
+            elif type(ev) is LogprobsDelta:
                 c = self._c(ev.index)
                 c.logprobs = _merge_logprobs(c.logprobs, ev.logprobs)
-            elif t is Finish:
+            elif type(ev) is Finish:
                 c = self._c(ev.index)
                 if c.finish is None:
                     c.finish = ev.reason
-            elif t is Usage:
+            elif type(ev) is Usage:
                 self.usage = ev
-            elif t is ErrorEvent:
+            elif type(ev) is ErrorEvent:
                 self.error = ev
                 return
 
@@ -401,7 +397,8 @@ class Aggregator:
         )
 
 
-def aggregate(events: Iterable[Event], kind: Kind = "chat", *, usage: Usage | None = None, **kw: Any):
+def aggregate(events: Iterable[Event], kind: Kind = "chat", *, usage: Usage | None = None,
+              **kw: Any) -> ChatCompletion | TextCompletion:
     """``Aggregator(kind, **kw)``, fed ``events``, ``.result(usage)``."""
     agg = Aggregator(kind, **kw)
     agg.feed(events)

@@ -33,7 +33,8 @@ from __future__ import annotations
 
 import ast
 import re
-from typing import Any, Iterable
+from collections.abc import Iterable
+from typing import Any
 
 import msgspec
 
@@ -86,7 +87,7 @@ class OpenAIError(Exception):
         return ErrorEvent(self.message, self.type, self.code, self.param, self.status)
 
     @classmethod
-    def from_event(cls, ev: ErrorEvent) -> "OpenAIError":
+    def from_event(cls, ev: ErrorEvent) -> OpenAIError:
         return cls(ev.message, status=ev.status, type=ev.type, param=ev.param, code=ev.code)
 
     def __repr__(self) -> str:

@@ -9,7 +9,7 @@ events only, so a new worker format never touches the OpenAI code and vice versa
 
 from __future__ import annotations
 
-from typing import Any, Union
+from typing import Any
 
 import msgspec
 
@@ -84,4 +84,4 @@ class ErrorEvent(msgspec.Struct, tag="error", tag_field="kind", frozen=True):
     status: int = 500
 
 
-Event = Union[TextDelta, ReasoningDelta, ToolCallDelta, LogprobsDelta, Usage, Finish, ErrorEvent]
+Event = TextDelta | ReasoningDelta | ToolCallDelta | LogprobsDelta | Usage | Finish | ErrorEvent

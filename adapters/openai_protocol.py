@@ -350,10 +350,11 @@ STREAM_OPTIONS_WITHOUT_STREAM = "The 'stream_options' parameter is only allowed 
 def _too_deep(raw: Any, limit: int, body: Any = None) -> bool:
     """Whether ``raw`` (decoded JSON) nests objects/arrays more than ``limit`` levels.
     ``body``, the JSON text it came from, lets a body with few brackets skip the walk."""
-    if isinstance(body, (bytes, str)):
-        o, a = ("{", "[") if isinstance(body, str) else (b"{", b"[")
-        if body.count(o) + body.count(a) <= limit:
+    if isinstance(body, str):
+        if body.count("{") + body.count("[") <= limit:
             return False
+    elif isinstance(body, bytes) and body.count(b"{") + body.count(b"[") <= limit:
+        return False
     stack = [(raw, 1)]
     while stack:
         obj, depth = stack.pop()
@@ -406,7 +407,7 @@ def _invalid(exc: msgspec.ValidationError, raw: Any) -> Exception:
     return InvalidRequest(msg, param=param or None)
 
 
-def _decode_request(body: bytes | str | dict, cls: type[_Request]) -> Any:
+def _decode_request(body: bytes | str | dict, cls: type[ChatCompletionRequest] | type[CompletionRequest]) -> Any:
     from adapters.errors import InvalidRequest
 
     try:
@@ -520,7 +521,7 @@ class ChatCompletionChunk(msgspec.Struct, kw_only=True):
     model: str
     choices: list[ChatChunkChoice]
     system_fingerprint: str | None = None
-    usage: UsageInfo | None | UnsetType = UNSET
+    usage: UsageInfo | UnsetType | None = UNSET
 
 
 class CompletionChoice(msgspec.Struct):
@@ -556,7 +557,7 @@ class TextCompletionChunk(msgspec.Struct, kw_only=True):
     model: str
     choices: list[CompletionChunkChoice]
     system_fingerprint: str | None = None
-    usage: UsageInfo | None | UnsetType = UNSET
+    usage: UsageInfo | UnsetType | None = UNSET
 
 
 class Model(msgspec.Struct, kw_only=True):
@@ -583,4 +584,3 @@ class ErrorResponse(msgspec.Struct):
     ``data: {"error": ...}`` event."""
 
     error: ErrorDetail
-# PROTOCOL READY

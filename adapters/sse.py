@@ -51,7 +51,7 @@ class SSEParser:
         self._last_id: str | None = None
         self._cr = False  # the last feed ended with CR (its LF may come next)
         self._bom = True  # still at the start of the stream
-        self._decoder = None  # incremental UTF-8 decoder, made on the first bytes feed
+        self._decoder: codecs.IncrementalDecoder | None = None  # UTF-8, made on the first bytes feed
 
     @property
     def idle(self) -> bool:

@@ -18,7 +18,7 @@ longer than the wait.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, TypeVar
 
 import httpx
 import msgspec
@@ -102,6 +102,7 @@ _status_dec = msgspec.json.Decoder(JobStatus)
 _stream_dec = msgspec.json.Decoder(StreamPoll)
 _health_dec = msgspec.json.Decoder(Health)
 _error_dec = msgspec.json.Decoder(_ErrorBody)
+_T = TypeVar("_T")
 _enc = msgspec.json.Encoder()
 
 
@@ -132,16 +133,12 @@ class RunPodClient:
         self._read_timeout = read_timeout
         self._wait_timeouts: dict[int, httpx.Timeout] = {}
 
-    @property
-    def http(self) -> httpx.AsyncClient:
-        return self._http
-
     async def aclose(self) -> None:
         await self._http.aclose()
 
     # -- operations -------------------------------------------------------------------
-    async def run(self, endpoint: str, job_input: Any, *, policy: dict | None = None) -> JobStatus:
-        body = {"input": job_input} if policy is None else {"input": job_input, "policy": policy}
+    async def run(self, endpoint: str, job_input: Any) -> JobStatus:
+        body = {"input": job_input}
         return _decode(_status_dec, await self._call("POST", f"{endpoint}/run", "run", content=_enc.encode(body)), "run")
 
     async def runsync(self, endpoint: str, job_input: Any, *, wait_ms: int | None = None) -> JobStatus:
@@ -166,7 +163,7 @@ class RunPodClient:
     async def _call(
         self, method: str, path: str, operation: str, *, content: bytes | None = None, wait_ms: int | None = None
     ) -> bytes:
-        timeout = httpx.USE_CLIENT_DEFAULT
+        timeout: httpx.Timeout | None = None  # None: the client's default
         if wait_ms:
             path = f"{path}?wait={int(wait_ms)}"
             timeout = self._wait_timeouts.get(wait_ms)
@@ -174,7 +171,8 @@ class RunPodClient:
                 timeout = self._wait_timeouts[wait_ms] = httpx.Timeout(
                     self._read_timeout + wait_ms / 1000.0, connect=self._http.timeout.connect)
         try:
-            resp = await self._http.request(method, path, content=content, timeout=timeout)
+            resp = await self._http.request(method, path, content=content,
+                                            timeout=httpx.USE_CLIENT_DEFAULT if timeout is None else timeout)
         except (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout) as exc:  # nothing was sent
             raise RunPodError(502, f"upstream unreachable ({type(exc).__name__})", operation=operation,
                               answered=False, reached=False) from None
@@ -191,7 +189,7 @@ class RunPodClient:
         return resp.content
 
 
-def _decode(decoder: msgspec.json.Decoder, body: bytes, operation: str):
+def _decode(decoder: msgspec.json.Decoder[_T], body: bytes, operation: str) -> _T:
     try:
         return decoder.decode(body)
     except (msgspec.DecodeError, msgspec.ValidationError) as exc:

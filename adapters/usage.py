@@ -14,7 +14,8 @@ did not give).
 from __future__ import annotations
 
 import functools
-from typing import Any, Iterable, NamedTuple
+from collections.abc import Iterable
+from typing import Any, NamedTuple
 
 import anyio.to_thread
 import msgspec

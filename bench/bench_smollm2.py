@@ -29,11 +29,11 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from openai import OpenAI  # noqa: E402
+from openai import OpenAI
 
-from workers.defaults import MODEL_ID, N_CTX, default_model_path, default_threads  # noqa: E402
-from workers.llama_engine import load_llama  # noqa: E402
-from tests.e2e.serve_process import ServeProcess  # noqa: E402
+from workers.defaults import MODEL_ID, N_CTX, default_model_path, default_threads
+from workers.llama_engine import load_llama
+from tests.e2e.serve_process import ServeProcess
 
 MESSAGES = [{"role": "user", "content": "Write a long story about a lighthouse keeper and the sea."}]
 SEED = 42

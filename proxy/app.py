@@ -9,7 +9,8 @@ backs ``GET /readyz`` — the embedded default passes a check that its worker is
 from __future__ import annotations
 
 import time
-from typing import Any, Awaitable, Callable
+from collections.abc import Awaitable, Callable
+from typing import Any
 
 from litestar import Litestar
 
@@ -44,11 +45,10 @@ class Gateway:
             await self.upstreams.aclose()
 
 
-def create_app(settings: Settings, *, readiness: Readiness | None = None, debug: bool = False,
-               route_handlers: list[Any] | None = None) -> Litestar:
+def create_app(settings: Settings, *, readiness: Readiness | None = None, debug: bool = False) -> Litestar:
     gateway = Gateway(settings, readiness)
     app = Litestar(
-        route_handlers=[*ROUTES, *(route_handlers or [])],
+        route_handlers=ROUTES,
         exception_handlers=EXCEPTION_HANDLERS,  # type: ignore[arg-type]
         on_startup=[gateway.start],
         on_shutdown=[gateway.stop],

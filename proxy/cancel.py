@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import Awaitable, Callable
+from collections.abc import Awaitable, Callable
 
 from adapters.transport import JobStatus, RunPodClient, RunPodError
 
@@ -48,7 +48,7 @@ class CancelQueue:
         """Send what is queued (bounded by ``timeout``), then stop."""
         try:
             await asyncio.wait_for(self._drain(), timeout)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             log.warning("cancel queue closed with %d cancels unsent", len(self._pending))
         tasks = [*self._tasks, *([self._runner] if self._runner else [])]
         for t in tasks:

@@ -38,7 +38,7 @@ def from_runpod(exc: RunPodError) -> OpenAIError:
     says False: the job was cancelled or ran and failed, and a retry would pay for it again."""
     if not exc.answered:
         if exc.status == 504:
-            err = UpstreamError(f"RunPod /{exc.operation} timed out.", status=504, type="timeout", code="timeout")
+            err: OpenAIError = UpstreamError(f"RunPod /{exc.operation} timed out.", status=504, type="timeout", code="timeout")
         else:
             err = UpstreamError(f"RunPod /{exc.operation} failed: {exc.message}", status=502, type="server_error",
                                 code="upstream_unreachable")

@@ -28,7 +28,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from typing import Any, Awaitable, Callable, Literal, TypeVar
+from collections.abc import Awaitable, Callable
+from typing import Any, Literal, TypeVar
 
 from msgspec import UNSET as _UNSET
 
@@ -132,7 +133,6 @@ class JobEvents:
         self._paused_run: tuple[Any, Any] | None = None  # the run in /status during a pause
         self.restarts = 0
         self.ended = False
-        self.final_status: str | None = None
 
     async def next(self) -> list[Event] | None:
         """The next non-empty batch of events; ``None`` once the job has ended and
@@ -245,7 +245,6 @@ class JobEvents:
         """The job is terminal and its stream drained: flush the decoder, and ask
         ``/status`` only for what the stream cannot carry."""
         self.ended = True
-        self.final_status = status
         if self._guard is not None:
             self._guard.finished = True
         if status == "COMPLETED" and self._saw_items:

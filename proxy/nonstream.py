@@ -42,7 +42,7 @@ async def run_nonstream(prep: Prepared) -> bytes:
         ctx.note = "client-disconnected"
         prep.cancels.submit_when_known(submit, route.client, route.endpoint)
         raise
-    except asyncio.TimeoutError:
+    except TimeoutError:
         ctx.note = "timeout"
         prep.cancels.submit_when_known(submit, route.client, route.endpoint)
         raise request_timeout() from None
@@ -61,7 +61,7 @@ async def run_nonstream(prep: Prepared) -> bytes:
     except ClientDisconnected:
         ctx.note = "client-disconnected"
         raise
-    except asyncio.TimeoutError:
+    except TimeoutError:
         ctx.note = "timeout"
         raise request_timeout() from None
     except RunPodError as exc:

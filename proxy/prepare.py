@@ -71,7 +71,7 @@ class Prepared:
         return self.route.format.decoder(self.kind, request=self.req)
 
     # -- OpenAI objects ---------------------------------------------------------------
-    def stream_writer(self) -> "SSEWriter":
+    def stream_writer(self) -> SSEWriter:
         """The request's one SSE writer (also kept as ``self.writer``)."""
         self.writer = SSEWriter(assemble.StreamAssembler(
             self.kind, id=self.response_id, model=self.route.name, created=self.created,
@@ -89,7 +89,7 @@ class Prepared:
             usage, reasons = await self._count(agg.completion_texts(), agg.open_choices())
         return _enc.encode(agg.result(usage, reasons))
 
-    async def finish_stream(self, writer: "SSEWriter") -> bytes:
+    async def finish_stream(self, writer: SSEWriter) -> bytes:
         """The stream's closing chunks: podgate counts the completion first when the worker
         reported no usage and the client asked for usage or an open choice needs a finish
         reason."""

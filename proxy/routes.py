@@ -35,11 +35,11 @@ async def _complete(request: Request, kind: Kind) -> Response:
             body = sse_body(sj)
             return Stream(body, media_type="text/event-stream", headers=SSE_HEADERS,
                           background=BackgroundTask(_finalize_stream, body, sj))
-        body = await run_nonstream(prep)
+        answer = await run_nonstream(prep)
     except ClientDisconnected:
         # nobody is listening; the job's cancel is already queued
         return Response(content=b"", status_code=499, media_type=_JSON)
-    return Response(content=body, status_code=200, media_type=_JSON)
+    return Response(content=answer, status_code=200, media_type=_JSON)
 
 
 async def _finalize_stream(body, sj) -> None:

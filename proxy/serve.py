@@ -11,6 +11,11 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from proxy.app import Readiness
+    from proxy.settings import Settings
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -46,7 +51,7 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def serve(settings, *, log_level: str = "info", readiness=None) -> None:
+def serve(settings: Settings, *, log_level: str = "info", readiness: Readiness | None = None) -> None:
     """Run the proxy for ``settings`` under uvicorn until interrupted (blocking). Once
     listening it prints its address (``port = 0`` picks a free one) and announces it to a
     parent that listens (``supervisor.readiness``)."""

@@ -35,7 +35,8 @@ from __future__ import annotations
 import os
 import re
 from pathlib import Path
-from typing import Literal, Mapping
+from collections.abc import Callable, Mapping
+from typing import Literal
 
 import msgspec
 
@@ -120,12 +121,6 @@ class Settings(_Section):
     def secrets(self) -> list[str]:
         """The configured keys: values that must never reach a client or a log."""
         return [self.api_key] if self.api_key else []
-
-    def model(self, name: str) -> ModelSettings | None:
-        for m in self.models:
-            if m.name == name:
-                return m
-        return None
 
     def upstream_url(self, model: ModelSettings) -> str:
         return (model.base_url or self.runpod.base_url).rstrip("/")
@@ -224,6 +219,6 @@ def _check(s: Settings, source: str) -> None:
             fail(f"timing.{name}", "must be positive")
 
 
-def _check_url(url: str, key: str, fail) -> None:
+def _check_url(url: str, key: str, fail: Callable[[str, str], None]) -> None:
     if not re.match(r"^https?://[^/\s]+", url):
         fail(key, f"must be an http(s) URL, got {url!r}")

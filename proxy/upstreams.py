@@ -8,6 +8,7 @@ configured keys (``key_mask``) that every error passed on to the client goes thr
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 from adapters.errors import KeyMask
@@ -59,7 +60,7 @@ class Upstreams:
     def route(self, model: str) -> ModelRoute | None:
         return self._routes.get(model)
 
-    def __iter__(self):
+    def __iter__(self) -> Iterator[ModelRoute]:
         return iter(self._routes.values())
 
     async def aclose(self) -> None:

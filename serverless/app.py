@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import logging
 from contextlib import asynccontextmanager
-from typing import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable
 
 import msgspec
 from litestar import Litestar, Request, Response

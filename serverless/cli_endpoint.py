@@ -73,7 +73,7 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
         try:
             settings.limits[op] = OpLimit(int(per or 0), int(conc or 0))
         except ValueError:
-            raise SystemExit(f"podgate endpoint: bad --limit {spec!r} (expected OP=PER_WINDOW:CONCURRENT)")
+            raise SystemExit(f"podgate endpoint: bad --limit {spec!r} (expected OP=PER_WINDOW:CONCURRENT)") from None
     return settings
 
 

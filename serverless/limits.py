@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 from collections import deque
 from contextlib import contextmanager
-from typing import Iterator
+from collections.abc import Iterator
 
 from serverless.settings import OpLimit
 

@@ -35,7 +35,8 @@ import os
 import signal
 import threading
 from multiprocessing.connection import wait
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 PR_SET_PDEATHSIG = 1
 

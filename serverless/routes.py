@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import asyncio
 import hmac
-from contextlib import asynccontextmanager, nullcontext
-from typing import AsyncIterator
+from collections.abc import AsyncIterator
+from contextlib import AbstractContextManager, asynccontextmanager, nullcontext
 
 import msgspec
 from litestar import Request, Response, get, post, route
@@ -50,7 +50,8 @@ def _authorize(request: Request, key: str | None) -> None:
         raise ApiError(401, "unauthorized")
 
 
-def _caller(request: Request, endpoint_id: str, operation: str | None = None):
+def _caller(request: Request, endpoint_id: str,
+            operation: str | None = None) -> tuple[EndpointService, AbstractContextManager[None]]:
     """Auth + endpoint check for a caller route; returns the limit context to enter."""
     svc = _service(request)
     _authorize(request, svc.settings.api_key)

@@ -19,7 +19,8 @@ import inspect
 import logging
 import time
 import uuid
-from typing import Any, Coroutine, NoReturn
+from collections.abc import Coroutine
+from typing import Any, NoReturn
 
 import msgspec
 

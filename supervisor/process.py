@@ -109,7 +109,7 @@ class Child:
             self._signal_group(signal.SIGTERM)
             try:
                 await asyncio.wait_for(self.wait(), grace)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 log.info("%s did not stop within %.0f s; killing it", self.name, grace)
         self._signal_group(signal.SIGKILL)  # the group: stragglers such as the SDK's heartbeat
         await self.wait()

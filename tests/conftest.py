@@ -55,7 +55,8 @@ import threading
 import time
 import uuid
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
+from collections.abc import Iterator
 
 import httpx
 import pytest
@@ -89,7 +90,7 @@ def require_redis() -> None:
 
     try:
         redis.Redis.from_url(REDIS_URL, socket_connect_timeout=1).ping()
-    except Exception as exc:  # noqa: BLE001
+    except Exception as exc:
         pytest.fail(f"Redis at {REDIS_URL} is not answering ({exc}); start one (make redis)", pytrace=False)
 
 
@@ -114,7 +115,7 @@ def delete_redis_prefixes(prefixes: list[str]) -> None:
     def run() -> None:
         try:
             asyncio.run(delete())
-        except BaseException as exc:  # noqa: BLE001 - reported below
+        except BaseException as exc:
             errors.append(exc)
 
     thread = threading.Thread(target=run, name="redis-cleanup")

@@ -25,7 +25,7 @@ import threading
 from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from workers.defaults import N_CTX, default_model_path
 
@@ -45,7 +45,7 @@ def load_llama(model_path: str, *, n_ctx: int = N_CTX, n_threads: int | None = N
 
     default_params = C.llama_model_default_params
 
-    def params_without_extra_bufts():
+    def params_without_extra_bufts() -> C.llama_model_params:
         p = default_params()
         p.use_extra_bufts = False
         return p
@@ -165,12 +165,14 @@ class Engine:
         self._executor.submit(run)
         try:
             while True:
-                batch = [await queue.get()]
-                while not queue.empty():
-                    batch.append(queue.get_nowait())
-                for item in batch:
+                batch: list[str | Finished] = []
+                while True:
+                    item = await queue.get() if not batch else queue.get_nowait()
                     if isinstance(item, BaseException):
                         raise item
+                    batch.append(item)
+                    if queue.empty():
+                        break
                 yield batch
                 if isinstance(batch[-1], Finished):
                     return
@@ -252,7 +254,7 @@ def _held_back(text: str, stops: list[str]) -> int:
     return best
 
 
-def _chat_formatter(llm: Llama):
+def _chat_formatter(llm: Llama) -> Any:
     """The model's chat template from its GGUF metadata, rendered the way llama-cpp-python
     renders it (``Jinja2ChatFormatter``); ChatML when the GGUF carries none."""
     from llama_cpp import llama_chat_format

@@ -23,8 +23,8 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import AsyncIterator
-from typing import Any
+from collections.abc import AsyncIterator, Callable
+from typing import Any, TypeVar
 
 import msgspec
 
@@ -35,6 +35,8 @@ from adapters.openai_protocol import (
     ModelList, TextCompletion, TextCompletionChunk, UsageInfo, decode_chat_request, decode_completion_request,
 )
 from workers.llama_engine import ContextOverflow, Engine, Finished, SamplingParams
+
+_Req = TypeVar("_Req", ChatCompletionRequest, CompletionRequest)
 
 CHAT = "/v1/chat/completions"
 COMPLETIONS = "/v1/completions"
@@ -95,12 +97,13 @@ class OpenAIServer:
             raise not_found()
         if method != "POST":
             raise method_not_allowed()
+        req: ChatCompletionRequest | CompletionRequest
         if route == CHAT:
-            req: ChatCompletionRequest | CompletionRequest = self._decode(decode_chat_request, body)
-            tokens, echo = self._chat_tokens(req), ""
+            req = chat = self._decode(decode_chat_request, body)
+            tokens, echo = self._chat_tokens(chat), ""
         else:
-            req = self._decode(decode_completion_request, body)
-            tokens, echo = self._completion_tokens(req)
+            req = completion = self._decode(decode_completion_request, body)
+            tokens, echo = self._completion_tokens(completion)
         params = self._sampling(req, len(tokens))
         gen = _Generation(self, route == CHAT, req, tokens, params, echo)
         if req.is_stream:
@@ -111,7 +114,7 @@ class OpenAIServer:
 
     # ---- validation -----------------------------------------------------------------------
 
-    def _decode(self, decode, body: dict | None):
+    def _decode(self, decode: Callable[[dict], _Req], body: dict | None) -> _Req:
         try:
             req = decode(dict(body or {}, model=(body or {}).get("model") or self.model))
         except InvalidRequest as exc:
@@ -146,7 +149,7 @@ class OpenAIServer:
             raise WorkerError(f"Cannot apply the chat template: {exc}", param="messages") from None
 
     def _completion_tokens(self, req: CompletionRequest) -> tuple[list[int], str]:
-        prompt = req.prompt
+        prompt: Any = req.prompt
         if isinstance(prompt, list) and len(prompt) == 1 and isinstance(prompt[0], (str, list)):
             prompt = prompt[0]  # a batch of one
         if isinstance(prompt, str):
@@ -189,7 +192,8 @@ class OpenAIServer:
 class _Generation:
     """One request's generation, rendered as one response or as SSE text."""
 
-    def __init__(self, server: OpenAIServer, chat: bool, req, tokens: list[int], params: SamplingParams, echo: str):
+    def __init__(self, server: OpenAIServer, chat: bool, req: ChatCompletionRequest | CompletionRequest,
+                 tokens: list[int], params: SamplingParams, echo: str):
         self.server, self.chat, self.req, self.tokens, self.params, self.echo = server, chat, req, tokens, params, echo
         self.id = f"{'chatcmpl' if chat else 'cmpl'}-{uuid.uuid4().hex}"
         self.created = int(time.time())
@@ -206,12 +210,13 @@ class _Generation:
         assert fin is not None
         text, usage = "".join(parts), _usage(fin)
         model = self.server.model
+        obj: ChatCompletion | TextCompletion
         if self.chat:
-            choice = ChatChoice(0, ChatMessageOut(content=text), None, fin.finish_reason)
-            obj: Any = ChatCompletion(id=self.id, created=self.created, model=model, choices=[choice], usage=usage)
+            message = ChatChoice(0, ChatMessageOut(content=text), None, fin.finish_reason)
+            obj = ChatCompletion(id=self.id, created=self.created, model=model, choices=[message], usage=usage)
         else:
-            choice = CompletionChoice(0, text, None, fin.finish_reason)
-            obj = TextCompletion(id=self.id, created=self.created, model=model, choices=[choice], usage=usage)
+            completion = CompletionChoice(0, text, None, fin.finish_reason)
+            obj = TextCompletion(id=self.id, created=self.created, model=model, choices=[completion], usage=usage)
         return msgspec.to_builtins(obj)
 
     async def sse(self) -> AsyncIterator[str]:

@@ -111,7 +111,7 @@ async def handler(job: dict) -> AsyncIterator[Any]:
         route, method, body = _request(job.get("input"))
         if body is not None and not isinstance(body, dict):
             raise WorkerError("The request body must be a JSON object.")
-        server = _server or await asyncio.to_thread(get_server)
+        server = await asyncio.to_thread(get_server) if _server is None else _server
         async for item in server.handle(route, method, body):
             yield item
     except WorkerError as exc:

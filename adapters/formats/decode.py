@@ -72,7 +72,7 @@ class SniffingDecoder:
         self.done = False  # saw "data: [DONE]"
 
     @classmethod
-    def for_request(cls, kind: Literal["chat", "completion"], request: Any = None) -> "SniffingDecoder":
+    def for_request(cls, kind: Literal["chat", "completion"], request: Any = None) -> SniffingDecoder:
         """A decoder that knows the request's ``n`` and token limit (to synthesise finish
         reasons for shapes that carry none); without a request, the defaults."""
         if request is None:

@@ -66,10 +66,9 @@ class TextOutputDecoder(SniffingDecoder):
             self._items += 1
         events = super().feed(item)  # lists come back here item by item
         for ev in events:
-            t = type(ev)
-            if t is TextDelta:
+            if type(ev) is TextDelta:
                 self._bytes[ev.index] = self._bytes.get(ev.index, 0) + len(ev.text.encode())
-            elif t is Usage:
+            elif type(ev) is Usage:
                 self._worker_usage = True
         return events
 

@@ -233,4 +233,3 @@ class JobStore(abc.ABC):
     async def close(self) -> None:
         """Release connections; the default does nothing."""
         return None
-# INTERFACE READY

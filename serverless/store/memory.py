@@ -7,7 +7,6 @@ resolve (see :class:`serverless.store.waiters.Waiters`). Semantics are those of 
 
 from __future__ import annotations
 
-import asyncio
 import heapq
 from collections import OrderedDict
 
@@ -363,9 +362,9 @@ class MemoryStore(JobStore):
 
     async def requeue_unreported(self, endpoint: str, *, now: float, grace: float, max_attempts: int) -> list[Job]:
         ep = self._ep(endpoint)
-        for rec in ep.workers.values():
-            if rec.cut_at is not None and rec.cut_at <= now - grace:
-                rec.gone = True
+        for worker in ep.workers.values():
+            if worker.cut_at is not None and worker.cut_at <= now - grace:
+                worker.gone = True
         finished: list[Job] = []
         for job_id in list(ep.running):
             job = ep.jobs.get(job_id)

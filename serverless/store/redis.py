@@ -233,7 +233,7 @@ class RedisStore(JobStore):
 
     async def get(self, endpoint: str, job_id: str, *, now: float) -> Job | None:
         self._events.start()
-        rec = await self._client.hmget(f"{self._base(endpoint)}j:{job_id}", lua.FIELDS)
+        rec: list[Any] = await self._client.hmget(f"{self._base(endpoint)}j:{job_id}", lua.FIELDS)
         if rec[0] is None or float(rec[5]) <= now:
             return None
         return _job(rec)

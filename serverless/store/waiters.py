@@ -7,7 +7,7 @@ it: the memory store notifies keys directly, the Redis store from its pub/sub li
 from __future__ import annotations
 
 import asyncio
-from typing import Hashable
+from collections.abc import Hashable
 
 
 class Waiters:

@@ -8,7 +8,8 @@ run real ``runpod`` workers emitting these shapes.
 from __future__ import annotations
 
 import json
-from typing import Any, Iterable
+from collections.abc import Iterable
+from typing import Any
 
 CREATED = 1760000000
 SERVED = "served-model"

@@ -131,7 +131,7 @@ class ServeProcess:
         except subprocess.TimeoutExpired:
             self.proc.kill()
             self.proc.wait()
-            raise AssertionError(f"podgate serve did not stop within {timeout} s:\n{self.output()}")
+            raise AssertionError(f"podgate serve did not stop within {timeout} s:\n{self.output()}") from None
 
     def output(self) -> str:
         return "".join(self.stdout) + "\n--- stderr ---\n" + "".join(self.stderr[-200:])

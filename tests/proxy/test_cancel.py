@@ -42,7 +42,7 @@ def test_abandoned_nonstream_request_cancels_job(stack):
                 c.post("/chat/completions", json=body)
         except httpx.TimeoutException:
             pass  # the client gives up: it closes the connection
-        except BaseException as exc:  # noqa: BLE001
+        except BaseException as exc:
             errors.append(exc)
 
     t = threading.Thread(target=request)
@@ -94,7 +94,7 @@ def test_request_timeout_cancels_job(stack, tmp_path):
             raise AssertionError("expected a timeout error")
         except openai.InternalServerError as exc:
             assert exc.status_code == 504
-        job = [p for p in stack.markers.glob("*.started") if p not in before][0].name.removesuffix(".started")
+        job = next(p for p in stack.markers.glob("*.started") if p not in before).name.removesuffix(".started")
         assert stack.wait_status(job, "CANCELLED", timeout=5) == "CANCELLED"
         # streaming: an in-stream error, [DONE], and the job cancelled
         raw = client.chat.completions.with_raw_response.create(model="vllm-c", messages=SLOW, stream=True)

@@ -13,7 +13,6 @@ import sys
 import time
 from pathlib import Path
 
-import pytest
 
 from serverless.cli_worker import worker_env
 from tests.conftest import ROOT, WORKER_PING_MS

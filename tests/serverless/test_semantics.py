@@ -191,7 +191,7 @@ async def test_status_ttl_resets_retention(start):
 async def test_policy_ttl_deletes_running_job_and_stops_it(start):
     server, caller, worker = start()
     job_id = await run(caller, server, {"input": {}, "policy": {"ttl": 800}})
-    [job] = await worker.take()
+    [_job] = await worker.take()
     await worker.ping([job_id])
     assert (await status(caller, server, job_id)).status_code == 200
     stops = []
@@ -245,7 +245,7 @@ async def test_cancel_running_and_queued(start):
 
 
 async def test_runsync_returns_short_body_when_wait_ends(start):
-    server, caller, worker = start()
+    server, caller, _worker = start()
     r = await caller.post(f"{server.url()}/runsync?wait=1000", json={"input": {}})
     assert r.status_code == 200 and set(r.json()) == {"id", "status"} and r.json()["status"] == "IN_QUEUE"
 
@@ -329,7 +329,7 @@ async def test_stream_chunk_over_limit_is_split(start):
 
 
 async def test_rate_limit_429_with_retry_after(start):
-    server, caller, worker = start(rate_window=30.0, limits={"status": (3, 0), "run": (2, 0)})
+    server, caller, _worker = start(rate_window=30.0, limits={"status": (3, 0), "run": (2, 0)})
     job_id = await run(caller, server)
     await run(caller, server)
     r = await caller.post(f"{server.url()}/run", json={"input": {}})
@@ -341,7 +341,7 @@ async def test_rate_limit_429_with_retry_after(start):
 
 
 async def test_concurrency_limit_429(start):
-    server, caller, worker = start(limits={"stream": (0, 1)})
+    server, caller, _worker = start(limits={"stream": (0, 1)})
     job_id = await run(caller, server)
     held = asyncio.create_task(caller.get(f"{server.url()}/stream/{job_id}?wait=1500"))
     await asyncio.sleep(0.3)
@@ -432,7 +432,7 @@ async def test_pings_keep_a_busy_worker_alive(start):
 
 
 class _Hook(BaseHTTPRequestHandler):
-    def do_POST(self):  # noqa: N802
+    def do_POST(self):
         n = int(self.headers.get("content-length", 0))
         body = json.loads(self.rfile.read(n))
         self.server.calls.append((time.monotonic(), body))

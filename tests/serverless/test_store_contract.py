@@ -151,7 +151,7 @@ async def test_retry_failed_only(job_store):
 
 
 async def test_purge_removes_queued_only(job_store):
-    a, b, c = await submit(job_store, 3)
+    a, b, _c = await submit(job_store, 3)
     await job_store.take(EP, "w1", 1, now=T0)
     assert await job_store.purge(EP, now=T0) == 2
     assert await job_store.get(EP, b.id, now=T0) is None

@@ -67,7 +67,7 @@ def _plan(scenario: str, body: dict) -> dict:
     n = int(body.get("n") or 1)
     choices = []
     for i in range(n):
-        c: dict[str, Any] = {"content": [f"[{i}] " if n > 1 else ""] + TEXT, "finish": "stop"}
+        c: dict[str, Any] = {"content": [f"[{i}] " if n > 1 else "", *TEXT], "finish": "stop"}
         if scenario == "reasoning":
             c["reasoning"] = REASONING
         if scenario in ("tools_whole", "tools_split"):
@@ -90,7 +90,7 @@ def _chat_chunks(plan: dict, model: str, include_usage: bool) -> list[dict]:
     def ch(i, delta, finish=None, logprobs=None):
         out.append({**base, "choices": [{"index": i, "delta": delta, "logprobs": logprobs, "finish_reason": finish, "stop_reason": None}]})
 
-    for i, c in enumerate(plan["choices"]):
+    for i in range(len(plan["choices"])):
         ch(i, {"role": "assistant", "content": ""})
     longest = max(len(c.get("content", [])) + len(c.get("reasoning", [])) for c in plan["choices"])
     for k in range(longest):  # interleave choices

@@ -24,15 +24,16 @@ from msgspec import UNSET
 
 from adapters.errors import to_exception
 from adapters.events import Event
-from adapters.transport import JobStatus, RunPodError
-from proxy.errors import from_runpod, request_timeout
+from adapters.transport import JobStatus
+from proxy.errors import request_timeout
 from proxy.jobs import ClientDisconnected, JobEvents, JobGuard, events_of_final, first_error, race_disconnect
 from proxy.prepare import Prepared
 
 
 async def run_nonstream(prep: Prepared) -> bytes:
     """The response body (JSON bytes) for a non-streaming request; raises ``OpenAIError``
-    (or ``ClientDisconnected`` when nobody is waiting any more)."""
+    or ``RunPodError`` (rendered by ``proxy.errors``), or ``ClientDisconnected`` when nobody
+    is waiting any more."""
     route, t, ctx = prep.route, prep.timing, prep.ctx
     deadline = time.monotonic() + t.request_timeout_s
     submit = asyncio.ensure_future(route.client.runsync(route.endpoint, prep.job_input, wait_ms=t.runsync_wait_ms))
@@ -46,8 +47,6 @@ async def run_nonstream(prep: Prepared) -> bytes:
         ctx.note = "timeout"
         prep.cancels.submit_when_known(submit, route.client, route.endpoint)
         raise request_timeout() from None
-    except RunPodError as exc:
-        raise from_runpod(exc) from None
     ctx.job_id = st.id
     guard = JobGuard(prep.cancels, route.client, route.endpoint, st.id)
     guard.finished = st.terminal
@@ -64,8 +63,6 @@ async def run_nonstream(prep: Prepared) -> bytes:
     except asyncio.TimeoutError:
         ctx.note = "timeout"
         raise request_timeout() from None
-    except RunPodError as exc:
-        raise from_runpod(exc) from None
     finally:
         if guard.release():
             ctx.note = ctx.note or "cancelled"

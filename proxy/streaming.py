@@ -27,7 +27,8 @@ from adapters.errors import to_exception
 from adapters.sse import DONE, comment
 from adapters.events import ErrorEvent, Event, Usage
 from adapters.transport import RunPodError
-from proxy.errors import from_runpod, request_timeout, sse_error
+from adapters.errors import OpenAIError
+from proxy.errors import request_timeout, sse_error
 from proxy.jobs import ClientDisconnected, JobEvents, JobGuard, first_error, race_disconnect
 from proxy.prepare import Prepared
 
@@ -102,8 +103,6 @@ async def start_stream(prep: Prepared) -> StreamJob:
         ctx.note = "client-disconnected"
         prep.cancels.submit_when_known(submit, route.client, route.endpoint)
         raise
-    except RunPodError as exc:
-        raise from_runpod(exc) from None
     ctx.job_id = job.id
     guard = JobGuard(prep.cancels, route.client, route.endpoint, job.id)
     source = JobEvents(route.client, route.endpoint, job.id, prep.decoder, prep.timing, guard, on_rerun="fail")
@@ -115,8 +114,6 @@ async def start_stream(prep: Prepared) -> StreamJob:
         guard.release()
         if isinstance(exc, ClientDisconnected):
             ctx.note = "client-disconnected"
-        elif isinstance(exc, RunPodError):
-            raise from_runpod(exc) from None
         raise
     if first is None:
         sj.ended = True
@@ -137,6 +134,7 @@ async def sse_body(sj: StreamJob) -> AsyncIterator[bytes]:
     prep = sj.prep
     keepalive = prep.timing.keepalive_s
     ended = sj.ended
+    err: ErrorEvent | OpenAIError | RunPodError | None
     try:
         data, err = sj.render(sj.first)
         sj.first = []
@@ -145,14 +143,14 @@ async def sse_body(sj: StreamJob) -> AsyncIterator[bytes]:
         while err is None and not ended:
             remaining = sj.deadline - time.monotonic()
             if remaining <= 0:
-                err = request_timeout().event()
+                err = request_timeout()
                 prep.ctx.note = "timeout"
                 break
             try:
                 got = await sj.pending.get(min(keepalive, remaining))
             except RunPodError as exc:
-                yield sse_error(from_runpod(exc), prep.route.key_mask)
-                return
+                err = exc
+                break
             if got is _TIMEOUT:
                 yield KEEPALIVE
                 continue
@@ -164,7 +162,7 @@ async def sse_body(sj: StreamJob) -> AsyncIterator[bytes]:
             if data:
                 yield data
         if err is not None:
-            yield sse_error(to_exception(err), prep.route.key_mask)
+            yield sse_error(err, prep.route.key_mask)
             return
         yield await prep.finish_stream(sj.writer) + DONE
     finally:

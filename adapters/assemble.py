@@ -44,9 +44,7 @@ import secrets
 import time
 from typing import Any, Iterable, Literal
 
-from adapters.events import (
-    Event, Finish, LogprobsDelta, ReasoningDelta, TextDelta, ToolCallDelta, Usage,
-)
+from adapters.events import Event, Finish, LogprobsDelta, ReasoningDelta, TextDelta, ToolCallDelta, Usage
 from adapters.openai_protocol import (
     UNSET, ChatChoice, ChatChunkChoice, ChatCompletion, ChatCompletionChunk, ChatMessageOut,
     CompletionChoice, CompletionChunkChoice, DeltaFunction, DeltaMessage, DeltaToolCall,

@@ -52,7 +52,7 @@ def error_body(err: OpenAIError | RunPodError | ErrorEvent, key_mask: KeyMask | 
     """The error as JSON bytes. Every error a client sees is encoded here, so the configured
     keys (``key_mask``) are masked in it by value, whatever path its text came by (a
     worker's error, RunPod's answer)."""
-    if type(err) is not ErrorEvent:
+    if not isinstance(err, ErrorEvent):
         err = _openai(err)
     message = key_mask.text(err.message) if key_mask else err.message
     return _enc.encode(ErrorResponse(ErrorDetail(message, err.type, err.param, err.code)))

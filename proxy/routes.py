@@ -10,7 +10,7 @@ settings, never from RunPod.
 from __future__ import annotations
 
 import inspect
-from typing import AsyncGenerator
+from collections.abc import AsyncGenerator
 
 import msgspec
 from litestar import Request, Response, get, post
@@ -37,9 +37,9 @@ async def _complete(request: Request, kind: Kind) -> Response:
     try:
         if completion.stream:
             stream = await start_stream(completion, ctx, **run_with)
-            body = sse_body(stream)
-            return Stream(body, media_type="text/event-stream", headers=SSE_HEADERS,
-                          background=BackgroundTask(_finalize_stream, body, stream))
+            chunks = sse_body(stream)
+            return Stream(chunks, media_type="text/event-stream", headers=SSE_HEADERS,
+                          background=BackgroundTask(_finalize_stream, chunks, stream))
         body = await run_nonstream(completion, ctx, **run_with)
     except ClientDisconnected:
         # nobody is listening; the job's cancel is already queued
@@ -47,11 +47,11 @@ async def _complete(request: Request, kind: Kind) -> Response:
     return Response(content=body, status_code=200, media_type=_JSON)
 
 
-async def _finalize_stream(body: AsyncGenerator[bytes, None], stream: StreamJob) -> None:
+async def _finalize_stream(chunks: AsyncGenerator[bytes, None], stream: StreamJob) -> None:
     """After the response (also after a disconnect): close the generator (its ``finally``
     queues the job's cancel) — a backstop for a generator cancelled while suspended."""
     try:
-        await body.aclose()
+        await chunks.aclose()
     except RuntimeError:
         pass
     stream.pending.cancel()

@@ -25,7 +25,8 @@ from __future__ import annotations
 
 import asyncio
 import time
-from typing import Any, AsyncGenerator
+from collections.abc import AsyncGenerator
+from typing import Any
 
 from adapters.assemble import StreamAssembler
 from adapters.errors import OpenAIError, to_exception

@@ -26,7 +26,9 @@ import msgspec
 
 from adapters.events import Usage
 from adapters.formats.base import finish_for_count
-from adapters.openai_protocol import decode_chat_request, decode_completion_request
+from adapters.openai_protocol import (
+    ChatCompletionRequest, CompletionRequest, decode_chat_request, decode_completion_request,
+)
 from adapters.usage import estimate_async
 from proxy.context import RequestContext
 from proxy.errors import model_not_found
@@ -76,15 +78,18 @@ def read_completion(body: bytes, kind: Kind, upstreams: Upstreams, ctx: RequestC
     """The ``Completion`` for a request body (raises ``OpenAIError`` for a bad body, an
     unknown model or a parameter the worker cannot honour); notes the model, endpoint and
     ignored parameters in ``ctx``."""
-    params = decode_chat_request(body) if kind == "chat" else decode_completion_request(body)
+    params: ChatCompletionRequest | CompletionRequest = (
+        decode_chat_request(body) if kind == "chat" else decode_completion_request(body))
     ctx.model = params.model
     model = upstreams.route(params.model)
     if model is None:
         raise model_not_found(params.model)
     ctx.endpoint = model.endpoint
-    fmt = model.format
-    encode = fmt.chat_input if kind == "chat" else fmt.completion_input
-    job_input = encode(params, model.served_model, stream=bool(params.stream))
+    fmt, stream = model.format, bool(params.stream)
+    if isinstance(params, ChatCompletionRequest):
+        job_input = fmt.chat_input(params, model.served_model, stream=stream)
+    else:
+        job_input = fmt.completion_input(params, model.served_model, stream=stream)
     if job_input.ignored:
         ctx.headers["x-podgate-ignored-params"] = ",".join(job_input.ignored)
     prefix = "chatcmpl-" if kind == "chat" else "cmpl-"

@@ -40,11 +40,11 @@ async def _complete(request: Request, kind: Kind) -> Response:
             chunks = sse_body(stream)
             return Stream(chunks, media_type="text/event-stream", headers=SSE_HEADERS,
                           background=BackgroundTask(_finalize_stream, chunks, stream))
-        body = await run_nonstream(completion, ctx, **run_with)
+        answer = await run_nonstream(completion, ctx, **run_with)
     except ClientDisconnected:
         # nobody is listening; the job's cancel is already queued
         return Response(content=b"", status_code=499, media_type=_JSON)
-    return Response(content=body, status_code=200, media_type=_JSON)
+    return Response(content=answer, status_code=200, media_type=_JSON)
 
 
 async def _finalize_stream(chunks: AsyncGenerator[bytes, None], stream: StreamJob) -> None:

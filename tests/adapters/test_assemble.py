@@ -7,11 +7,10 @@ import pytest
 
 from adapters.assemble import Aggregator, StreamAssembler, aggregate
 from adapters.events import (
-    ErrorEvent, Finish, LogprobsDelta, ReasoningDelta, TextDelta, ToolCallDelta, Usage,
+    Finish, LogprobsDelta, ReasoningDelta, TextDelta, ToolCallDelta, Usage,
 )
 from adapters.formats import get_format
 from adapters.openai_protocol import decode_chat_request
-from adapters.sse import encode_event
 
 from . import shapes as S
 

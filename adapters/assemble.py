@@ -1,10 +1,8 @@
 """Normalized events → OpenAI objects: stream chunks, or one aggregated response.
 
 ``StreamAssembler(kind, id=, model=, include_usage=)`` — for SSE. ``feed(events)``
-returns the chunks to send now (``ChatCompletionChunk`` / ``TextCompletionChunk``), or an
-``ErrorResponse`` as the last item when an ``ErrorEvent`` arrived (the caller sends it as
-``data: {"error": …}`` — or, before the first byte, as a real HTTP error — then
-``[DONE]``; later events are dropped). ``finish(usage=None)`` returns the closing chunks:
+returns the chunks to send now (``ChatCompletionChunk`` / ``TextCompletionChunk``).
+``finish(usage=None)`` returns the closing chunks:
 a finish chunk for any choice still open, and the ``choices: []`` usage chunk when the
 client asked for ``include_usage`` (the worker's usage, else the ``usage`` passed in,
 e.g. a tiktoken estimate); ``reasons`` (choice → finish reason) closes choices the worker
@@ -24,8 +22,11 @@ gave no finish reason (see ``open_choices()``), the default being ``"stop"`` (or
 ``Aggregator(kind, id=, model=, n=)`` — for non-stream answers. ``feed(events)``; then
 ``result(usage=None, reasons=None)`` returns ``ChatCompletion`` / ``TextCompletion`` (text concatenated
 exactly as streamed, tool calls merged by index, reasoning, logprobs joined,
-finish_reason, usage) or raises ``UpstreamError`` if an ``ErrorEvent`` was fed.
-``aggregate(events, ...)`` does both at once.
+finish_reason, usage). ``aggregate(events, ...)`` does both at once.
+
+Neither is fed errors: the proxy splits a job's ``ErrorEvent`` off before its events
+reach an assembler (``proxy.streaming`` renders it in the stream, ``proxy.nonstream``
+answers with it instead of a completion), and both ignore one.
 
 Both expose ``usage`` (the worker's last ``Usage`` event, or None),
 ``completion_texts()`` (per choice, for a tiktoken estimate when usage is None) and
@@ -44,14 +45,11 @@ import time
 from collections.abc import Iterable
 from typing import Any, Literal
 
-from adapters.errors import UpstreamError
-from adapters.events import (
-    ErrorEvent, Event, Finish, LogprobsDelta, ReasoningDelta, TextDelta, ToolCallDelta, Usage,
-)
+from adapters.events import Event, Finish, LogprobsDelta, ReasoningDelta, TextDelta, ToolCallDelta, Usage
 from adapters.openai_protocol import (
     UNSET, ChatChoice, ChatChunkChoice, ChatCompletion, ChatCompletionChunk, ChatMessageOut,
     CompletionChoice, CompletionChunkChoice, DeltaFunction, DeltaMessage, DeltaToolCall,
-    ErrorDetail, ErrorResponse, FunctionCall, TextCompletion, TextCompletionChunk, ToolCall,
+    FunctionCall, TextCompletion, TextCompletionChunk, ToolCall,
     UsageInfo,
 )
 
@@ -67,10 +65,6 @@ def usage_info(u: Usage) -> UsageInfo:
 
 def new_tool_call_id() -> str:
     return "call_" + secrets.token_hex(12)
-
-
-def _error_response(ev: ErrorEvent) -> ErrorResponse:
-    return ErrorResponse(ErrorDetail(ev.message, ev.type, ev.param, ev.code))
 
 
 class _Pending:
@@ -109,7 +103,6 @@ class StreamAssembler:
         self.reasoning_field = reasoning_field
         self.system_fingerprint = system_fingerprint
         self.usage: Usage | None = None
-        self.error: ErrorEvent | None = None
         self._started: set[int] = set()
         self._finished: set[int] = set()
         self._tool_ids: dict[tuple[int, int], str] = {}
@@ -120,10 +113,8 @@ class StreamAssembler:
 
     # -- public -----------------------------------------------------------------------
 
-    def feed(self, events: Iterable[Event]) -> list[ChatCompletionChunk | TextCompletionChunk | ErrorResponse]:
+    def feed(self, events: Iterable[Event]) -> list[ChatCompletionChunk | TextCompletionChunk]:
         out: list = []
-        if self.error is not None:
-            return out
         cur: _Pending | None = None
         for ev in events:
             if type(ev) is TextDelta:
@@ -159,12 +150,6 @@ class StreamAssembler:
                 self._finished.add(ev.index)
             elif type(ev) is Usage:
                 self.usage = ev
-            elif type(ev) is ErrorEvent:
-                self._flush(cur, out, None)
-                cur = None
-                self.error = ev
-                out.append(_error_response(ev))
-                break
         if cur is not None:
             self._flush(cur, out, None)
         return out
@@ -174,8 +159,6 @@ class StreamAssembler:
     ) -> list[ChatCompletionChunk | TextCompletionChunk]:
         """Closing chunks: finish for open choices (``reasons``, else the default), then
         the usage chunk if asked for."""
-        if self.error is not None:
-            return []
         out: list = []
         for i in sorted(self._started - self._finished):
             self._finished.add(i)
@@ -311,7 +294,6 @@ class Aggregator:
         self.reasoning_field = reasoning_field
         self.system_fingerprint = system_fingerprint
         self.usage: Usage | None = None
-        self.error: ErrorEvent | None = None
         self._choices: dict[int, _ChoiceAcc] = {}
 
     def _c(self, i: int) -> _ChoiceAcc:
@@ -321,8 +303,6 @@ class Aggregator:
         return c
 
     def feed(self, events: Iterable[Event]) -> None:
-        if self.error is not None:
-            return
         for ev in events:
             if type(ev) is TextDelta:
                 self._c(ev.index).text.append(ev.text)
@@ -348,9 +328,6 @@ class Aggregator:
                     c.finish = ev.reason
             elif type(ev) is Usage:
                 self.usage = ev
-            elif type(ev) is ErrorEvent:
-                self.error = ev
-                return
 
     def completion_texts(self) -> list[str]:
         n = max([self.n - 1, *self._choices]) + 1
@@ -360,8 +337,6 @@ class Aggregator:
         return sorted(i for i, c in self._choices.items() if c.finish is None and not c.tools and c.text)
 
     def result(self, usage: Usage | None = None, reasons: dict[int, str] | None = None) -> ChatCompletion | TextCompletion:
-        if self.error is not None:
-            raise UpstreamError.from_event(self.error)
         reasons = reasons or {}
         u = self.usage or usage
         info = usage_info(u) if u is not None else None

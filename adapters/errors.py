@@ -20,9 +20,11 @@ Translators (pure functions):
                                      "error"}``, nested ``{"error": {…}}``, a list).
   ``find_output_error(item)``      — the error inside one output item, or None.
   ``from_job_status(status, error)`` — FAILED / TIMED_OUT / CANCELLED job → error.
-  ``from_runpod_http(status, body, retry_after)`` — an HTTP error from RunPod's API.
-All return an ``ErrorEvent`` (``adapters.events``) — the value decoders emit in streams —
+These return an ``ErrorEvent`` (``adapters.events``) — the value decoders emit in streams —
 and ``to_exception(event)`` / ``OpenAIError.from_event`` turn one into an exception.
+  ``from_runpod(exc)``             — a failed call to RunPod (``RunPodError``, raised by
+                                     ``adapters.transport``) → its ``UpstreamError``, with
+                                     ``should_retry`` decided: the one home of that mapping.
 Messages are cut to the message itself: tracebacks are dropped, length is bounded, and
 anything that looks like a RunPod key or bearer token is masked. ``KeyMask`` masks the
 configured keys by value, whatever their shape (the proxy applies it to every error it
@@ -34,16 +36,19 @@ from __future__ import annotations
 import ast
 import re
 from collections.abc import Iterable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import msgspec
 
 from adapters.events import ErrorEvent
 from adapters.openai_protocol import ErrorDetail, ErrorResponse
 
+if TYPE_CHECKING:
+    from adapters.transport import RunPodError
+
 __all__ = [
     "OpenAIError", "InvalidRequest", "UnsupportedParameter", "UpstreamError",
-    "from_worker_error", "find_output_error", "from_job_status", "from_runpod_http",
+    "from_worker_error", "find_output_error", "from_job_status", "from_runpod",
     "to_exception", "error_type_for_status", "clean_message", "KeyMask",
 ]
 
@@ -82,9 +87,6 @@ class OpenAIError(Exception):
 
     def response(self) -> ErrorResponse:
         return ErrorResponse(ErrorDetail(self.message, self.type, self.param, self.code))
-
-    def event(self) -> ErrorEvent:
-        return ErrorEvent(self.message, self.type, self.code, self.param, self.status)
 
     @classmethod
     def from_event(cls, ev: ErrorEvent) -> OpenAIError:
@@ -205,15 +207,6 @@ class KeyMask:
             if key in text:
                 text = text.replace(key, "***")
         return text
-
-    def error(self, err: OpenAIError) -> OpenAIError:
-        """``err`` itself, its message masked."""
-        if self._keys:
-            masked = self.text(err.message)
-            if masked != err.message:
-                err.message = masked
-                err.args = (masked,)
-        return err
 
 
 def _mask(m: re.Match) -> str:
@@ -368,14 +361,40 @@ def from_job_status(status: str, error: Any = None) -> ErrorEvent | None:
     return None
 
 
-def from_runpod_http(status: int, body: Any = None, retry_after: float | None = None) -> OpenAIError:
-    """An HTTP error answer from RunPod's API → the error podgate returns to its client.
+#: The operations that submit a job: until one of them succeeds, RunPod has accepted no job.
+SUBMIT_OPERATIONS = frozenset({"run", "runsync"})
 
+
+def from_runpod(exc: RunPodError) -> UpstreamError:
+    """A failed call to RunPod (``adapters.transport.RunPodError``) → the error podgate
+    returns to its client. The one home of this mapping; ``exc.message`` is RunPod's
+    message as the client already read it from the answer (its body is parsed there, once).
+
+    No answer: a timeout is 504, anything else (unreachable, garbage) 502. An answer:
     401/403 are podgate's misconfiguration (500); 404 means the endpoint or job is gone
-    (502); 429 stays 429 (with ``retry_after``); 408 → 504; other 5xx → 502; 400/413 keep
-    their status. ``body`` (bytes, str or decoded JSON) supplies the message when useful.
-    """
-    detail = _body_message(body)
+    (502); 429 stays 429 (with ``retry_after``); 408 → 504; 400/413/422 → 400/413; other
+    statuses → 502.
+
+    The one home of ``x-should-retry`` for upstream failures (``should_retry``): True only
+    when RunPod turned the job away before accepting it (it answered a submit with 429 or
+    5xx, or could not be reached at all), so that a retry is safe (no job runs twice) and
+    useful. A failure after the job was accepted, or a submit whose fate is unknown (it
+    timed out after sending), says False: the job was cancelled or ran and failed, and a
+    retry would pay for it again."""
+    err = _runpod_error(exc)
+    turned_away = not exc.reached or (exc.answered and (exc.status == 429 or exc.status >= 500))
+    err.should_retry = exc.operation in SUBMIT_OPERATIONS and turned_away
+    return err
+
+
+def _runpod_error(exc: RunPodError) -> UpstreamError:
+    status = exc.status
+    if not exc.answered:
+        if status == 504:
+            return UpstreamError(f"RunPod /{exc.operation} timed out.", status=504, type="timeout", code="timeout")
+        return UpstreamError(f"RunPod /{exc.operation} failed: {exc.message}", status=502, type="server_error",
+                             code="upstream_unreachable")
+    detail = clean_message(exc.message, 300) if exc.message.strip() else ""
     if status in (401, 403):
         return UpstreamError(
             "podgate's RunPod API key was rejected by RunPod (check RUNPOD_API_KEY).",
@@ -389,7 +408,7 @@ def from_runpod_http(status: int, body: Any = None, retry_after: float | None = 
     if status == 429:
         return UpstreamError(
             "RunPod's rate limit for this endpoint was reached; retry later.",
-            status=429, type="rate_limit_error", code="rate_limit_exceeded", retry_after=retry_after,
+            status=429, type="rate_limit_error", code="rate_limit_exceeded", retry_after=exc.retry_after,
         )
     if status == 408:
         return UpstreamError("RunPod timed out.", status=504, type="timeout", code="timeout")
@@ -400,29 +419,5 @@ def from_runpod_http(status: int, body: Any = None, retry_after: float | None = 
         )
     return UpstreamError(
         f"RunPod answered HTTP {status}." + (f" {detail}" if detail else ""),
-        status=502, type="server_error", code="upstream_error", retry_after=retry_after,
+        status=502, type="server_error", code="upstream_error", retry_after=exc.retry_after,
     )
-
-
-def _body_message(body: Any) -> str:
-    if body is None:
-        return ""
-    if isinstance(body, (bytes, bytearray)):
-        body = bytes(body[:_MAX_PARSE]).decode("utf-8", "replace")
-    if isinstance(body, str):
-        s = body.strip()
-        if s[:1] == "{":
-            try:
-                body = msgspec.json.decode(s)
-            except msgspec.DecodeError:
-                return clean_message(s, 300)
-        else:
-            return clean_message(s, 300) if s else ""
-    if isinstance(body, dict):
-        for key in ("error", "message", "detail"):
-            v = body.get(key)
-            if v:
-                if isinstance(v, dict):
-                    v = v.get("message") or v
-                return clean_message(v if isinstance(v, str) else msgspec.json.encode(v).decode(), 300)
-    return clean_message(str(body), 300)

@@ -8,7 +8,8 @@ is raised as one exception type, ``RunPodError`` (status + message; never the ke
 failure means for a retry is the error's own judgement, in one place: ``refused`` (RunPod
 turned the call away without acting on it: safe to repeat even a ``/stream`` poll, whose
 answers consume chunks) and ``transient`` (worth repeating an idempotent call: ``/status``,
-``/cancel``).
+``/cancel``). What a failure means for the client (its OpenAI error) is decided once, next
+to this client, by ``adapters.errors.from_runpod``.
 
 The client wraps one ``httpx.AsyncClient`` (created by the owner at startup, closed at
 shutdown) with explicit timeouts and pool limits sized for RunPod's per-endpoint
@@ -94,8 +95,12 @@ class Health(msgspec.Struct):
 
 
 class _ErrorBody(msgspec.Struct):
+    """RunPod's error bodies (and those of proxies in front of it): the message is in
+    ``error`` (a string, or an object with a ``message``), ``message`` or ``detail``."""
+
     error: Any = None
     message: Any = None
+    detail: Any = None
 
 
 _status_dec = msgspec.json.Decoder(JobStatus)
@@ -197,10 +202,12 @@ def _decode(decoder: msgspec.json.Decoder[_T], body: bytes, operation: str) -> _
 
 
 def _error_message(resp: httpx.Response) -> str:
+    """RunPod's message in an error answer, read once (``adapters.errors.from_runpod``
+    turns it into the client's error)."""
     body = resp.content[:2000]
     try:
         err = _error_dec.decode(body)
-        msg = err.error if err.error is not None else err.message
+        msg = next((m for m in (err.error, err.message, err.detail) if m is not None), None)
         if isinstance(msg, dict):
             msg = msg.get("message", msg)
         if msg is not None:

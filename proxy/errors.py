@@ -1,11 +1,16 @@
-"""HTTP errors to clients, always in OpenAI's shape with a real status.
+"""Rendering errors for clients, always in OpenAI's shape with a real status.
 
-Litestar exception handlers: ``OpenAIError`` (adapters.errors, the one error type routes
+Routes and the stream body only render errors; they never convert one. Three kinds reach
+here: ``OpenAIError`` (adapters.errors, the errors podgate makes), ``RunPodError`` (a failed
+upstream call, mapped once by ``adapters.errors.from_runpod``, which also decides its
+``x-should-retry``) and ``ErrorEvent`` (an error the job reported, in a stream after the
+first byte). ``error_body`` encodes every one of them and masks the configured keys
+(``KeyMask``) in it by value; ``sse_error`` is its form after the first SSE byte,
+``error_response`` its form as an HTTP answer.
+
+Litestar exception handlers: ``OpenAIError`` and ``RunPodError`` (the errors routes
 raise), Litestar's own HTTP exceptions (unknown route 404, wrong method 405, oversize
 body 413, …) and, as a last resort, any other exception (500, message hidden).
-Also the SSE form of an error for use after the first byte. Both forms are encoded by
-``error_body``, which masks the configured keys by value; ``error_response`` says
-``x-should-retry`` as the error decided (``from_runpod`` for RunPod's failures).
 """
 
 from __future__ import annotations
@@ -16,37 +21,16 @@ import msgspec
 from litestar import Request, Response
 from litestar.exceptions import HTTPException
 
-from adapters.errors import KeyMask, OpenAIError, UpstreamError, error_type_for_status, from_runpod_http
+from adapters.errors import KeyMask, OpenAIError, error_type_for_status, from_runpod
+from adapters.events import ErrorEvent
+from adapters.openai_protocol import ErrorDetail, ErrorResponse
 from adapters.sse import DONE, encode_data
 from adapters.transport import RunPodError
 from proxy.context import get_context
 
 log = logging.getLogger("podgate.errors")
 
-#: The operations that submit a job: until one of them succeeds, RunPod has accepted no job.
-SUBMIT_OPERATIONS = frozenset({"run", "runsync"})
-
-
-def from_runpod(exc: RunPodError) -> OpenAIError:
-    """A failed upstream call as the client should see it (``adapters.errors`` maps
-    RunPod's HTTP answers; here only the calls that got no answer).
-
-    The one home of ``x-should-retry`` for upstream failures: True only when RunPod turned
-    the job away before accepting it (it answered a submit with 429 or 5xx, or could not be
-    reached at all), so that a retry is safe (no job runs twice) and useful. A failure after
-    the job was accepted, or a submit whose fate is unknown (it timed out after sending),
-    says False: the job was cancelled or ran and failed, and a retry would pay for it again."""
-    if not exc.answered:
-        if exc.status == 504:
-            err: OpenAIError = UpstreamError(f"RunPod /{exc.operation} timed out.", status=504, type="timeout", code="timeout")
-        else:
-            err = UpstreamError(f"RunPod /{exc.operation} failed: {exc.message}", status=502, type="server_error",
-                                code="upstream_unreachable")
-    else:
-        err = from_runpod_http(exc.status, exc.message, exc.retry_after)
-    turned_away = not exc.reached or (exc.answered and (exc.status == 429 or exc.status >= 500))
-    err.should_retry = exc.operation in SUBMIT_OPERATIONS and turned_away
-    return err
+_enc = msgspec.json.Encoder()
 
 
 def model_not_found(name: str) -> OpenAIError:
@@ -60,25 +44,31 @@ def request_timeout() -> OpenAIError:
                        status=504, type="timeout", code="request_timeout", should_retry=False)
 
 
-def error_body(err: OpenAIError, key_mask: KeyMask | None = None) -> bytes:
+def _openai(err: OpenAIError | RunPodError) -> OpenAIError:
+    return from_runpod(err) if isinstance(err, RunPodError) else err
+
+
+def error_body(err: OpenAIError | RunPodError | ErrorEvent, key_mask: KeyMask | None = None) -> bytes:
     """The error as JSON bytes. Every error a client sees is encoded here, so the configured
     keys (``key_mask``) are masked in it by value, whatever path its text came by (a
     worker's error, RunPod's answer)."""
-    if key_mask:
-        err = key_mask.error(err)
-    return msgspec.json.encode(err.response())
+    if not isinstance(err, ErrorEvent):
+        err = _openai(err)
+    message = key_mask.text(err.message) if key_mask else err.message
+    return _enc.encode(ErrorResponse(ErrorDetail(message, err.type, err.param, err.code)))
 
 
-def sse_error(err: OpenAIError, key_mask: KeyMask | None = None) -> bytes:
+def sse_error(err: OpenAIError | RunPodError | ErrorEvent, key_mask: KeyMask | None = None) -> bytes:
     """An error after the first SSE byte: ``data: {"error": …}`` then ``data: [DONE]``."""
     return encode_data(error_body(err, key_mask)) + DONE
 
 
-def error_response(err: OpenAIError, key_mask: KeyMask | None = None) -> Response:
+def error_response(err: OpenAIError | RunPodError, key_mask: KeyMask | None = None) -> Response:
+    err = _openai(err)
     headers = {}
     if err.retry_after is not None:
         headers["retry-after"] = str(max(1, int(err.retry_after + 0.999)))
-    if err.should_retry is not None:  # decided where the error was made (see from_runpod)
+    if err.should_retry is not None:  # decided where the error was made (see adapters.errors.from_runpod)
         headers["x-should-retry"] = "true" if err.should_retry else "false"
     return Response(content=error_body(err, key_mask), status_code=err.status, media_type="application/json",
                     headers=headers)
@@ -90,15 +80,12 @@ def _key_mask(request: Request) -> KeyMask | None:
     return upstreams.key_mask if upstreams is not None else None
 
 
-def _openai_error_handler(request: Request, exc: OpenAIError) -> Response:
+def _openai_error_handler(request: Request, exc: OpenAIError | RunPodError) -> Response:
+    response = error_response(exc, _key_mask(request))
     ctx = get_context(request)
     if ctx.note is None:
-        ctx.note = f"error:{exc.status}"
-    return error_response(exc, _key_mask(request))
-
-
-def _runpod_error_handler(request: Request, exc: RunPodError) -> Response:
-    return _openai_error_handler(request, from_runpod(exc))
+        ctx.note = f"error:{response.status_code}"
+    return response
 
 
 def _http_exception_handler(request: Request, exc: HTTPException) -> Response:
@@ -129,9 +116,9 @@ def _internal_error_handler(request: Request, exc: Exception) -> Response:
 
 EXCEPTION_HANDLERS = {
     OpenAIError: _openai_error_handler,
-    RunPodError: _runpod_error_handler,
+    RunPodError: _openai_error_handler,
     HTTPException: _http_exception_handler,
     Exception: _internal_error_handler,
 }
 
-__all__ = ["EXCEPTION_HANDLERS", "error_response", "sse_error", "from_runpod", "request_timeout", "model_not_found"]
+__all__ = ["EXCEPTION_HANDLERS", "error_body", "error_response", "sse_error", "request_timeout", "model_not_found"]

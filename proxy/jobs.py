@@ -105,10 +105,10 @@ class JobGuard:
         return True
 
 
-def _run_of(st: JobStatus) -> tuple[Any, Any]:
+def _run_of(job: JobStatus) -> tuple[Any, Any]:
     """What tells one run of a job from another in its status: the worker that took it and
     how long it waited in the queue before this run started."""
-    return st.worker_id, st.delay_time
+    return job.worker_id, job.delay_time
 
 
 class JobEvents:
@@ -191,24 +191,24 @@ class JobEvents:
         """The output paused: note which run is going on (best effort: without an answer
         from ``/status`` the resumed output is taken as the same run's)."""
         try:
-            st = await self._status()
+            job = await self._status()
         except RunPodError:
             return None
-        if st.status == "IN_QUEUE":
+        if job.status == "IN_QUEUE":
             return self._rerun("back in the queue")
-        if not st.terminal:
-            self._paused_run = _run_of(st)
+        if not job.terminal:
+            self._paused_run = _run_of(job)
         return None
 
     async def _another_run(self) -> bool:
         """The output resumed after a pause: is it from another run than the paused one?"""
         try:
-            st = await self._status()
+            job = await self._status()
         except RunPodError:
             return False
-        if st.status == "IN_QUEUE":
+        if job.status == "IN_QUEUE":
             return True
-        run = _run_of(st)
+        run = _run_of(job)
         return run != (None, None) and run != self._paused_run
 
     def _rerun(self, seen: str) -> list[Event] | None:
@@ -249,21 +249,21 @@ class JobEvents:
             self._guard.finished = True
         if status == "COMPLETED" and self._saw_items:
             return self._decoder.close()
-        st = await self._status()
+        job = await self._status()
         if status == "COMPLETED":  # nothing was streamed: the output is aggregate-only
-            return events_of_final(self._decoder, st)
-        return [*self._decoder.close(), *events_of_final(self._decoder, st, status)]
+            return events_of_final(self._decoder, job)
+        return [*self._decoder.close(), *events_of_final(self._decoder, job, status)]
 
 
-def events_of_final(decoder: Any, st: JobStatus, status: str | None = None) -> list[Event]:
+def events_of_final(decoder: Any, job: JobStatus, status: str | None = None) -> list[Event]:
     """Events of a terminal status body (``/runsync`` or ``/status``); ``status``
     overrides the body's status (what ``/stream`` reported)."""
-    status = status or st.status
+    status = status or job.status
     if status == "COMPLETED":
-        if st.output is None or st.output is _UNSET:
+        if job.output is None or job.output is _UNSET:
             return []
-        return list(decoder.decode_final(st.output))
-    err = from_job_status(status, st.error)
+        return list(decoder.decode_final(job.output))
+    err = from_job_status(status, job.error)
     return [err] if err is not None else []
 
 

@@ -19,66 +19,88 @@ from __future__ import annotations
 
 import asyncio
 import time
+from typing import Any
 
+import msgspec
 from msgspec import UNSET
 
+from adapters.assemble import Aggregator
 from adapters.errors import to_exception
 from adapters.events import Event
-from adapters.transport import JobStatus, RunPodError
-from proxy.errors import from_runpod, request_timeout
+from adapters.transport import JobStatus
+from proxy.cancel import CancelQueue
+from proxy.completion import Completion
+from proxy.context import RequestContext
+from proxy.errors import request_timeout
 from proxy.jobs import ClientDisconnected, JobEvents, JobGuard, events_of_final, first_error, race_disconnect
-from proxy.prepare import Prepared
+from proxy.settings import TimingSettings
+
+_enc = msgspec.json.Encoder()
 
 
-async def run_nonstream(prep: Prepared) -> bytes:
+async def run_nonstream(completion: Completion, ctx: RequestContext, *, receive: Any, cancels: CancelQueue,
+                        timing: TimingSettings) -> bytes:
     """The response body (JSON bytes) for a non-streaming request; raises ``OpenAIError``
-    (or ``ClientDisconnected`` when nobody is waiting any more)."""
-    route, t, ctx = prep.route, prep.timing, prep.ctx
-    deadline = time.monotonic() + t.request_timeout_s
-    submit = asyncio.ensure_future(route.client.runsync(route.endpoint, prep.job_input, wait_ms=t.runsync_wait_ms))
+    or ``RunPodError`` (rendered by ``proxy.errors``), or ``ClientDisconnected`` when nobody
+    is waiting any more."""
+    model = completion.model
+    deadline = time.monotonic() + timing.request_timeout_s
+    submit = asyncio.ensure_future(model.client.runsync(model.endpoint, completion.job_input,
+                                                        wait_ms=timing.runsync_wait_ms))
     try:
-        st: JobStatus = await race_disconnect(prep.receive, asyncio.wait_for(asyncio.shield(submit), t.request_timeout_s))
+        job: JobStatus = await race_disconnect(
+            receive, asyncio.wait_for(asyncio.shield(submit), timing.request_timeout_s))
     except ClientDisconnected:
         ctx.note = "client-disconnected"
-        prep.cancels.submit_when_known(submit, route.client, route.endpoint)
+        cancels.submit_when_known(submit, model.client, model.endpoint)
         raise
     except TimeoutError:
         ctx.note = "timeout"
-        prep.cancels.submit_when_known(submit, route.client, route.endpoint)
+        cancels.submit_when_known(submit, model.client, model.endpoint)
         raise request_timeout() from None
-    except RunPodError as exc:
-        raise from_runpod(exc) from None
-    ctx.job_id = st.id
-    guard = JobGuard(prep.cancels, route.client, route.endpoint, st.id)
-    guard.finished = st.terminal
+    ctx.job_id = job.id
+    guard = JobGuard(cancels, model.client, model.endpoint, job.id)
+    guard.finished = job.terminal
     try:
-        if st.terminal and not _output_on_stream(st):
-            events = events_of_final(prep.decoder(), st)
+        if job.terminal and not _output_on_stream(job):
+            events = events_of_final(completion.new_decoder(), job)
         else:
-            source = JobEvents(route.client, route.endpoint, st.id, prep.decoder, t, guard, on_rerun="restart")
+            source = JobEvents(model.client, model.endpoint, job.id, completion.new_decoder, timing, guard,
+                               on_rerun="restart")
             collect = asyncio.wait_for(_collect(source), max(0.0, deadline - time.monotonic()))
-            events = await race_disconnect(prep.receive, collect)
+            events = await race_disconnect(receive, collect)
     except ClientDisconnected:
         ctx.note = "client-disconnected"
         raise
     except TimeoutError:
         ctx.note = "timeout"
         raise request_timeout() from None
-    except RunPodError as exc:
-        raise from_runpod(exc) from None
     finally:
         if guard.release():
             ctx.note = ctx.note or "cancelled"
     err = first_error(events)
     if err is not None:
         raise to_exception(err)
-    return await prep.aggregate(events)
+    return await _response_body(completion, ctx, events)
 
 
-def _output_on_stream(st: JobStatus) -> bool:
+async def _response_body(completion: Completion, ctx: RequestContext, events: list[Event]) -> bytes:
+    """One ``chat.completion`` / ``text_completion`` (JSON) from a job's events (without
+    an error), counted by podgate when the worker reported no usage."""
+    agg = Aggregator(completion.kind, id=completion.response_id, model=completion.model.name,
+                     created=completion.created, n=completion.params.choices)
+    agg.feed(events)
+    usage, reasons = None, None
+    if agg.usage is None:
+        usage, reasons = await completion.count(ctx, agg.completion_texts(), agg.open_choices())
+    return _enc.encode(agg.result(usage, reasons))
+
+
+def _output_on_stream(job: JobStatus) -> bool:
     """A completed job whose output is empty: a generator's worker without
     ``return_aggregate_stream`` leaves ``[]`` there, and its tokens on ``/stream``."""
-    return st.status == "COMPLETED" and (st.output is UNSET or st.output is None or st.output == [] or st.output == "")
+    output = job.output
+    return job.status == "COMPLETED" and (output is UNSET or output is None or output == [] or output == "")
 
 
 async def _collect(source: JobEvents) -> list[Event]:

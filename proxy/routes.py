@@ -10,6 +10,7 @@ settings, never from RunPod.
 from __future__ import annotations
 
 import inspect
+from collections.abc import AsyncGenerator
 
 import msgspec
 from litestar import Request, Response, get, post
@@ -17,40 +18,44 @@ from litestar.background_tasks import BackgroundTask
 from litestar.response import Stream
 
 from adapters.openai_protocol import Model, ModelList
+from proxy.completion import Kind, read_completion
 from proxy.context import get_context
 from proxy.errors import model_not_found
 from proxy.jobs import ClientDisconnected
 from proxy.nonstream import run_nonstream
-from proxy.prepare import Kind, prepare
-from proxy.streaming import SSE_HEADERS, sse_body, start_stream
+from proxy.streaming import SSE_HEADERS, StreamJob, sse_body, start_stream
+from proxy.upstreams import ModelRoute
 
 _JSON = "application/json"
 
 
 async def _complete(request: Request, kind: Kind) -> Response:
-    prep = await prepare(request, kind)
+    gateway = request.app.state.gateway
+    ctx = get_context(request)
+    completion = read_completion(await request.body(), kind, gateway.upstreams, ctx)
+    run_with = {"receive": request.receive, "cancels": gateway.cancels, "timing": gateway.settings.timing}
     try:
-        if prep.stream:
-            sj = await start_stream(prep)
-            body = sse_body(sj)
-            return Stream(body, media_type="text/event-stream", headers=SSE_HEADERS,
-                          background=BackgroundTask(_finalize_stream, body, sj))
-        answer = await run_nonstream(prep)
+        if completion.stream:
+            stream = await start_stream(completion, ctx, **run_with)
+            chunks = sse_body(stream)
+            return Stream(chunks, media_type="text/event-stream", headers=SSE_HEADERS,
+                          background=BackgroundTask(_finalize_stream, chunks, stream))
+        answer = await run_nonstream(completion, ctx, **run_with)
     except ClientDisconnected:
         # nobody is listening; the job's cancel is already queued
         return Response(content=b"", status_code=499, media_type=_JSON)
     return Response(content=answer, status_code=200, media_type=_JSON)
 
 
-async def _finalize_stream(body, sj) -> None:
+async def _finalize_stream(chunks: AsyncGenerator[bytes, None], stream: StreamJob) -> None:
     """After the response (also after a disconnect): close the generator (its ``finally``
     queues the job's cancel) — a backstop for a generator cancelled while suspended."""
     try:
-        await body.aclose()
+        await chunks.aclose()
     except RuntimeError:
         pass
-    sj.pending.cancel()
-    sj.guard.release()
+    stream.pending.cancel()
+    stream.guard.release()
 
 
 @post("/v1/chat/completions", status_code=200)
@@ -63,14 +68,14 @@ async def completions(request: Request) -> Response:
     return await _complete(request, "completion")
 
 
-def _model(request: Request, route) -> Model:
-    return Model(id=route.name, created=request.app.state.gateway.created, owned_by="podgate")
+def _model(request: Request, binding: ModelRoute) -> Model:
+    return Model(id=binding.name, created=request.app.state.gateway.created, owned_by="podgate")
 
 
 @get("/v1/models")
 async def list_models(request: Request) -> Response:
-    gw = request.app.state.gateway
-    body = msgspec.json.encode(ModelList(data=[_model(request, r) for r in gw.upstreams]))
+    gateway = request.app.state.gateway
+    body = msgspec.json.encode(ModelList(data=[_model(request, binding) for binding in gateway.upstreams]))
     return Response(content=body, media_type=_JSON)
 
 
@@ -78,10 +83,10 @@ async def list_models(request: Request) -> Response:
 async def retrieve_model(request: Request) -> Response:
     name = str(request.path_params["model_id"]).lstrip("/")
     get_context(request).model = name
-    route = request.app.state.gateway.upstreams.route(name)
-    if route is None:
+    binding = request.app.state.gateway.upstreams.route(name)
+    if binding is None:
         raise model_not_found(name)
-    return Response(content=msgspec.json.encode(_model(request, route)), media_type=_JSON)
+    return Response(content=msgspec.json.encode(_model(request, binding)), media_type=_JSON)
 
 
 @get("/healthz")

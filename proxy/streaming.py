@@ -12,6 +12,10 @@ first run was sent (its worker was lost) ends the stream with a ``job_restarted`
 and the re-run is cancelled; a re-run before any output was read is harmless
 (``JobEvents``).
 
+``SSEWriter`` turns the job's events into chunks (``adapters.assemble.StreamAssembler``)
+and SSE bytes, and closes the stream with podgate's count (``Completion.count``) when the
+worker reported no usage and the client asked for usage or a choice needs a finish reason.
+
 Disconnects: Litestar cancels the body generator the moment the client goes away; its
 ``finally`` only queues ``/cancel`` (``JobGuard.release`` → the app's cancel queue),
 never awaits it.
@@ -20,21 +24,63 @@ never awaits it.
 from __future__ import annotations
 
 import asyncio
+import enum
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
+from typing import Any, Final, Literal
 
-from adapters.errors import to_exception
-from adapters.sse import DONE, comment
+from adapters.assemble import StreamAssembler
+from adapters.errors import OpenAIError, to_exception
 from adapters.events import ErrorEvent, Event, Usage
+from adapters.sse import DONE, comment, encode_event
 from adapters.transport import RunPodError
-from proxy.errors import from_runpod, request_timeout, sse_error
+from proxy.cancel import CancelQueue
+from proxy.completion import Completion
+from proxy.context import RequestContext
+from proxy.errors import request_timeout, sse_error
 from proxy.jobs import ClientDisconnected, JobEvents, JobGuard, first_error, race_disconnect
-from proxy.prepare import Prepared
+from proxy.settings import TimingSettings
 
 KEEPALIVE = comment("keep-alive")
-_TIMEOUT = object()
+class _Timeout(enum.Enum):
+    """No batch came within the wait (a keep-alive is due)."""
+
+    TIMEOUT = enum.auto()
+
+
+_TIMEOUT: Final = _Timeout.TIMEOUT
 
 SSE_HEADERS = {"cache-control": "no-cache", "x-accel-buffering": "no"}
+
+
+class SSEWriter:
+    """Events → the assembler's chunk Structs → SSE bytes (``data: {json}\\n\\n`` each)."""
+
+    __slots__ = ("completion", "asm")
+
+    def __init__(self, completion: Completion):
+        self.completion = completion
+        self.asm = StreamAssembler(completion.kind, id=completion.response_id, model=completion.model.name,
+                                   created=completion.created, include_usage=completion.include_usage)
+
+    def feed(self, events: list[Event]) -> bytes:
+        """Chunks for events that hold no error (the caller splits errors off)."""
+        if not events:
+            return b""
+        return b"".join(map(encode_event, self.asm.feed(events)))
+
+    async def finish(self, ctx: RequestContext) -> bytes:
+        """The stream's closing chunks: podgate counts the completion first when the worker
+        reported no usage and the client asked for usage or an open choice needs a finish
+        reason."""
+        asm, completion = self.asm, self.completion
+        usage: Usage | None = None
+        reasons = None
+        if asm.usage is None and (completion.include_usage or asm.open_choices()):
+            usage, reasons = await completion.count(ctx, asm.completion_texts(), asm.open_choices())
+            if completion.include_usage:
+                ctx.note = "usage-estimated"
+        return b"".join(map(encode_event, asm.finish(usage, reasons)))
 
 
 class _Pending:
@@ -52,7 +98,8 @@ class _Pending:
         if self.task is None and not self.source.ended:
             self.task = asyncio.ensure_future(self.source.next())
 
-    async def get(self, timeout: float | None):
+    async def get(self, timeout: float | None) -> list[Event] | Literal[_Timeout.TIMEOUT] | None:
+        """The next batch (``None``: the job ended), or ``_TIMEOUT`` when none came within ``timeout``."""
         if self.task is None:
             self.task = asyncio.ensure_future(self.source.next())
         if not self.task.done():  # a prefetched poll may have finished while we wrote
@@ -71,13 +118,18 @@ class _Pending:
 class StreamJob:
     """Everything one streaming request holds while its job runs."""
 
-    def __init__(self, prep: Prepared, guard: JobGuard, source: JobEvents):
-        self.prep = prep
+    __slots__ = ("completion", "ctx", "timing", "guard", "pending", "first", "deadline", "writer", "ended")
+
+    def __init__(self, completion: Completion, ctx: RequestContext, timing: TimingSettings, guard: JobGuard,
+                 source: JobEvents):
+        self.completion = completion
+        self.ctx = ctx
+        self.timing = timing
         self.guard = guard
         self.pending = _Pending(source)
         self.first: list[Event] = []
-        self.deadline = time.monotonic() + prep.timing.request_timeout_s
-        self.writer = prep.stream_writer()
+        self.deadline = time.monotonic() + timing.request_timeout_s
+        self.writer = SSEWriter(completion)
         self.ended = False
 
     def render(self, events: list[Event]) -> tuple[bytes, ErrorEvent | None]:
@@ -91,86 +143,83 @@ class StreamJob:
         return self.writer.feed(events), err
 
 
-async def start_stream(prep: Prepared) -> StreamJob:
+async def start_stream(completion: Completion, ctx: RequestContext, *, receive: Any, cancels: CancelQueue,
+                       timing: TimingSettings) -> StreamJob:
     """Submit the job and wait briefly for its first events (errors here → HTTP status)."""
-    route = prep.route
-    ctx = prep.ctx
-    submit = asyncio.ensure_future(route.client.run(route.endpoint, prep.job_input))
+    model = completion.model
+    submit = asyncio.ensure_future(model.client.run(model.endpoint, completion.job_input))
     try:
-        job = await race_disconnect(prep.receive, asyncio.shield(submit))
+        job = await race_disconnect(receive, asyncio.shield(submit))
     except ClientDisconnected:  # the job may exist already: cancel it once its id is known
         ctx.note = "client-disconnected"
-        prep.cancels.submit_when_known(submit, route.client, route.endpoint)
+        cancels.submit_when_known(submit, model.client, model.endpoint)
         raise
-    except RunPodError as exc:
-        raise from_runpod(exc) from None
     ctx.job_id = job.id
-    guard = JobGuard(prep.cancels, route.client, route.endpoint, job.id)
-    source = JobEvents(route.client, route.endpoint, job.id, prep.decoder, prep.timing, guard, on_rerun="fail")
-    sj = StreamJob(prep, guard, source)
+    guard = JobGuard(cancels, model.client, model.endpoint, job.id)
+    source = JobEvents(model.client, model.endpoint, job.id, completion.new_decoder, timing, guard, on_rerun="fail")
+    stream = StreamJob(completion, ctx, timing, guard, source)
     try:
-        first = await race_disconnect(prep.receive, sj.pending.get(prep.timing.first_byte_wait_s))
+        first = await race_disconnect(receive, stream.pending.get(timing.first_byte_wait_s))
     except BaseException as exc:  # the response never starts: the job is not wanted
-        sj.pending.cancel()
+        stream.pending.cancel()
         guard.release()
         if isinstance(exc, ClientDisconnected):
             ctx.note = "client-disconnected"
-        elif isinstance(exc, RunPodError):
-            raise from_runpod(exc) from None
         raise
     if first is None:
-        sj.ended = True
+        stream.ended = True
     elif first is not _TIMEOUT:
         err = first_error(first)
         if err is not None and not _has_content(first):
             guard.release()  # cancels the job if the error did not end it
             raise to_exception(err)
-        sj.first = first
-    return sj
+        stream.first = first
+    return stream
 
 
 def _has_content(events: list[Event]) -> bool:
     return any(type(ev) is not ErrorEvent and type(ev) is not Usage for ev in events)
 
 
-async def sse_body(sj: StreamJob) -> AsyncIterator[bytes]:
-    prep = sj.prep
-    keepalive = prep.timing.keepalive_s
-    ended = sj.ended
+async def sse_body(stream: StreamJob) -> AsyncGenerator[bytes, None]:
+    ctx = stream.ctx
+    keepalive = stream.timing.keepalive_s
+    ended = stream.ended
+    err: ErrorEvent | OpenAIError | RunPodError | None
     try:
-        data, err = sj.render(sj.first)
-        sj.first = []
+        data, err = stream.render(stream.first)
+        stream.first = []
         if data:
             yield data
         while err is None and not ended:
-            remaining = sj.deadline - time.monotonic()
+            remaining = stream.deadline - time.monotonic()
             if remaining <= 0:
-                err = request_timeout().event()
-                prep.ctx.note = "timeout"
+                err = request_timeout()
+                ctx.note = "timeout"
                 break
             try:
-                got = await sj.pending.get(min(keepalive, remaining))
+                got = await stream.pending.get(min(keepalive, remaining))
             except RunPodError as exc:
-                yield sse_error(from_runpod(exc), prep.route.key_mask)
-                return
+                err = exc
+                break
             if got is _TIMEOUT:
                 yield KEEPALIVE
                 continue
             if got is None:
                 break
-            data, err = sj.render(got)
+            data, err = stream.render(got)
             if err is None:
-                sj.pending.prefetch()
+                stream.pending.prefetch()
             if data:
                 yield data
         if err is not None:
-            yield sse_error(to_exception(err), prep.route.key_mask)
+            yield sse_error(err, stream.completion.model.key_mask)
             return
-        yield await prep.finish_stream(sj.writer) + DONE
+        yield await stream.writer.finish(ctx) + DONE
     finally:
-        sj.pending.cancel()
-        if sj.guard.release():
-            prep.ctx.note = prep.ctx.note or "cancelled"
+        stream.pending.cancel()
+        if stream.guard.release():
+            ctx.note = ctx.note or "cancelled"
 
 
-__all__ = ["start_stream", "sse_body", "StreamJob", "SSE_HEADERS", "KEEPALIVE", "DONE"]
+__all__ = ["start_stream", "sse_body", "StreamJob", "SSEWriter", "SSE_HEADERS", "KEEPALIVE", "DONE"]

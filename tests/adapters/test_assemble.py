@@ -6,13 +6,11 @@ import msgspec
 import pytest
 
 from adapters.assemble import Aggregator, StreamAssembler, aggregate
-from adapters.errors import UpstreamError
 from adapters.events import (
-    ErrorEvent, Finish, LogprobsDelta, ReasoningDelta, TextDelta, ToolCallDelta, Usage,
+    Finish, LogprobsDelta, ReasoningDelta, TextDelta, ToolCallDelta, Usage,
 )
 from adapters.formats import get_format
-from adapters.openai_protocol import ErrorResponse, decode_chat_request
-from adapters.sse import encode_event
+from adapters.openai_protocol import decode_chat_request
 
 from . import shapes as S
 
@@ -111,14 +109,6 @@ def test_logprobs_and_reasoning_in_chunks():
     assert "reasoning" not in chunks[0]["choices"][0]["delta"] and "reasoning_content" not in chunks[0]["choices"][0]["delta"]
 
 
-def test_error_mid_stream():
-    a = StreamAssembler(id="i", model="m")
-    out = a.feed([TextDelta("part"), ErrorEvent("boom", status=500), TextDelta("dropped")])
-    assert isinstance(out[-1], ErrorResponse)
-    assert encode_event(out[-1]) == b'data: {"error":{"message":"boom","type":"server_error","param":null,"code":null}}\n\n'
-    assert a.error.message == "boom" and a.feed([TextDelta("x")]) == [] and a.finish() == []
-
-
 def test_completion_kind_chunks_and_aggregate():
     _, chunks = run_stream([[TextDelta("Once"), TextDelta(" upon"), Finish("length")]], kind="completion")
     assert [c["choices"][0]["text"] for c in chunks] == ["Once", " upon"]
@@ -144,10 +134,7 @@ def test_aggregate_tool_calls_reasoning_logprobs_and_missing_choice():
     assert res["usage"] is None
 
 
-def test_aggregate_error_raises_and_usage_override():
-    with pytest.raises(UpstreamError) as ei:
-        aggregate([TextDelta("x"), ErrorEvent("bad", "invalid_request_error", None, None, 400)], id="i", model="m")
-    assert ei.value.status == 400
+def test_aggregate_usage_override():
     agg = Aggregator(id="i", model="m")
     agg.feed([TextDelta("abc")])
     assert agg.completion_texts() == ["abc"]

@@ -10,8 +10,9 @@ import pytest
 
 from adapters.errors import (
     InvalidRequest, OpenAIError, UnsupportedParameter, UpstreamError, clean_message,
-    find_output_error, from_job_status, from_runpod_http, from_worker_error, to_exception,
+    find_output_error, from_job_status, from_runpod, from_worker_error, to_exception,
 )
+from adapters.transport import RunPodError
 from adapters.events import ErrorEvent
 
 VLLM_NESTED = {"error": {"message": "This model's maximum context length is 2048 tokens.", "type": "BadRequestError", "param": None, "code": 400}}
@@ -128,7 +129,7 @@ def test_job_status_errors():
     [(401, 500), (403, 500), (404, 502), (429, 429), (400, 400), (413, 413), (500, 502), (502, 502), (503, 502), (408, 504)],
 )
 def test_runpod_http_errors(status, expected):
-    err = from_runpod_http(status, b'{"error": "something"}', retry_after=3.0)
+    err = from_runpod(RunPodError(status, "something", operation="run", retry_after=3.0))
     assert isinstance(err, UpstreamError)
     assert err.status == expected
     body = msgspec.json.decode(msgspec.json.encode(err.response()))
@@ -138,8 +139,37 @@ def test_runpod_http_errors(status, expected):
 
 
 def test_runpod_401_never_echoes_key():
-    err = from_runpod_http(401, "Bearer rpa_SECRETSECRETSECRET")
+    err = from_runpod(RunPodError(401, "Bearer rpa_SECRETSECRETSECRET", operation="run"))
     assert "SECRET" not in err.message
+
+
+@pytest.mark.parametrize("exc,status,code,should_retry", [
+    # RunPod turned the submit away before accepting a job: safe and useful to retry
+    (RunPodError(502, "upstream unreachable (ConnectError)", operation="run", answered=False, reached=False),
+     502, "upstream_unreachable", True),
+    (RunPodError(429, "slow down", operation="runsync", retry_after=2.0), 429, "rate_limit_exceeded", True),
+    (RunPodError(503, "busy", operation="run"), 502, "upstream_error", True),
+    # the submit may have reached RunPod (timed out after sending): its fate is unknown
+    (RunPodError(504, "upstream timed out (ReadTimeout)", operation="run", answered=False), 504, "timeout", False),
+    # after the job was accepted (a poll), or an answer that will not change
+    (RunPodError(429, "slow down", operation="stream"), 429, "rate_limit_exceeded", False),
+    (RunPodError(502, "upstream connection failed (RemoteProtocolError)", operation="status", answered=False),
+     502, "upstream_unreachable", False),
+    (RunPodError(401, "unauthorized", operation="run"), 500, "upstream_auth", False),
+    (RunPodError(404, "endpoint not found", operation="run"), 502, "upstream_not_found", False),
+])
+def test_runpod_failure_maps_once_with_its_retry_advice(exc, status, code, should_retry):
+    err = from_runpod(exc)
+    assert isinstance(err, UpstreamError)
+    assert (err.status, err.code, err.should_retry) == (status, code, should_retry)
+
+
+def test_runpod_message_is_used_as_read_not_parsed_again():
+    # the client read RunPod's message from its body once; the mapping quotes it as it is
+    err = from_runpod(RunPodError(400, "bad input: expected {'prompt': str}", operation="run"))
+    assert err.message == "RunPod rejected the request: bad input: expected {'prompt': str}"
+    err = from_runpod(RunPodError(404, "", operation="status"))
+    assert err.message == "RunPod answered 404: the endpoint or job does not exist."
 
 
 def test_exceptions_shapes():
@@ -148,7 +178,8 @@ def test_exceptions_shapes():
     assert isinstance(u, OpenAIError) and isinstance(InvalidRequest("x"), OpenAIError)
     ev = ErrorEvent("m", "invalid_request_error", None, "p", 400)
     e = to_exception(ev)
-    assert e.status == 400 and e.param == "p" and e.event() == ev
+    assert e.status == 400 and e.param == "p"
+    assert (e.message, e.type, e.code, e.param, e.status) == (ev.message, ev.type, ev.code, ev.param, ev.status)
 
 
 def test_failed_era_b_openai_route_inner_dict_repr_and_era_c_other_failures():

@@ -76,6 +76,22 @@ async def test_http_errors_are_one_type(status, body, retry_after):
     assert e.retry_after == (3.0 if retry_after else None)
 
 
+@pytest.mark.parametrize("body,message", [
+    (b'{"error": "endpoint not found"}', "endpoint not found"),
+    (b'{"error": {"message": "no such job", "code": 4}}', "no such job"),
+    (b'{"message": "slow down"}', "slow down"),
+    (b'{"detail": "Not Found"}', "Not Found"),
+    (b"<html>oops</html>", "<html>oops</html>"),
+])
+async def test_error_message_is_read_from_every_body_shape(body, message):
+    """RunPod's error body is parsed once, here: ``message`` is what the client's error
+    quotes (``adapters.errors.from_runpod`` does not parse it again)."""
+    c = client_for(lambda req: httpx.Response(404, content=body))
+    with pytest.raises(RunPodError) as info:
+        await c.status("ep", "j")
+    assert info.value.message == message
+
+
 async def test_unreachable_and_garbage():
     def boom(req):
         raise httpx.ConnectError("refused", request=req)

@@ -1,0 +1,97 @@
+"""One completion request (chat or text) as podgate runs it: ``Completion``, an immutable value.
+
+``read_completion(body, kind, upstreams, ctx)`` reads and validates the body
+(``adapters.openai_protocol``), finds the model's binding (404 when unknown), asks the
+model's worker format for the job input (400 for parameters it cannot honour; ignored
+ones go to ``x-podgate-ignored-params``) and returns the ``Completion``: what the client
+asked for (``params``), the model's binding (``model``: its settings, worker format,
+RunPod client and key mask), the encoded job input, and the response's id and creation
+time. ``new_decoder`` is the factory of the worker format's output decoders.
+
+What a request runs with — the client's ASGI ``receive``, the app's cancel queue, the
+timing settings, the request's ``RequestContext`` — is passed beside it, never kept in it
+(``proxy.streaming``, ``proxy.nonstream``).
+
+``count`` is podgate's own count (tiktoken, in a thread) when the worker reports none: the
+usage estimate, and the finish reason of a choice the worker's decoder left open
+(``"length"`` when the count reached the request's token limit, else ``"stop"``).
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any, Literal
+
+import msgspec
+
+from adapters.events import Usage
+from adapters.formats.base import finish_for_count
+from adapters.openai_protocol import (
+    ChatCompletionRequest, CompletionRequest, decode_chat_request, decode_completion_request,
+)
+from adapters.usage import estimate_async
+from proxy.context import RequestContext
+from proxy.errors import model_not_found
+from proxy.upstreams import ModelRoute, Upstreams
+
+Kind = Literal["chat", "completion"]
+
+
+class Completion(msgspec.Struct, frozen=True):
+    """One completion request, immutable once read (module docstring)."""
+
+    kind: Kind
+    params: Any
+    """What the client asked for: the decoded ``ChatCompletionRequest`` / ``CompletionRequest``."""
+    model: ModelRoute
+    """The model's binding: its settings, worker format, RunPod client and key mask."""
+    job_input: Any
+    """The RunPod job's ``input``, as the model's worker format encodes the request."""
+    response_id: str
+    created: int
+
+    @property
+    def stream(self) -> bool:
+        return bool(self.params.stream)
+
+    @property
+    def include_usage(self) -> bool:
+        return self.params.include_usage
+
+    def new_decoder(self) -> Any:
+        """A fresh decoder of the worker's output (one per run of the job)."""
+        return self.model.format.decoder(self.kind, request=self.params)
+
+    async def count(self, ctx: RequestContext, texts: list[str],
+                    open_choices: list[int]) -> tuple[Usage, dict[int, str]]:
+        """tiktoken's count (one text per choice), off the event loop, and the finish
+        reasons of ``open_choices`` from it; flags the response as estimated (header
+        ``x-podgate-usage-estimated: true`` when headers are not sent yet)."""
+        ctx.headers["x-podgate-usage-estimated"] = "true"
+        est = await estimate_async(self.params, texts)
+        limit = self.params.max_output_tokens
+        counts = est.completions
+        return est.usage, {i: finish_for_count(counts[i] if i < len(counts) else 0, limit) for i in open_choices}
+
+
+def read_completion(body: bytes, kind: Kind, upstreams: Upstreams, ctx: RequestContext) -> Completion:
+    """The ``Completion`` for a request body (raises ``OpenAIError`` for a bad body, an
+    unknown model or a parameter the worker cannot honour); notes the model, endpoint and
+    ignored parameters in ``ctx``."""
+    params: ChatCompletionRequest | CompletionRequest = (
+        decode_chat_request(body) if kind == "chat" else decode_completion_request(body))
+    ctx.model = params.model
+    model = upstreams.route(params.model)
+    if model is None:
+        raise model_not_found(params.model)
+    ctx.endpoint = model.endpoint
+    fmt, stream = model.format, bool(params.stream)
+    if isinstance(params, ChatCompletionRequest):
+        job_input = fmt.chat_input(params, model.served_model, stream=stream)
+    else:
+        job_input = fmt.completion_input(params, model.served_model, stream=stream)
+    if job_input.ignored:
+        ctx.headers["x-podgate-ignored-params"] = ",".join(job_input.ignored)
+    prefix = "chatcmpl-" if kind == "chat" else "cmpl-"
+    return Completion(kind, params, model, job_input.input, prefix + ctx.request_id.removeprefix("req_"),
+                      int(time.time()))

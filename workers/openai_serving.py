@@ -15,8 +15,9 @@ worker-vllm v2.24+ handler yields (reference/worker-formats.md §2.4):
 Request and response shapes come from ``adapters.openai_protocol`` (their one home).
 What this model cannot honour (``n`` > 1, logprobs, forced tool calls, structured output,
 ``logit_bias``, ``min_tokens``, images) is refused with a 400, as vLLM refuses what it
-cannot serve; ``tools`` with ``tool_choice`` absent, ``"none"`` or ``"auto"`` are ignored (the
-model never calls a tool, which ``auto`` allows).
+cannot serve; ``tools`` with ``tool_choice`` absent, ``"none"``, ``"auto"`` or
+``allowed_tools`` in mode ``"auto"`` are ignored (the model never calls a tool, which ``auto``
+allows).
 """
 
 from __future__ import annotations
@@ -136,8 +137,10 @@ class OpenAIServer:
         return req
 
     def _chat_tokens(self, req: ChatCompletionRequest) -> list[int]:
-        if req.tool_choice is not None and req.tool_choice not in ("none", "auto"):
-            raise WorkerError("This worker cannot call tools: tool_choice must be 'none' or 'auto'.", param="tool_choice")
+        choice = req.tool_choice
+        if choice == "required" or (choice is not None and not isinstance(choice, str) and choice.forces_call):
+            raise WorkerError("This worker cannot call tools: tool_choice must be 'none', 'auto' or allowed_tools "
+                              "in mode 'auto'.", param="tool_choice")
         messages = []
         for i, m in enumerate(req.messages):
             if isinstance(m.content, list) and any(p.type != "text" for p in m.content):

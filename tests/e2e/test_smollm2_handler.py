@@ -138,6 +138,15 @@ async def test_a_generation_does_not_depend_on_the_request_before_it(server):
     assert texts[0] != texts[1]  # the sampled text is not the greedy one: sampling was on
 
 
+async def test_tools_the_model_may_leave_uncalled_are_ignored(server):
+    tools = [{"type": "function", "function": {"name": "f", "parameters": {"type": "object"}}}]
+    for choice in ("auto", {"type": "allowed_tools", "allowed_tools": {"mode": "auto", "tools": [
+            {"type": "function", "function": {"name": "f"}}]}}):
+        (out,) = await run({"openai_route": CHAT, "openai_input": {
+            "messages": HELLO, "max_tokens": 2, "tools": tools, "tool_choice": choice}})
+        assert out["object"] == "chat.completion", out
+
+
 async def test_shorthand_messages_input_maps_to_chat(server):
     (out,) = await run({"messages": HELLO, "sampling_params": {"max_tokens": 4, "temperature": 0}})
     assert out["object"] == "chat.completion" and out["usage"]["completion_tokens"] <= 4

@@ -58,7 +58,7 @@ __all__ = [
     "DeltaFunction", "DeltaToolCall", "DeltaMessage", "ChatChunkChoice", "ChatCompletionChunk",
     "CompletionChoice", "TextCompletion", "CompletionChunkChoice", "TextCompletionChunk",
     "Model", "ModelList", "ErrorDetail", "ErrorResponse",
-    "UNSET",
+    "UNSET", "Kind",
 ]
 
 #: The largest token limit podgate forwards: int32's maximum, the largest that every
@@ -70,6 +70,9 @@ MAX_TOKENS_LIMIT = 2**31 - 1
 #: (a tool's JSON schema included), and far below the interpreter's recursion limit, so
 #: that every later walk of the body (convert, encode for the job) is safe.
 MAX_DEPTH = 128
+
+#: Which OpenAI completion API a request is for: ``/v1/chat/completions`` or ``/v1/completions``.
+Kind = Literal["chat", "completion"]
 
 PosInt = Annotated[int, Meta(ge=1)]
 TokenLimit = Annotated[int, Meta(ge=0, le=MAX_TOKENS_LIMIT)]

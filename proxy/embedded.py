@@ -227,10 +227,10 @@ class Embedded:
 
     async def _start_proxy(self) -> None:
         from proxy.app import create_app
-        from proxy.settings import ModelSettings, RunPodSettings, ServerSettings, Settings
+        from proxy.settings import ModelSettings, ProxySettings, RunPodSettings, ServerSettings
 
         assert self.endpoint_url is not None  # _start_endpoint ran
-        settings = Settings(
+        settings = ProxySettings(
             server=ServerSettings(host=self.opts.host, port=self.opts.port),
             runpod=RunPodSettings(base_url=self.endpoint_url),
             models=[ModelSettings(name=self.model_id, endpoint=ENDPOINT_ID, format="vllm")],

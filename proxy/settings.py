@@ -24,9 +24,9 @@ whose message names the key (``models[1].format``) and what is wrong with it, so
     base_url = "http://127.0.0.1:8100/v2"    # optional per-model upstream override
 
 The API key is read from the environment (``RUNPOD_API_KEY`` or the variable named by
-``api_key_env``) and kept in ``Settings.api_key``; it is never printed (``repr`` hides it),
+``api_key_env``) and kept in ``ProxySettings.api_key``; it is never printed (``repr`` hides it),
 and no error repeats the value of ``api_key_env`` (someone may have put the key itself
-there). ``Settings.secrets()`` lists the configured keys, which the proxy masks by value in
+there). ``ProxySettings.secrets()`` lists the configured keys, which the proxy masks by value in
 everything it passes on from upstream.
 """
 
@@ -107,7 +107,7 @@ class ModelSettings(_Section):
     base_url: str | None = None
 
 
-class Settings(_Section):
+class ProxySettings(_Section):
     server: ServerSettings = msgspec.field(default_factory=ServerSettings)
     runpod: RunPodSettings = msgspec.field(default_factory=RunPodSettings)
     timing: TimingSettings = msgspec.field(default_factory=TimingSettings)
@@ -116,7 +116,8 @@ class Settings(_Section):
     """Filled from the environment by ``load_settings``; not a TOML key."""
 
     def __repr__(self) -> str:  # never show the key
-        return f"Settings(server={self.server!r}, runpod={self.runpod!r}, models={[m.name for m in self.models]!r})"
+        models = [m.name for m in self.models]
+        return f"ProxySettings(server={self.server!r}, runpod={self.runpod!r}, models={models!r})"
 
     def secrets(self) -> list[str]:
         """The configured keys: values that must never reach a client or a log."""
@@ -134,11 +135,12 @@ def _key_of(path: str) -> str:
     return path[1:] if path.startswith(".") else path
 
 
-def parse_settings(data: bytes | str, env: Mapping[str, str] | None = None, *, source: str = "settings") -> Settings:
-    """Decode TOML text into Settings and check what decoding cannot; raise SettingsError."""
+def parse_settings(data: bytes | str, env: Mapping[str, str] | None = None, *,
+                   source: str = "settings") -> ProxySettings:
+    """Decode TOML text into ProxySettings and check what decoding cannot; raise SettingsError."""
     env = os.environ if env is None else env
     try:
-        settings = msgspec.toml.decode(data, type=Settings)
+        settings = msgspec.toml.decode(data, type=ProxySettings)
     except msgspec.ValidationError as exc:
         msg = str(exc)
         m = _PATH_RE.search(msg)
@@ -168,7 +170,7 @@ def parse_settings(data: bytes | str, env: Mapping[str, str] | None = None, *, s
     return settings
 
 
-def load_settings(path: str | os.PathLike[str], env: Mapping[str, str] | None = None) -> Settings:
+def load_settings(path: str | os.PathLike[str], env: Mapping[str, str] | None = None) -> ProxySettings:
     p = Path(path)
     try:
         data = p.read_bytes()
@@ -185,7 +187,7 @@ def _raw_keys(data: bytes | str) -> set[str]:
     return set(raw) if isinstance(raw, dict) else set()
 
 
-def _check(s: Settings, source: str) -> None:
+def _check(s: ProxySettings, source: str) -> None:
     def fail(key: str, problem: str) -> None:
         raise SettingsError(f"{source}: {key}: {problem}")
 

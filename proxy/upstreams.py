@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from adapters.errors import KeyMask
 from adapters.formats import WorkerFormat, get_format
 from adapters.transport import RunPodClient, make_http_client
-from proxy.settings import ModelSettings, Settings
+from proxy.settings import ModelSettings, ProxySettings
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,7 +41,7 @@ class ModelBinding:
 
 
 class Upstreams:
-    def __init__(self, settings: Settings):
+    def __init__(self, settings: ProxySettings):
         t = settings.timing
         self._clients: dict[str, RunPodClient] = {}
         self._bindings: dict[str, ModelBinding] = {}

@@ -11,14 +11,14 @@ from adapters.events import TextDelta
 from adapters.openai_protocol import ChatCompletionRequest
 from proxy.completion import Completion, read_completion
 from proxy.context import RequestContext
-from proxy.settings import ModelSettings, Settings
+from proxy.settings import ModelSettings, ProxySettings
 from proxy.streaming import SSEWriter
 from proxy.upstreams import Upstreams
 
 
 @pytest.fixture
 async def upstreams():
-    settings = Settings(models=[ModelSettings(name="m", endpoint="ep", format="vllm-native", served_model="served")],
+    settings = ProxySettings(models=[ModelSettings(name="m", endpoint="ep", format="vllm-native", served_model="served")],
                         api_key="k")
     upstreams = Upstreams(settings)
     yield upstreams

@@ -1,6 +1,7 @@
 """``podgate serve`` (no config): ``/readyz`` asks the local endpoint's ``/health`` whether it
-counts a ready worker. The body is read with the RunPod client's typed ``Health``, so a body of another shape (a proxy in front, an older
-endpoint) reads as not ready instead of failing the readiness check with a crash.
+counts a ready worker. The body is read with the RunPod client's typed ``Health``, so a body
+of another shape (a proxy in front, an older endpoint) reads as not ready instead of failing
+the readiness check with a crash.
 
 Real parts: a real worker process (a sleeper standing in for a loaded worker) in the tree's
 slot, and the ``/health`` answers over loopback HTTP from an ASGI app under uvicorn."""

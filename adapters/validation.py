@@ -6,8 +6,9 @@ location when the problem is at the top level), e.g.
 ``Object missing required field `name` - at `$.items[0]```. ``read_validation_error``
 splits it into a ``ValidationFailure``; ``value_at`` finds the value a path points to in the
 decoded document, for a message that repeats it, and ``type_at`` the type (with its ``Meta``
-constraints: ``ge``, ``le`` …) that the path's value was checked against. Users: ``adapters.openai_protocol``
-(request bodies, in OpenAI's words) and ``proxy.settings`` (the settings file, naming the key).
+constraints: ``ge``, ``le`` …) that the path's value was checked against. Users:
+``adapters.openai_protocol`` (request bodies, in OpenAI's words) and ``proxy.settings`` (the
+settings file, naming the key).
 """
 
 from __future__ import annotations

@@ -30,6 +30,7 @@ __all__ = [
     "SAMPLING", "finish_for_count",
 ]
 
+
 class JobInput(msgspec.Struct):
     """A RunPod job ``input`` plus the names of request parameters that were ignored."""
 

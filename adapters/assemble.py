@@ -49,13 +49,12 @@ from adapters.events import Event, Finish, LogprobsDelta, ReasoningDelta, TextDe
 from adapters.openai_protocol import (
     UNSET, ChatChoice, ChatChunkChoice, ChatCompletion, ChatCompletionChunk, ChatMessageOut,
     CompletionChoice, CompletionChunkChoice, DeltaFunction, DeltaMessage, DeltaToolCall,
-    FunctionCall, TextCompletion, TextCompletionChunk, ToolCall,
+    FunctionCall, Kind, TextCompletion, TextCompletionChunk, ToolCall,
     UsageInfo,
 )
 
 __all__ = ["StreamAssembler", "Aggregator", "aggregate", "usage_info", "new_tool_call_id"]
 
-Kind = Literal["chat", "completion"]
 ReasoningField = Literal["reasoning_content", "reasoning", "none"]
 
 

@@ -238,9 +238,9 @@ def _status_of(code: Any, type_: Any, message: str, default: int) -> int:
     if isinstance(code, str) and code.isdigit() and 400 <= int(code) <= 599:
         return int(code)
     if isinstance(type_, str):
-        st = _TYPE_STATUS.get(type_.lower())
-        if st:
-            return st
+        status = _TYPE_STATUS.get(type_.lower())
+        if status:
+            return status
     if default >= 500 and _CONTEXT_RE.search(message) and "exceed" in message.lower():
         return 400
     return default

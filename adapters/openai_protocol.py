@@ -40,11 +40,12 @@ lives in the instance ``__dict__``: ``copy``/``msgspec.structs.replace`` do not 
 
 from __future__ import annotations
 
-import re
 from typing import Annotated, Any, ClassVar, Literal
 
 import msgspec
 from msgspec import UNSET, Meta, UnsetType
+
+from adapters.validation import read_validation_error, value_at
 
 __all__ = [
     # requests
@@ -58,7 +59,7 @@ __all__ = [
     "DeltaFunction", "DeltaToolCall", "DeltaMessage", "ChatChunkChoice", "ChatCompletionChunk",
     "CompletionChoice", "TextCompletion", "CompletionChunkChoice", "TextCompletionChunk",
     "Model", "ModelList", "ErrorDetail", "ErrorResponse",
-    "UNSET",
+    "UNSET", "Kind",
 ]
 
 #: The largest token limit podgate forwards: int32's maximum, the largest that every
@@ -70,6 +71,9 @@ MAX_TOKENS_LIMIT = 2**31 - 1
 #: (a tool's JSON schema included), and far below the interpreter's recursion limit, so
 #: that every later walk of the body (convert, encode for the job) is safe.
 MAX_DEPTH = 128
+
+#: Which OpenAI completion API a request is for: ``/v1/chat/completions`` or ``/v1/completions``.
+Kind = Literal["chat", "completion"]
 
 PosInt = Annotated[int, Meta(ge=1)]
 TokenLimit = Annotated[int, Meta(ge=0, le=MAX_TOKENS_LIMIT)]
@@ -339,9 +343,6 @@ class CompletionRequest(_SamplingFields, kw_only=True):
         return self.max_tokens
 
 
-_PATH_RE = re.compile(r"at `\$\.?([^`]*)`")
-_RANGE_RE = re.compile(r"^Expected `(int|float)` (<=|>=|<|>) (\S+) - at `\$\.?([^`]*)`$")
-_STEP_RE = re.compile(r"\.?([^.\[\]]+)|\[(\d+)\]")
 _TOO_DEEP = object()
 
 STREAM_OPTIONS_WITHOUT_STREAM = "The 'stream_options' parameter is only allowed when 'stream' is enabled."
@@ -367,30 +368,22 @@ def _too_deep(raw: Any, limit: int, body: Any = None) -> bool:
     return False
 
 
-def _value_at(raw: Any, path: str) -> Any:
-    """The value at a msgspec error path (``messages[0].role``) in the decoded body."""
-    obj = raw
-    for key, index in _STEP_RE.findall(path):
-        obj = obj[int(index)] if index else obj[key]
-    return obj
-
-
 def _invalid(exc: msgspec.ValidationError, raw: Any) -> Exception:
     """A msgspec validation error as OpenAI words it: a value out of range gets OpenAI's
     message and code (``integer_below_min_value`` …); any other error keeps msgspec's
     message, with ``param`` naming the field (``tools[0].function`` for a missing one)."""
     from adapters.errors import InvalidRequest
 
-    msg = str(exc)
-    r = _RANGE_RE.match(msg)
-    if r is not None:
-        typ, op, bound, param = r.groups()
+    failure = read_validation_error(exc)
+    if failure.bound is not None and failure.path is not None:
+        typ, op, bound = failure.bound
+        param = failure.path
         kind = "integer" if typ == "int" else "decimal"
         above = op[0] == "<"
         b = float(bound)
         bound = str(int(b)) if b.is_integer() else bound
         try:
-            value = _value_at(raw, param)
+            value = value_at(raw, param)
         except (KeyError, IndexError, TypeError):
             value = None
         got = str(value) if isinstance(value, (int, float)) else "another value"
@@ -399,12 +392,10 @@ def _invalid(exc: msgspec.ValidationError, raw: Any) -> Exception:
             f"Invalid '{param}': {kind} {where} value. Expected a value {op} {bound}, but got {got} instead.",
             param=param, code=f"{kind}_{'above_max' if above else 'below_min'}_value",
         )
-    m = _PATH_RE.search(msg)
-    param = m.group(1) if m else None
-    f = re.search(r"missing required field `([^`]+)`", msg)
-    if f is not None:
-        param = f"{param}.{f.group(1)}" if param else f.group(1)
-    return InvalidRequest(msg, param=param or None)
+    field_path = failure.path
+    if failure.missing is not None:
+        field_path = f"{field_path}.{failure.missing}" if field_path else failure.missing
+    return InvalidRequest(failure.message, param=field_path or None)
 
 
 def _decode_request(body: bytes | str | dict, cls: type[ChatCompletionRequest] | type[CompletionRequest]) -> Any:

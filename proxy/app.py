@@ -18,7 +18,7 @@ from proxy.cancel import CancelQueue
 from proxy.context import RequestContextMiddleware
 from proxy.errors import EXCEPTION_HANDLERS
 from proxy.routes import ROUTES
-from proxy.settings import Settings
+from proxy.settings import ProxySettings
 from proxy.upstreams import Upstreams
 
 Readiness = Callable[[], "bool | Awaitable[bool]"]
@@ -27,7 +27,7 @@ Readiness = Callable[[], "bool | Awaitable[bool]"]
 class Gateway:
     """What the app holds while it runs."""
 
-    def __init__(self, settings: Settings, readiness: Readiness | None = None):
+    def __init__(self, settings: ProxySettings, readiness: Readiness | None = None):
         self.settings = settings
         self.readiness = readiness
         self.created = int(time.time())
@@ -45,7 +45,7 @@ class Gateway:
             await self.upstreams.aclose()
 
 
-def create_app(settings: Settings, *, readiness: Readiness | None = None, debug: bool = False) -> Litestar:
+def create_app(settings: ProxySettings, *, readiness: Readiness | None = None, debug: bool = False) -> Litestar:
     gateway = Gateway(settings, readiness)
     app = Litestar(
         route_handlers=ROUTES,

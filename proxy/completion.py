@@ -4,7 +4,7 @@
 (``adapters.openai_protocol``), finds the model's binding (404 when unknown), asks the
 model's worker format for the job input (400 for parameters it cannot honour; ignored
 ones go to ``x-podgate-ignored-params``) and returns the ``Completion``: what the client
-asked for (``params``), the model's binding (``model``: its settings, worker format,
+asked for (``params``), the model's binding (``binding``: its settings, worker format,
 RunPod client and key mask), the encoded job input, and the response's id and creation
 time. ``new_decoder`` is the factory of the worker format's output decoders.
 
@@ -20,22 +20,19 @@ usage estimate, and the finish reason of a choice the worker's decoder left open
 from __future__ import annotations
 
 import time
-from typing import Any, Literal
+from typing import Any
 
 import msgspec
 
 from adapters.events import Usage
 from adapters.formats.base import finish_for_count
 from adapters.openai_protocol import (
-    ChatCompletionRequest, CompletionRequest, decode_chat_request, decode_completion_request,
+    ChatCompletionRequest, CompletionRequest, Kind, decode_chat_request, decode_completion_request,
 )
 from adapters.usage import estimate_async
 from proxy.context import RequestContext
 from proxy.errors import model_not_found
-from proxy.upstreams import ModelRoute, Upstreams
-
-Kind = Literal["chat", "completion"]
-
+from proxy.upstreams import ModelBinding, Upstreams
 
 class Completion(msgspec.Struct, frozen=True):
     """One completion request, immutable once read (module docstring)."""
@@ -43,7 +40,7 @@ class Completion(msgspec.Struct, frozen=True):
     kind: Kind
     params: Any
     """What the client asked for: the decoded ``ChatCompletionRequest`` / ``CompletionRequest``."""
-    model: ModelRoute
+    binding: ModelBinding
     """The model's binding: its settings, worker format, RunPod client and key mask."""
     job_input: Any
     """The RunPod job's ``input``, as the model's worker format encodes the request."""
@@ -60,7 +57,7 @@ class Completion(msgspec.Struct, frozen=True):
 
     def new_decoder(self) -> Any:
         """A fresh decoder of the worker's output (one per run of the job)."""
-        return self.model.format.decoder(self.kind, request=self.params)
+        return self.binding.format.decoder(self.kind, request=self.params)
 
     async def count(self, ctx: RequestContext, texts: list[str],
                     open_choices: list[int]) -> tuple[Usage, dict[int, str]]:
@@ -81,17 +78,17 @@ def read_completion(body: bytes, kind: Kind, upstreams: Upstreams, ctx: RequestC
     params: ChatCompletionRequest | CompletionRequest = (
         decode_chat_request(body) if kind == "chat" else decode_completion_request(body))
     ctx.model = params.model
-    model = upstreams.route(params.model)
-    if model is None:
+    binding = upstreams.binding(params.model)
+    if binding is None:
         raise model_not_found(params.model)
-    ctx.endpoint = model.endpoint
-    fmt, stream = model.format, bool(params.stream)
+    ctx.endpoint = binding.endpoint
+    fmt, stream = binding.format, bool(params.stream)
     if isinstance(params, ChatCompletionRequest):
-        job_input = fmt.chat_input(params, model.served_model, stream=stream)
+        job_input = fmt.chat_input(params, binding.served_model, stream=stream)
     else:
-        job_input = fmt.completion_input(params, model.served_model, stream=stream)
+        job_input = fmt.completion_input(params, binding.served_model, stream=stream)
     if job_input.ignored:
         ctx.headers["x-podgate-ignored-params"] = ",".join(job_input.ignored)
     prefix = "chatcmpl-" if kind == "chat" else "cmpl-"
-    return Completion(kind, params, model, job_input.input, prefix + ctx.request_id.removeprefix("req_"),
+    return Completion(kind, params, binding, job_input.input, prefix + ctx.request_id.removeprefix("req_"),
                       int(time.time()))

@@ -42,7 +42,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
+import msgspec
 
+from adapters.transport import Health
 from supervisor.process import Child
 from supervisor.readiness import announce
 from supervisor.restart import RestartPolicy, keep_running
@@ -227,10 +229,10 @@ class Embedded:
 
     async def _start_proxy(self) -> None:
         from proxy.app import create_app
-        from proxy.settings import ModelSettings, RunPodSettings, ServerSettings, Settings
+        from proxy.settings import ModelSettings, ProxySettings, RunPodSettings, ServerSettings
 
         assert self.endpoint_url is not None  # _start_endpoint ran
-        settings = Settings(
+        settings = ProxySettings(
             server=ServerSettings(host=self.opts.host, port=self.opts.port),
             runpod=RunPodSettings(base_url=self.endpoint_url),
             models=[ModelSettings(name=self.model_id, endpoint=ENDPOINT_ID, format="vllm")],
@@ -252,8 +254,8 @@ class Embedded:
             return False
         try:
             r = await self.http.get("/health")
-            return r.status_code == 200 and r.json().get("workers", {}).get("ready", 0) >= 1
-        except (httpx.HTTPError, ValueError):
+            return r.status_code == 200 and msgspec.json.decode(r.content, type=Health).workers.get("ready", 0) >= 1
+        except (httpx.HTTPError, ValueError):  # msgspec's DecodeError / ValidationError are ValueErrors
             return False
 
     def _loading_line(self) -> str:

@@ -43,29 +43,29 @@ async def run_nonstream(completion: Completion, ctx: RequestContext, *, receive:
     """The response body (JSON bytes) for a non-streaming request; raises ``OpenAIError``
     or ``RunPodError`` (rendered by ``proxy.errors``), or ``ClientDisconnected`` when nobody
     is waiting any more."""
-    model = completion.model
+    binding = completion.binding
     deadline = time.monotonic() + timing.request_timeout_s
-    submit = asyncio.ensure_future(model.client.runsync(model.endpoint, completion.job_input,
+    submit = asyncio.ensure_future(binding.client.runsync(binding.endpoint, completion.job_input,
                                                         wait_ms=timing.runsync_wait_ms))
     try:
         job: JobStatus = await race_disconnect(
             receive, asyncio.wait_for(asyncio.shield(submit), timing.request_timeout_s))
     except ClientDisconnected:
         ctx.note = "client-disconnected"
-        cancels.submit_when_known(submit, model.client, model.endpoint)
+        cancels.submit_when_known(submit, binding.client, binding.endpoint)
         raise
     except TimeoutError:
         ctx.note = "timeout"
-        cancels.submit_when_known(submit, model.client, model.endpoint)
+        cancels.submit_when_known(submit, binding.client, binding.endpoint)
         raise request_timeout() from None
     ctx.job_id = job.id
-    guard = JobGuard(cancels, model.client, model.endpoint, job.id)
+    guard = JobGuard(cancels, binding.client, binding.endpoint, job.id)
     guard.finished = job.terminal
     try:
         if job.terminal and not _output_on_stream(job):
             events = events_of_final(completion.new_decoder(), job)
         else:
-            source = JobEvents(model.client, model.endpoint, job.id, completion.new_decoder, timing, guard,
+            source = JobEvents(binding.client, binding.endpoint, job.id, completion.new_decoder, timing, guard,
                                on_rerun="restart")
             collect = asyncio.wait_for(_collect(source), max(0.0, deadline - time.monotonic()))
             events = await race_disconnect(receive, collect)
@@ -87,7 +87,7 @@ async def run_nonstream(completion: Completion, ctx: RequestContext, *, receive:
 async def _response_body(completion: Completion, ctx: RequestContext, events: list[Event]) -> bytes:
     """One ``chat.completion`` / ``text_completion`` (JSON) from a job's events (without
     an error), counted by podgate when the worker reported no usage."""
-    agg = Aggregator(completion.kind, id=completion.response_id, model=completion.model.name,
+    agg = Aggregator(completion.kind, id=completion.response_id, model=completion.binding.name,
                      created=completion.created, n=completion.params.choices)
     agg.feed(events)
     usage, reasons = None, None

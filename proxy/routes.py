@@ -17,14 +17,14 @@ from litestar import Request, Response, get, post
 from litestar.background_tasks import BackgroundTask
 from litestar.response import Stream
 
-from adapters.openai_protocol import Model, ModelList
-from proxy.completion import Kind, read_completion
+from adapters.openai_protocol import Kind, Model, ModelList
+from proxy.completion import read_completion
 from proxy.context import get_context
 from proxy.errors import model_not_found
 from proxy.jobs import ClientDisconnected
 from proxy.nonstream import run_nonstream
 from proxy.streaming import SSE_HEADERS, StreamJob, sse_body, start_stream
-from proxy.upstreams import ModelRoute
+from proxy.upstreams import ModelBinding
 
 _JSON = "application/json"
 
@@ -68,7 +68,7 @@ async def completions(request: Request) -> Response:
     return await _complete(request, "completion")
 
 
-def _model(request: Request, binding: ModelRoute) -> Model:
+def _model(request: Request, binding: ModelBinding) -> Model:
     return Model(id=binding.name, created=request.app.state.gateway.created, owned_by="podgate")
 
 
@@ -83,7 +83,7 @@ async def list_models(request: Request) -> Response:
 async def retrieve_model(request: Request) -> Response:
     name = str(request.path_params["model_id"]).lstrip("/")
     get_context(request).model = name
-    binding = request.app.state.gateway.upstreams.route(name)
+    binding = request.app.state.gateway.upstreams.binding(name)
     if binding is None:
         raise model_not_found(name)
     return Response(content=msgspec.json.encode(_model(request, binding)), media_type=_JSON)

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from proxy.app import Readiness
-    from proxy.settings import Settings
+    from proxy.settings import ProxySettings
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -51,7 +51,7 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def serve(settings: Settings, *, log_level: str = "info", readiness: Readiness | None = None) -> None:
+def serve(settings: ProxySettings, *, log_level: str = "info", readiness: Readiness | None = None) -> None:
     """Run the proxy for ``settings`` under uvicorn until interrupted (blocking). Once
     listening it prints its address (``port = 0`` picks a free one) and announces it to a
     parent that listens (``supervisor.readiness``)."""

@@ -24,9 +24,9 @@ whose message names the key (``models[1].format``) and what is wrong with it, so
     base_url = "http://127.0.0.1:8100/v2"    # optional per-model upstream override
 
 The API key is read from the environment (``RUNPOD_API_KEY`` or the variable named by
-``api_key_env``) and kept in ``Settings.api_key``; it is never printed (``repr`` hides it),
+``api_key_env``) and kept in ``ProxySettings.api_key``; it is never printed (``repr`` hides it),
 and no error repeats the value of ``api_key_env`` (someone may have put the key itself
-there). ``Settings.secrets()`` lists the configured keys, which the proxy masks by value in
+there). ``ProxySettings.secrets()`` lists the configured keys, which the proxy masks by value in
 everything it passes on from upstream.
 """
 
@@ -34,15 +34,27 @@ from __future__ import annotations
 
 import os
 import re
-from pathlib import Path
 from collections.abc import Callable, Mapping
-from typing import Literal
+from pathlib import Path
+from typing import Annotated, Any, Literal
 
 import msgspec
+from msgspec import Meta
+
+from adapters.validation import read_validation_error, type_at, value_at
 
 FormatName = Literal["vllm", "vllm-native", "sglang", "tgi", "text"]
 DEFAULT_BASE_URL = "https://api.runpod.ai/v2"
 DEFAULT_KEY_ENV = "RUNPOD_API_KEY"
+
+# The ranges are msgspec constraints, so decoding is the validation; ``_range_problem`` words
+# a broken one for the settings' errors.
+Port = Annotated[int, Meta(ge=0, le=65535)]
+Seconds = Annotated[float, Meta(ge=0)]
+Millis = Annotated[int, Meta(ge=0)]
+Count = Annotated[int, Meta(ge=0)]
+PositiveSeconds = Annotated[float, Meta(gt=0)]
+PositiveCount = Annotated[int, Meta(ge=1)]
 
 
 class SettingsError(ValueError):
@@ -55,7 +67,7 @@ class _Section(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
 
 class ServerSettings(_Section):
     host: str = "127.0.0.1"
-    port: int = 8000
+    port: Port = 8000
 
 
 class RunPodSettings(_Section):
@@ -66,37 +78,37 @@ class RunPodSettings(_Section):
 class TimingSettings(_Section):
     """Timing knobs; production defaults, all settable so tests can shorten them."""
 
-    keepalive_s: float = 10.0
+    keepalive_s: PositiveSeconds = 10.0
     """An SSE ``: keep-alive`` comment after this long without a byte to the client."""
-    first_byte_wait_s: float = 1.0
+    first_byte_wait_s: Seconds = 1.0
     """A stream's headers wait up to this long for the job's first event, so that an error
     known early still gets a real HTTP status instead of an in-stream error."""
-    stream_wait_ms: int = 1000
+    stream_wait_ms: Millis = 1000
     """``?wait=`` sent with ``/stream`` polls (the upstream may hold the poll that long)."""
-    poll_min_ms: int = 25
+    poll_min_ms: Millis = 25
     """First pause after an empty ``/stream`` poll that the upstream did not hold."""
-    poll_max_ms: int = 1000
+    poll_max_ms: Millis = 1000
     """Longest pause between polls while the job is idle (backoff doubles up to this)."""
-    runsync_wait_ms: int = 2000
+    runsync_wait_ms: Millis = 2000
     """``?wait=`` for ``/runsync``; after it, the job's ``/stream`` is read as for a stream.
     It bounds how late the cancel of an abandoned non-streaming request can be (the job id
     arrives with the answer)."""
-    restart_check_s: float = 2.0
+    restart_check_s: Seconds = 2.0
     """A job's output that resumes after a pause this long is checked (one ``/status`` at
     the pause and one at the resume) to be from the same run: a job whose worker was lost
     is re-queued and runs again from the start, and its output must not be appended to
     what the first run sent. Keep it below the upstream's lost-worker timeout."""
-    request_timeout_s: float = 600.0
+    request_timeout_s: PositiveSeconds = 600.0
     """A request still unanswered after this long is cancelled upstream (504)."""
-    connect_timeout_s: float = 10.0
-    upstream_timeout_s: float = 30.0
+    connect_timeout_s: Seconds = 10.0
+    upstream_timeout_s: Seconds = 30.0
     """Read timeout for one upstream call, on top of any ``wait`` it asked the upstream for."""
-    max_connections: int = 400
+    max_connections: PositiveCount = 400
     """Per upstream base URL: RunPod allows 400 concurrent ``/runsync``/``/status``/``/stream``."""
-    max_keepalive_connections: int = 100
-    cancel_concurrency: int = 20
+    max_keepalive_connections: Count = 100
+    cancel_concurrency: PositiveCount = 20
     """Concurrent ``/cancel`` calls (RunPod allows 20 per endpoint)."""
-    cancel_retries: int = 3
+    cancel_retries: Count = 3
 
 
 class ModelSettings(_Section):
@@ -107,7 +119,7 @@ class ModelSettings(_Section):
     base_url: str | None = None
 
 
-class Settings(_Section):
+class ProxySettings(_Section):
     server: ServerSettings = msgspec.field(default_factory=ServerSettings)
     runpod: RunPodSettings = msgspec.field(default_factory=RunPodSettings)
     timing: TimingSettings = msgspec.field(default_factory=TimingSettings)
@@ -116,7 +128,8 @@ class Settings(_Section):
     """Filled from the environment by ``load_settings``; not a TOML key."""
 
     def __repr__(self) -> str:  # never show the key
-        return f"Settings(server={self.server!r}, runpod={self.runpod!r}, models={[m.name for m in self.models]!r})"
+        models = [m.name for m in self.models]
+        return f"ProxySettings(server={self.server!r}, runpod={self.runpod!r}, models={models!r})"
 
     def secrets(self) -> list[str]:
         """The configured keys: values that must never reach a client or a log."""
@@ -126,30 +139,21 @@ class Settings(_Section):
         return (model.base_url or self.runpod.base_url).rstrip("/")
 
 
-_PATH_RE = re.compile(r" - at `\$(.*)`$")
-
-
-def _key_of(path: str) -> str:
-    """``$.models[0].format`` → ``models[0].format``."""
-    return path[1:] if path.startswith(".") else path
-
-
-def parse_settings(data: bytes | str, env: Mapping[str, str] | None = None, *, source: str = "settings") -> Settings:
-    """Decode TOML text into Settings and check what decoding cannot; raise SettingsError."""
+def parse_settings(data: bytes | str, env: Mapping[str, str] | None = None, *,
+                   source: str = "settings") -> ProxySettings:
+    """Decode TOML text into ProxySettings and check what decoding cannot; raise SettingsError."""
     env = os.environ if env is None else env
     try:
-        settings = msgspec.toml.decode(data, type=Settings)
+        settings = msgspec.toml.decode(data, type=ProxySettings)
     except msgspec.ValidationError as exc:
-        msg = str(exc)
-        m = _PATH_RE.search(msg)
-        problem = msg[: m.start()] if m else msg
-        key = _key_of(m.group(1)) if m else "(top level)"
-        if "unknown field" in problem:
-            # msgspec names the unknown field in the problem text; the path is its parent
-            field = re.search(r"`([^`]*)`", problem)
-            if field:
-                key = f"{key}.{field.group(1)}" if key else field.group(1)
-                problem = "unknown key"
+        failure = read_validation_error(exc)
+        problem = failure.problem
+        key = failure.path if failure.path is not None else "(top level)"
+        if failure.unknown is not None:  # the path is the unknown field's parent
+            key = f"{key}.{failure.unknown}" if key else failure.unknown
+            problem = "unknown key"
+        elif failure.bound is not None:
+            problem = _range_problem(key, data)
         raise SettingsError(f"{source}: {key or '(top level)'}: {problem}") from None
     except msgspec.DecodeError as exc:
         raise SettingsError(f"{source}: not valid TOML: {exc}") from None
@@ -168,7 +172,7 @@ def parse_settings(data: bytes | str, env: Mapping[str, str] | None = None, *, s
     return settings
 
 
-def load_settings(path: str | os.PathLike[str], env: Mapping[str, str] | None = None) -> Settings:
+def load_settings(path: str | os.PathLike[str], env: Mapping[str, str] | None = None) -> ProxySettings:
     p = Path(path)
     try:
         data = p.read_bytes()
@@ -185,12 +189,10 @@ def _raw_keys(data: bytes | str) -> set[str]:
     return set(raw) if isinstance(raw, dict) else set()
 
 
-def _check(s: Settings, source: str) -> None:
+def _check(s: ProxySettings, source: str) -> None:
     def fail(key: str, problem: str) -> None:
         raise SettingsError(f"{source}: {key}: {problem}")
 
-    if not 0 <= s.server.port <= 65535:
-        fail("server.port", f"must be 0..65535, got {s.server.port}")
     _check_url(s.runpod.base_url, "runpod.base_url", fail)
     if not s.runpod.api_key_env:
         fail("runpod.api_key_env", "must name an environment variable")
@@ -208,15 +210,21 @@ def _check(s: Settings, source: str) -> None:
         seen.add(m.name)
         if m.base_url is not None:
             _check_url(m.base_url, f"models[{i}].base_url", fail)
-    t = s.timing
-    for name in TimingSettings.__struct_fields__:
-        if getattr(t, name) < 0:
-            fail(f"timing.{name}", "must not be negative")
-    if t.poll_min_ms > t.poll_max_ms:
+    if s.timing.poll_min_ms > s.timing.poll_max_ms:
         fail("timing.poll_min_ms", "must not exceed timing.poll_max_ms")
-    for name in ("keepalive_s", "request_timeout_s", "max_connections", "cancel_concurrency"):
-        if getattr(t, name) <= 0:
-            fail(f"timing.{name}", "must be positive")
+
+
+def _range_problem(key: str, data: bytes | str) -> str:
+    """A value outside its ``Meta`` range, in the settings' words: ``must be 0..65535, got
+    70000`` for a field bounded on both sides, else ``must not be negative`` / ``must be
+    positive``."""
+    value: Any = value_at(msgspec.toml.decode(data), key)  # decoded once already: it is valid TOML
+    expected: Any = type_at(ProxySettings, key)
+    low = expected.ge if expected.ge is not None else expected.gt
+    high = expected.le if expected.le is not None else expected.lt
+    if low is not None and high is not None:
+        return f"must be {low}..{high}, got {value}"
+    return "must not be negative" if value < 0 else "must be positive"
 
 
 def _check_url(url: str, key: str, fail: Callable[[str, str], None]) -> None:

@@ -60,7 +60,7 @@ class SSEWriter:
 
     def __init__(self, completion: Completion):
         self.completion = completion
-        self.asm = StreamAssembler(completion.kind, id=completion.response_id, model=completion.model.name,
+        self.asm = StreamAssembler(completion.kind, id=completion.response_id, model=completion.binding.name,
                                    created=completion.created, include_usage=completion.include_usage)
 
     def feed(self, events: list[Event]) -> bytes:
@@ -146,17 +146,17 @@ class StreamJob:
 async def start_stream(completion: Completion, ctx: RequestContext, *, receive: Any, cancels: CancelQueue,
                        timing: TimingSettings) -> StreamJob:
     """Submit the job and wait briefly for its first events (errors here → HTTP status)."""
-    model = completion.model
-    submit = asyncio.ensure_future(model.client.run(model.endpoint, completion.job_input))
+    binding = completion.binding
+    submit = asyncio.ensure_future(binding.client.run(binding.endpoint, completion.job_input))
     try:
         job = await race_disconnect(receive, asyncio.shield(submit))
     except ClientDisconnected:  # the job may exist already: cancel it once its id is known
         ctx.note = "client-disconnected"
-        cancels.submit_when_known(submit, model.client, model.endpoint)
+        cancels.submit_when_known(submit, binding.client, binding.endpoint)
         raise
     ctx.job_id = job.id
-    guard = JobGuard(cancels, model.client, model.endpoint, job.id)
-    source = JobEvents(model.client, model.endpoint, job.id, completion.new_decoder, timing, guard, on_rerun="fail")
+    guard = JobGuard(cancels, binding.client, binding.endpoint, job.id)
+    source = JobEvents(binding.client, binding.endpoint, job.id, completion.new_decoder, timing, guard, on_rerun="fail")
     stream = StreamJob(completion, ctx, timing, guard, source)
     try:
         first = await race_disconnect(receive, stream.pending.get(timing.first_byte_wait_s))
@@ -213,7 +213,7 @@ async def sse_body(stream: StreamJob) -> AsyncGenerator[bytes, None]:
             if data:
                 yield data
         if err is not None:
-            yield sse_error(err, stream.completion.model.key_mask)
+            yield sse_error(err, stream.completion.binding.key_mask)
             return
         yield await stream.writer.finish(ctx) + DONE
     finally:

@@ -1,9 +1,10 @@
 """The upstreams: one ``RunPodClient`` per distinct base URL, and the model table.
 
 Created at app startup from the settings, closed at shutdown. A route asks
-``Upstreams.route(model_name)`` for everything it needs to run a job for a model: the
-model's settings, its worker format, the client for its base URL, and the mask of the
-configured keys (``key_mask``) that every error passed on to the client goes through.
+``Upstreams.binding(model_name)`` for the model's ``ModelBinding``: everything it needs to
+run a job for the model (its settings, its worker format, the client for its base URL, and
+the mask of the configured keys, ``key_mask``, that every error passed on to the client
+goes through).
 """
 
 from __future__ import annotations
@@ -14,11 +15,13 @@ from dataclasses import dataclass
 from adapters.errors import KeyMask
 from adapters.formats import WorkerFormat, get_format
 from adapters.transport import RunPodClient, make_http_client
-from proxy.settings import ModelSettings, Settings
+from proxy.settings import ModelSettings, ProxySettings
 
 
 @dataclass(frozen=True, slots=True)
-class ModelRoute:
+class ModelBinding:
+    """A model bound to its RunPod endpoint: settings, worker format, client, key mask."""
+
     settings: ModelSettings
     format: WorkerFormat
     client: RunPodClient
@@ -38,10 +41,10 @@ class ModelRoute:
 
 
 class Upstreams:
-    def __init__(self, settings: Settings):
+    def __init__(self, settings: ProxySettings):
         t = settings.timing
         self._clients: dict[str, RunPodClient] = {}
-        self._routes: dict[str, ModelRoute] = {}
+        self._bindings: dict[str, ModelBinding] = {}
         self.key_mask = KeyMask(settings.secrets())
         for m in settings.models:
             base = settings.upstream_url(m)
@@ -55,13 +58,13 @@ class Upstreams:
                     max_keepalive_connections=t.max_keepalive_connections,
                 )
                 client = self._clients[base] = RunPodClient(http, settings.api_key, read_timeout=t.upstream_timeout_s)
-            self._routes[m.name] = ModelRoute(m, get_format(m.format), client, self.key_mask)
+            self._bindings[m.name] = ModelBinding(m, get_format(m.format), client, self.key_mask)
 
-    def route(self, model: str) -> ModelRoute | None:
-        return self._routes.get(model)
+    def binding(self, model: str) -> ModelBinding | None:
+        return self._bindings.get(model)
 
-    def __iter__(self) -> Iterator[ModelRoute]:
-        return iter(self._routes.values())
+    def __iter__(self) -> Iterator[ModelBinding]:
+        return iter(self._bindings.values())
 
     async def aclose(self) -> None:
         for c in self._clients.values():

@@ -10,9 +10,9 @@ Redis stores), ``service`` (operations, long-polls, sweeper), ``routes`` + ``app
 In-process use::
 
     from serverless.app import create_app, serve
-    from serverless.settings import Settings
-    app = create_app(Settings(endpoints=["local"]))        # a Litestar app
-    await serve(Settings(port=0), on_ready=print)            # or run it under uvicorn
+    from serverless.settings import EndpointSettings
+    app = create_app(EndpointSettings(endpoints=["local"]))  # a Litestar app
+    await serve(EndpointSettings(port=0), on_ready=print)    # or run it under uvicorn
 
 Nothing is imported here, so ``podgate worker`` does not pay for Litestar.
 """

@@ -22,7 +22,7 @@ from litestar.exceptions import HTTPException
 from serverless.limits import RateLimited
 from serverless.routes import JSON, ROUTES
 from serverless.service import ApiError, EndpointService
-from serverless.settings import Settings
+from serverless.settings import EndpointSettings
 from serverless.store.base import JobStore
 
 log = logging.getLogger("podgate.serverless")
@@ -62,7 +62,7 @@ def _internal_error(request: Request, exc: Exception) -> Response[bytes]:
     return _error(500, "internal server error")
 
 
-def make_store(settings: Settings) -> JobStore:
+def make_store(settings: EndpointSettings) -> JobStore:
     """Memory store by default; ``serverless.store.redis.RedisStore`` when a Redis URL is set."""
     if settings.redis_url:
         from serverless.store.redis import RedisStore  # lazy: only with --redis-url
@@ -73,7 +73,7 @@ def make_store(settings: Settings) -> JobStore:
     return MemoryStore()
 
 
-def create_app(settings: Settings, store: JobStore | None = None) -> Litestar:
+def create_app(settings: EndpointSettings, store: JobStore | None = None) -> Litestar:
     """The Litestar app serving every endpoint in ``settings.endpoints``."""
     service = EndpointService(settings, store if store is not None else make_store(settings))
 
@@ -102,7 +102,7 @@ def create_app(settings: Settings, store: JobStore | None = None) -> Litestar:
     return app
 
 
-async def serve(settings: Settings, store: JobStore | None = None,
+async def serve(settings: EndpointSettings, store: JobStore | None = None,
                 on_ready: Callable[[int], None] | None = None) -> None:
     """Run the server under uvicorn on ``settings.host:settings.port`` until cancelled or
     signalled; raise ``supervisor.server.StartFailed`` if it cannot start."""

@@ -3,7 +3,7 @@
     podgate endpoint --endpoint ID [--endpoint ID2 …] [--host 127.0.0.1] [--port 8100]
                      [--api-key KEY] [--redis-url URL] [--<setting> VALUE …] [--limit OP=N:C …]
 
-Every scalar field of :class:`serverless.settings.Settings` is also a flag (``take_hold`` →
+Every scalar field of :class:`serverless.settings.EndpointSettings` is also a flag (``take_hold`` →
 ``--take-hold``) and an environment variable (``PODGATE_EP_TAKE_HOLD``); flags win. Keys are
 best given through ``PODGATE_EP_API_KEY`` / ``PODGATE_EP_WORKER_API_KEY`` (not visible in
 ``ps``). ``--limit run=1000:200`` sets an operation's per-window and concurrent limits
@@ -22,7 +22,7 @@ from typing import Any
 
 import msgspec
 
-from serverless.settings import OpLimit, Settings
+from serverless.settings import EndpointSettings, OpLimit
 
 ENV_PREFIX = "PODGATE_EP_"
 _SCALARS = (int, float, str, bool)
@@ -30,7 +30,7 @@ _SCALARS = (int, float, str, bool)
 
 def _scalar_fields() -> list[tuple[str, type, Any]]:
     out = []
-    for field in msgspec.structs.fields(Settings):
+    for field in msgspec.structs.fields(EndpointSettings):
         kind = field.type
         if kind in _SCALARS or kind in (str | None, int | None):
             base = kind if kind in _SCALARS else (str if kind == (str | None) else int)
@@ -54,7 +54,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                                 help=f"default {default!r} (env {ENV_PREFIX}{name.upper()})")
 
 
-def settings_from_args(args: argparse.Namespace) -> Settings:
+def settings_from_args(args: argparse.Namespace) -> EndpointSettings:
     values: dict[str, Any] = {}
     for name, base, _ in _scalar_fields():
         value = getattr(args, name, None)
@@ -66,7 +66,7 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
             values[name] = value
     if getattr(args, "endpoints", None):
         values["endpoints"] = args.endpoints
-    settings = Settings(**values)
+    settings = EndpointSettings(**values)
     for spec in getattr(args, "limit", []) or []:
         op, _, numbers = spec.partition("=")
         per, _, conc = numbers.partition(":")

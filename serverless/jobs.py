@@ -204,8 +204,8 @@ class WorkerCounts(msgspec.Struct):
     unhealthy: int = 0
 
 
-class Health(msgspec.Struct):
-    """The /health body (§1.4)."""
+class EndpointHealth(msgspec.Struct):
+    """The /health body this endpoint serves (§1.4); podgate's RunPod client decodes it into its own ``Health``."""
 
     jobs: JobCounts
     workers: WorkerCounts

@@ -29,7 +29,7 @@ from serverless.chunks import split_chunk
 from serverless.jobs import COMPLETED, FAILED, IN_PROGRESS, Job, Outcome, SubmitRequest
 from serverless.limits import Limiter
 from serverless.payloads import PayloadError
-from serverless.settings import Settings
+from serverless.settings import EndpointSettings
 from serverless.store.base import JobStore
 from serverless.webhooks import WebhookSender
 
@@ -76,7 +76,7 @@ def _is_object(raw: bytes) -> bool:
 class EndpointService:
     """All operations of every configured endpoint. ``start()``/``stop()`` run the sweeper."""
 
-    def __init__(self, settings: Settings, store: JobStore) -> None:
+    def __init__(self, settings: EndpointSettings, store: JobStore) -> None:
         self.settings = settings
         self.store = store
         self.endpoints = frozenset(settings.endpoints)

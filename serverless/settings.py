@@ -36,7 +36,7 @@ def runpod_limits() -> dict[str, OpLimit]:
     }
 
 
-class Settings(msgspec.Struct, kw_only=True):
+class EndpointSettings(msgspec.Struct, kw_only=True):
     """Everything ``podgate endpoint`` can be told."""
 
     endpoints: list[str] = msgspec.field(default_factory=lambda: ["local"])

@@ -8,7 +8,7 @@ Fixtures
 ``endpoint_factory`` (function scope) / ``module_endpoint_factory`` (module scope)
     ``start(endpoints=("ep",), store="memory", api_key="test-key", **settings)`` starts
     ``podgate endpoint`` as a subprocess on a free port and returns an :class:`EndpointServer`
-    once it announced its URL (``supervisor.readiness``). ``settings`` are :class:`serverless.settings.Settings`
+    once it announced its URL (``supervisor.readiness``). ``settings`` are :class:`serverless.settings.EndpointSettings`
     field names (``take_hold=1.0``); :data:`FAST` holds the short timings used by default.
     ``store="redis"`` uses 127.0.0.1:6379 db 0 with a random key prefix, or the given
     ``redis_prefix`` (several replicas on one queue). If Redis is down the test fails with

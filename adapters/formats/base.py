@@ -17,20 +17,18 @@ choice that forces a call (``"required"``, a named tool, ``allowed_tools`` in mo
 
 from __future__ import annotations
 
-from typing import Any, Literal, Protocol
+from typing import Any, Protocol
 
 import msgspec
 
 from adapters.errors import UnsupportedParameter
 from adapters.events import Event
-from adapters.openai_protocol import ChatCompletionRequest, CompletionRequest
+from adapters.openai_protocol import ChatCompletionRequest, CompletionRequest, Kind
 
 __all__ = [
     "JobInput", "WorkerFormat", "OutputDecoder", "Capabilities", "check_chat", "check_completion",
-    "Kind", "SAMPLING", "finish_for_count",
+    "SAMPLING", "finish_for_count",
 ]
-
-Kind = Literal["chat", "completion"]
 
 
 class JobInput(msgspec.Struct):

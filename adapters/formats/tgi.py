@@ -30,10 +30,10 @@ from typing import Any
 
 from adapters.events import Event, Finish, TextDelta, Usage
 from adapters.formats.base import (
-    Capabilities, JobInput, Kind, check_chat, check_completion, finish_for_count, single_prompt,
+    Capabilities, JobInput, check_chat, check_completion, finish_for_count, single_prompt,
 )
 from adapters.formats.decode import SniffingDecoder
-from adapters.openai_protocol import ChatCompletionRequest, ChatMessage, CompletionRequest
+from adapters.openai_protocol import ChatCompletionRequest, ChatMessage, CompletionRequest, Kind
 
 __all__ = ["TGIFormat", "TextFormat", "TextOutputDecoder", "render_chatml"]
 

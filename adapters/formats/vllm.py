@@ -17,9 +17,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from adapters.formats.base import Capabilities, JobInput, Kind, check_chat, check_completion
+from adapters.formats.base import Capabilities, JobInput, check_chat, check_completion
 from adapters.formats.decode import SniffingDecoder
-from adapters.openai_protocol import ChatCompletionRequest, CompletionRequest
+from adapters.openai_protocol import ChatCompletionRequest, CompletionRequest, Kind
 
 __all__ = ["OpenAIRouteFormat", "VLLMFormat"]
 

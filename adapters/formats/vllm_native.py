@@ -23,10 +23,10 @@ from __future__ import annotations
 from typing import Any
 
 from adapters.formats.base import (
-    Capabilities, JobInput, Kind, check_chat, check_completion, single_prompt,
+    Capabilities, JobInput, check_chat, check_completion, single_prompt,
 )
 from adapters.formats.decode import SniffingDecoder
-from adapters.openai_protocol import ChatCompletionRequest, CompletionRequest
+from adapters.openai_protocol import ChatCompletionRequest, CompletionRequest, Kind
 
 __all__ = ["VLLMNativeFormat", "sampling_params"]
 

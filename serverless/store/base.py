@@ -37,7 +37,7 @@ from __future__ import annotations
 
 import abc
 
-from serverless.jobs import Health, Job, Outcome
+from serverless.jobs import EndpointHealth, Job, Outcome
 
 
 class JobStore(abc.ABC):
@@ -94,7 +94,7 @@ class JobStore(abc.ABC):
         404, no webhook) and return how many were removed. Running jobs are untouched."""
 
     @abc.abstractmethod
-    async def health(self, endpoint: str, *, now: float, worker_timeout: float) -> Health:
+    async def health(self, endpoint: str, *, now: float, worker_timeout: float) -> EndpointHealth:
         """``/health``. ``jobs.inQueue``/``inProgress``: current counts (expired excluded);
         ``jobs.completed``: cumulative COMPLETED; ``jobs.failed``: cumulative FAILED +
         TIMED_OUT; ``jobs.retried``: cumulative /retry re-queues (CANCELLED counts nowhere).

@@ -12,7 +12,7 @@ from collections import OrderedDict
 
 from serverless.jobs import (
     CANCELLED, COMPLETED, FAILED, IN_PROGRESS, IN_QUEUE, RETRYABLE, TIMED_OUT,
-    Health, Job, JobCounts, Outcome, WorkerCounts,
+    EndpointHealth, Job, JobCounts, Outcome, WorkerCounts,
 )
 from serverless.store.base import JobStore
 from serverless.store.waiters import Waiters
@@ -194,7 +194,7 @@ class MemoryStore(JobStore):
         ep.queue.clear()
         return len(ids)
 
-    async def health(self, endpoint: str, *, now: float, worker_timeout: float) -> Health:
+    async def health(self, endpoint: str, *, now: float, worker_timeout: float) -> EndpointHealth:
         ep = self._ep(endpoint)
         holders = {ep.jobs[j].worker_id for j in ep.running if j in ep.jobs}
         workers = WorkerCounts()
@@ -210,7 +210,7 @@ class MemoryStore(JobStore):
         workers.ready = workers.idle + workers.running
         jobs = JobCounts(completed=ep.completed, failed=ep.failed, in_progress=len(ep.running),
                          in_queue=len(ep.queue), retried=ep.retried)
-        return Health(jobs=jobs, workers=workers)
+        return EndpointHealth(jobs=jobs, workers=workers)
 
     # --- workers ---------------------------------------------------------------------------
 

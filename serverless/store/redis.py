@@ -23,7 +23,7 @@ from typing import Any
 import msgspec
 import redis.asyncio as aioredis
 
-from serverless.jobs import Health, Job, JobCounts, Outcome, WorkerCounts
+from serverless.jobs import EndpointHealth, Job, JobCounts, Outcome, WorkerCounts
 from serverless.store import redis_scripts as lua
 from serverless.store.base import JobStore
 from serverless.store.waiters import Waiters
@@ -255,10 +255,10 @@ class RedisStore(JobStore):
     async def purge(self, endpoint: str, *, now: float) -> int:
         return int(await self._run("PURGE", endpoint, now))
 
-    async def health(self, endpoint: str, *, now: float, worker_timeout: float) -> Health:
+    async def health(self, endpoint: str, *, now: float, worker_timeout: float) -> EndpointHealth:
         completed, failed, retried, in_queue, in_progress, idle, running, unhealthy = await self._run(
             "HEALTH", endpoint, now, worker_timeout)
-        return Health(
+        return EndpointHealth(
             jobs=JobCounts(completed=completed, failed=failed, in_progress=in_progress, in_queue=in_queue,
                            retried=retried),
             workers=WorkerCounts(idle=idle, running=running, unhealthy=unhealthy, ready=idle + running))

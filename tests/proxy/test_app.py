@@ -5,11 +5,11 @@ from __future__ import annotations
 from litestar.testing import TestClient
 
 from proxy.app import create_app
-from proxy.settings import ModelSettings, Settings
+from proxy.settings import ModelSettings, ProxySettings
 
 
 def make_app(readiness=None):
-    settings = Settings(models=[ModelSettings(name="m", endpoint="ep", format="vllm"),
+    settings = ProxySettings(models=[ModelSettings(name="m", endpoint="ep", format="vllm"),
                                 ModelSettings(name="org/model-7b", endpoint="ep2", format="sglang")], api_key="k")
     return create_app(settings, readiness=readiness)
 

@@ -11,14 +11,14 @@ from adapters.events import TextDelta
 from adapters.openai_protocol import ChatCompletionRequest
 from proxy.completion import Completion, read_completion
 from proxy.context import RequestContext
-from proxy.settings import ModelSettings, Settings
+from proxy.settings import ModelSettings, ProxySettings
 from proxy.streaming import SSEWriter
 from proxy.upstreams import Upstreams
 
 
 @pytest.fixture
 async def upstreams():
-    settings = Settings(models=[ModelSettings(name="m", endpoint="ep", format="vllm-native", served_model="served")],
+    settings = ProxySettings(models=[ModelSettings(name="m", endpoint="ep", format="vllm-native", served_model="served")],
                         api_key="k")
     upstreams = Upstreams(settings)
     yield upstreams
@@ -32,9 +32,9 @@ def _body(**kw) -> bytes:
 def test_a_request_is_one_immutable_value(upstreams):
     ctx = RequestContext()
     completion = read_completion(_body(stream=True, mystery=1), "chat", upstreams, ctx)
-    assert set(Completion.__struct_fields__) == {"kind", "params", "model", "job_input", "response_id", "created"}
+    assert set(Completion.__struct_fields__) == {"kind", "params", "binding", "job_input", "response_id", "created"}
     assert isinstance(completion.params, ChatCompletionRequest) and completion.stream
-    assert completion.model is upstreams.route("m") and completion.job_input
+    assert completion.binding is upstreams.binding("m") and completion.job_input
     assert completion.response_id == "chatcmpl-" + ctx.request_id.removeprefix("req_")
     assert (ctx.model, ctx.endpoint, ctx.headers["x-podgate-ignored-params"]) == ("m", "ep", "mystery")
     with pytest.raises(AttributeError):

@@ -130,8 +130,8 @@ def test_rerun_before_any_output_is_harmless(rig):
         if chunk.choices:
             text += chunk.choices[0].delta.content or ""
     assert text == ALL
-    st = rig.status(job)
-    assert st["status"] == "COMPLETED" and st["workerId"] != killed
+    final = rig.status(job)
+    assert final["status"] == "COMPLETED" and final["workerId"] != killed
 
 
 def test_rerun_while_collecting_a_nonstream_answer(rig):
@@ -154,5 +154,5 @@ def test_rerun_while_collecting_a_nonstream_answer(rig):
     assert not t.is_alive()
     assert "error" not in result, result.get("error")
     assert result["full"].choices[0].message.content == ALL
-    st = rig.status(job)
-    assert st["status"] == "COMPLETED" and st["workerId"] != killed
+    final = rig.status(job)
+    assert final["status"] == "COMPLETED" and final["workerId"] != killed

@@ -5,9 +5,10 @@ from __future__ import annotations
 import subprocess
 import sys
 
+import msgspec
 import pytest
 
-from proxy.settings import DEFAULT_BASE_URL, SettingsError, load_settings, parse_settings
+from proxy.settings import DEFAULT_BASE_URL, ProxySettings, SettingsError, load_settings, parse_settings
 from tests.proxy.conftest import ROOT
 
 GOOD = """
@@ -52,6 +53,35 @@ def test_good_file():
 def test_default_key_variable():
     s = parse_settings('[[models]]\nname = "m"\nendpoint = "e"\nformat = "text"\n', {"RUNPOD_API_KEY": "k"})
     assert s.api_key == "k" and s.server.port == 8000
+
+
+M = '[[models]]\nname = "m"\nendpoint = "e"\nformat = "vllm"\n'
+
+
+@pytest.mark.parametrize("text,key,problem", [
+    ('[server]\nport = 70000\n' + M, "server.port", "must be 0..65535, got 70000"),
+    ('[server]\nport = -1\n' + M, "server.port", "must be 0..65535, got -1"),
+    ('[timing]\nkeepalive_s = -1\n' + M, "timing.keepalive_s", "must not be negative"),
+    ('[timing]\nupstream_timeout_s = -0.5\n' + M, "timing.upstream_timeout_s", "must not be negative"),
+    ('[timing]\nkeepalive_s = 0\n' + M, "timing.keepalive_s", "must be positive"),
+    ('[timing]\nmax_connections = 0\n' + M, "timing.max_connections", "must be positive"),
+    ('[timing]\ncancel_concurrency = 0\n' + M, "timing.cancel_concurrency", "must be positive"),
+    ('[timing]\nrequest_timeout_s = 0.0\n' + M, "timing.request_timeout_s", "must be positive"),
+    ('[timing]\npoll_min_ms = 50\npoll_max_ms = 40\n' + M, "timing.poll_min_ms", "must not exceed timing.poll_max_ms"),
+    ('mystery = 1\n' + M, "(top level).mystery", "unknown key"),
+])
+def test_range_errors_name_the_key(text, key, problem):
+    with pytest.raises(SettingsError) as info:
+        parse_settings(text, {"RUNPOD_API_KEY": "k"}, source="podgate.toml")
+    assert str(info.value) == f"podgate.toml: {key}: {problem}"
+
+
+def test_the_ranges_are_declared_on_the_structs():
+    """The bounds are msgspec constraints (``Meta``), so decoding is the validation."""
+    for raw in ({"server": {"port": 70000}}, {"timing": {"poll_min_ms": -1}}, {"timing": {"keepalive_s": 0}},
+                {"timing": {"max_connections": 0}}):
+        with pytest.raises(msgspec.ValidationError):
+            msgspec.convert(raw, ProxySettings)
 
 
 @pytest.mark.parametrize("text,key,problem", [

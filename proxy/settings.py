@@ -148,7 +148,7 @@ def parse_settings(data: bytes | str, env: Mapping[str, str] | None = None, *,
     except msgspec.ValidationError as exc:
         failure = read_validation_error(exc)
         problem = failure.problem
-        key = failure.path if failure.path is not None else "(top level)"
+        key = failure.path or ""
         if failure.unknown is not None:  # the path is the unknown field's parent
             key = f"{key}.{failure.unknown}" if key else failure.unknown
             problem = "unknown key"

@@ -1,4 +1,4 @@
-"""The upstreams: one ``RunPodClient`` per distinct base URL, and the model table.
+"""The upstreams: one ``RunPodQueueClient`` per distinct base URL, and the model table.
 
 Created at app startup from the settings, closed at shutdown. A route asks
 ``Upstreams.route(model_name)`` for everything it needs to run a job for a model: the
@@ -13,7 +13,8 @@ from dataclasses import dataclass
 
 from adapters.errors import KeyMask
 from adapters.formats import WorkerFormat, get_format
-from adapters.transport import RunPodClient, make_http_client
+from adapters.http_upstream import HTTPUpstream, make_http_client
+from adapters.runpod_client import RunPodQueueClient
 from proxy.settings import ModelSettings, Settings
 
 
@@ -21,7 +22,7 @@ from proxy.settings import ModelSettings, Settings
 class ModelRoute:
     settings: ModelSettings
     format: WorkerFormat
-    client: RunPodClient
+    client: RunPodQueueClient
     key_mask: KeyMask
 
     @property
@@ -40,7 +41,7 @@ class ModelRoute:
 class Upstreams:
     def __init__(self, settings: Settings):
         t = settings.timing
-        self._clients: dict[str, RunPodClient] = {}
+        self._clients: dict[str, RunPodQueueClient] = {}
         self._routes: dict[str, ModelRoute] = {}
         self.key_mask = KeyMask(settings.secrets())
         for m in settings.models:
@@ -54,7 +55,8 @@ class Upstreams:
                     max_connections=t.max_connections,
                     max_keepalive_connections=t.max_keepalive_connections,
                 )
-                client = self._clients[base] = RunPodClient(http, settings.api_key, read_timeout=t.upstream_timeout_s)
+                upstream = HTTPUpstream(http, settings.api_key, read_timeout=t.upstream_timeout_s)
+                client = self._clients[base] = RunPodQueueClient(upstream)
             self._routes[m.name] = ModelRoute(m, get_format(m.format), client, self.key_mask)
 
     def route(self, model: str) -> ModelRoute | None:

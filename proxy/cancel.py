@@ -7,7 +7,7 @@ queue's own task sends the cancel, outliving the request.
 
 - duplicates coalesce (a job queued or in flight is not queued twice);
 - at most ``concurrency`` cancels in flight (RunPod allows 20 concurrent ``/cancel``);
-- 429 / 5xx / network errors are retried (``adapters.retries.retrying``: ``Retry-After``
+- 429 / 5xx / network errors are retried (``adapters.retries.RetryPolicy``: ``Retry-After``
   honoured, else a pause doubling from ``backoff_s``) at most ``retries`` times, each try
   holding one of the ``concurrency`` slots (a pause holds none); 404 (job already gone)
   counts as done;
@@ -21,8 +21,9 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable
+from operator import attrgetter
 
-from adapters.retries import retrying
+from adapters.retries import RetryPolicy
 from adapters.runpod_client import JobStatus, RunPodQueueClient
 from adapters.upstream import RunPodError
 
@@ -34,8 +35,8 @@ class CancelQueue:
         self._queue: asyncio.Queue[tuple[RunPodQueueClient, str, str]] = asyncio.Queue()
         self._pending: set[tuple[str, str]] = set()
         self._sem = asyncio.Semaphore(concurrency)
-        self._retries = retries
-        self._backoff = backoff_s
+        # /cancel is idempotent: any failure that may pass is retried
+        self._retry = RetryPolicy(attrgetter("transient"), retries, backoff_s)
         self._tasks: set[asyncio.Task] = set()
         self._runner: asyncio.Task | None = None
         self.sent = 0
@@ -92,6 +93,11 @@ class CancelQueue:
         task.add_done_callback(done)
 
     # -- the sender -------------------------------------------------------------------
+    async def _cancel(self, client: RunPodQueueClient, endpoint: str, job_id: str) -> None:
+        """One try: it holds one of the ``concurrency`` slots (a pause between tries does not)."""
+        async with self._sem:
+            await client.cancel(endpoint, job_id)
+
     async def _run(self) -> None:
         while True:
             item = await self._queue.get()
@@ -101,13 +107,8 @@ class CancelQueue:
 
     async def _send(self, client: RunPodQueueClient, endpoint: str, job_id: str) -> None:
         ok = False
-        # /cancel is idempotent: any failure that may pass is retried
-        policy = retrying(lambda exc: exc.transient, retries=self._retries, first_pause_s=self._backoff)
         try:
-            async for attempt in policy:
-                with attempt:
-                    async with self._sem:
-                        await client.cancel(endpoint, job_id)
+            await self._retry.call(self._cancel, client, endpoint, job_id)
             ok = True
         except RunPodError as exc:
             if exc.status == 404:

@@ -15,7 +15,7 @@
   a ``job_restarted`` error (a stream cannot take back what it sent; the caller cancels
   the re-run) and ``"restart"`` reads the re-run afresh (nothing was sent yet:
   ``restarts`` counts it, so the reader drops what it collected).
-- Polls the upstream refused are retried (``adapters.retries.retrying``, at most
+- Polls the upstream refused are retried (``adapters.retries.RetryPolicy``, at most
   ``POLL_RETRIES`` times): ``/stream`` only when RunPod did not act on it
   (``RunPodError.refused``: its answers consume chunks), ``/status`` also after timeouts
   and 5xx (``transient``: it is idempotent).
@@ -30,14 +30,14 @@ import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable
+from operator import attrgetter
 from typing import Any, Literal, TypeVar
 
 from msgspec import UNSET as _UNSET
-from tenacity import AsyncRetrying
 
 from adapters.errors import from_job_status
 from adapters.events import ErrorEvent, Event
-from adapters.retries import retrying
+from adapters.retries import RetryPolicy
 from adapters.runpod_client import JobStatus, RunPodQueueClient, StreamPoll
 from adapters.upstream import RunPodError
 from proxy.cancel import CancelQueue
@@ -48,7 +48,7 @@ T = TypeVar("T")
 log = logging.getLogger("podgate.jobs")
 
 #: How often one poll (``/stream`` or ``/status``) that failed retryably is retried, and
-#: the longest pause between tries (``adapters.retries.retrying``: after ``Retry-After``,
+#: the longest pause between tries (``adapters.retries.RetryPolicy``: after ``Retry-After``,
 #: else doubling from ``timing.poll_min_ms``).
 POLL_RETRIES = 5
 POLL_RETRY_MAX_S = 2.0
@@ -113,6 +113,9 @@ class JobEvents:
         self._guard = guard
         self._on_rerun = on_rerun
         self._delay = timing.poll_min_ms / 1000.0
+        first = timing.poll_min_ms / 1000.0
+        self._retry_refused = RetryPolicy(attrgetter("refused"), POLL_RETRIES, first, POLL_RETRY_MAX_S)
+        self._retry_transient = RetryPolicy(attrgetter("transient"), POLL_RETRIES, first, POLL_RETRY_MAX_S)
         self._running = False  # the current run was seen IN_PROGRESS or with items
         self._saw_items = False  # items of the current run were read
         self._delivered = False  # events of the current run were returned
@@ -220,17 +223,11 @@ class JobEvents:
     async def _poll(self, wait_ms: int | None) -> StreamPoll:
         """One ``/stream`` poll, retried only when RunPod refused it (nothing consumed); a
         poll that may have consumed chunks (timeout after sending) is never repeated."""
-        policy = self._retrying(lambda exc: exc.refused)
-        return await policy(self._client.stream, self._endpoint, self._job_id, wait_ms=wait_ms)
+        return await self._retry_refused.call(self._client.stream, self._endpoint, self._job_id, wait_ms=wait_ms)
 
     async def _status(self) -> JobStatus:
         """One ``/status`` call, retried like a poll (and after timeouts: it is idempotent)."""
-        policy = self._retrying(lambda exc: exc.transient)
-        return await policy(self._client.status, self._endpoint, self._job_id)
-
-    def _retrying(self, retry_if: Callable[[RunPodError], bool]) -> AsyncRetrying:
-        return retrying(retry_if, retries=POLL_RETRIES, first_pause_s=self._t.poll_min_ms / 1000.0,
-                        max_pause_s=POLL_RETRY_MAX_S)
+        return await self._retry_transient.call(self._client.status, self._endpoint, self._job_id)
 
     async def _finish(self, status: str) -> list[Event]:
         """The job is terminal and its stream drained: flush the decoder, and ask

@@ -1,10 +1,9 @@
 """Webhook delivery: POST a job's status body once it is terminal, retried on failure.
 
 RunPod posts the status object once per job on a terminal state and, if the receiver does
-not answer 2xx, retries up to 2 more times 10 s apart (reference §1.6): a tenacity policy
-(fixed pause, bounded attempts; ``serverless/`` imports nothing of ``adapters/``, where the
-proxy's retry policy lives). One shared ``httpx.AsyncClient``; deliveries run as tasks owned
-by the :class:`WebhookSender` and are cancelled on shutdown.
+not answer 2xx, retries up to 2 more times 10 s apart (reference §1.6). One shared
+``httpx.AsyncClient``; deliveries run as tasks owned by the :class:`WebhookSender` and are
+cancelled on shutdown.
 """
 
 from __future__ import annotations
@@ -13,7 +12,6 @@ import asyncio
 import logging
 
 import httpx
-from tenacity import AsyncRetrying, RetryCallState, retry_if_result, stop_after_attempt, wait_fixed
 
 log = logging.getLogger("podgate.serverless.webhooks")
 
@@ -32,29 +30,17 @@ class WebhookSender:
         task.add_done_callback(self._tasks.discard)
 
     async def _deliver(self, url: str, body: bytes, job_id: str) -> None:
-        def failed(state: RetryCallState) -> None:
-            problem = state.outcome.result() if state.outcome is not None else None
-            log.warning("webhook for job %s %s (attempt %d)", job_id, problem, state.attempt_number)
-
-        def given_up(state: RetryCallState) -> None:
-            log.warning("webhook for job %s given up after %d attempts", job_id, state.attempt_number)
-
-        policy = AsyncRetrying(
-            stop=stop_after_attempt(self._retries + 1),
-            wait=wait_fixed(self._interval),
-            retry=retry_if_result(lambda problem: problem is not None),
-            after=failed,
-            retry_error_callback=given_up,
-        )
-        await policy(self._post, url, body)
-
-    async def _post(self, url: str, body: bytes) -> str | None:
-        """One delivery: None when the receiver answered 2xx, else what went wrong."""
-        try:
-            resp = await self._client.post(url, content=body, headers={"Content-Type": "application/json"})
-        except httpx.HTTPError as exc:
-            return f"failed: {type(exc).__name__}"
-        return None if 200 <= resp.status_code < 300 else f"answered {resp.status_code}"
+        for attempt in range(self._retries + 1):
+            if attempt:
+                await asyncio.sleep(self._interval)
+            try:
+                resp = await self._client.post(url, content=body, headers={"Content-Type": "application/json"})
+                if 200 <= resp.status_code < 300:
+                    return
+                log.warning("webhook for job %s answered %s (attempt %d)", job_id, resp.status_code, attempt + 1)
+            except httpx.HTTPError as exc:
+                log.warning("webhook for job %s failed: %s (attempt %d)", job_id, type(exc).__name__, attempt + 1)
+        log.warning("webhook for job %s given up after %d attempts", job_id, self._retries + 1)
 
     async def close(self) -> None:
         for task in list(self._tasks):

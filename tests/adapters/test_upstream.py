@@ -1,14 +1,16 @@
 """The upstream seam (``adapters.upstream``): the queue client speaks to RunPod only through
 an ``Upstream`` (so the ``/openai/*`` passthrough can share it), and the one retry policy of
-upstream calls (``adapters.retries.retrying``) pauses and gives up as the polls and the cancel
+upstream calls (``adapters.retries.RetryPolicy``) pauses and gives up as the polls and the cancel
 queue always did."""
 
 from __future__ import annotations
 
+from operator import attrgetter
+
 import msgspec
 import pytest
 
-from adapters.retries import retrying
+from adapters.retries import RetryPolicy
 from adapters.runpod_client import RunPodQueueClient
 from adapters.upstream import RunPodError, Upstream, UpstreamRequest
 
@@ -58,8 +60,8 @@ async def test_queue_client_speaks_only_through_its_upstream():
 def _failing(errors: list[RunPodError]):
     calls = []
 
-    async def call():
-        calls.append(len(calls))
+    async def call(tag: str) -> str:
+        calls.append(tag)
         if len(calls) <= len(errors):
             raise errors[len(calls) - 1]
         return "ok"
@@ -67,38 +69,26 @@ def _failing(errors: list[RunPodError]):
     return call, calls
 
 
-async def test_retry_policy_honours_retry_after_doubles_and_caps():
-    refused = [RunPodError(429, "x", retry_after=ra) for ra in (None, None, 5.0, None, 0.0)]
-    call, calls = _failing(refused)
-    policy = retrying(lambda exc: exc.refused, retries=5, first_pause_s=0.25, max_pause_s=2.0)
-    pauses: list[float] = []
-
-    async def sleep(s: float) -> None:
-        pauses.append(s)
-
-    policy.sleep = sleep
-    assert await policy(call) == "ok"
-    # 0.25 doubling; Retry-After (capped); a Retry-After of 0 counts as none
-    assert pauses == [0.25, 0.5, 2.0, 2.0, 2.0]
-    assert len(calls) == 6
+def test_retry_policy_honours_retry_after_doubles_and_caps():
+    policy = RetryPolicy(attrgetter("refused"), retries=5, first_pause_s=0.25, max_pause_s=2.0)
+    retry_afters = (None, None, 5.0, None, 0.0)  # a Retry-After of 0 counts as none
+    assert [policy.pause(n, ra) for n, ra in enumerate(retry_afters)] == [0.25, 0.5, 2.0, 2.0, 2.0]
+    uncapped = RetryPolicy(attrgetter("transient"), retries=3, first_pause_s=0.5)
+    assert [uncapped.pause(n) for n in range(3)] + [uncapped.pause(0, 7.0)] == [0.5, 1.0, 2.0, 7.0]
 
 
-async def test_retry_policy_gives_up_and_raises_what_it_does_not_retry():
-    pauses: list[float] = []
-
-    async def sleep(s: float) -> None:
-        pauses.append(s)
+async def test_retry_policy_retries_what_it_accepts_then_gives_up():
+    policy = RetryPolicy(attrgetter("refused"), retries=5, first_pause_s=0.0)
+    call, calls = _failing([RunPodError(429, "x", retry_after=0.0)] * 5)
+    assert await policy.call(call, "a") == "ok"
+    assert calls == ["a"] * 6  # the first try and five retries
 
     call, calls = _failing([RunPodError(503, "x")] * 9)
-    policy = retrying(lambda exc: exc.refused, retries=2, first_pause_s=0.5)
-    policy.sleep = sleep
     with pytest.raises(RunPodError):
-        await policy(call)
-    assert (len(calls), pauses) == (3, [0.5, 1.0])  # uncapped without max_pause_s
+        await RetryPolicy(attrgetter("refused"), retries=2, first_pause_s=0.0).call(call, "b")
+    assert len(calls) == 3
 
     call, calls = _failing([RunPodError(504, "timed out", answered=False)])  # transient, not refused
-    policy = retrying(lambda exc: exc.refused, retries=5, first_pause_s=0.5)
-    policy.sleep = sleep
-    with pytest.raises(RunPodError):
-        await policy(call)
-    assert len(calls) == 1
+    with pytest.raises(RunPodError) as info:
+        await policy.call(call, "c")
+    assert (info.value.status, len(calls)) == (504, 1)

@@ -3,12 +3,13 @@
 In the style of httpx's transports (``AsyncBaseTransport.handle_async_request``): an
 ``Upstream`` takes one ``UpstreamRequest`` and returns the answer's body, or raises
 ``RunPodError``; it knows HTTP, the key, timeouts and RunPod's error bodies, nothing about
-what the body means. Clients on top of it know the operations and their bodies: the queue
+what a body means. Clients on top of it know the operations and their bodies: the queue
 client (``adapters.runpod_client.RunPodQueueClient``: ``/run``, ``/stream``, ``/cancel`` …)
-today, the ``/openai/*`` passthrough next (its requests are ``{endpoint}/openai/v1/…`` paths
-through the same seam). ``adapters.http_upstream.HTTPUpstream`` is the implementation over
-httpx; whether a failed call is worth repeating is the error's own judgement (``refused``,
-``transient``), and how it is repeated is ``adapters.retries.retrying``.
+today, the ``/openai/*`` passthrough next: its calls are ``{endpoint}/openai/v1/…`` paths
+through the same seam (a streamed answer will need one more method here, yielding the body's
+bytes as they come). ``adapters.http_upstream.HTTPUpstream`` implements it over httpx.
+Whether a failed call is worth repeating is the error's own judgement (``refused``,
+``transient``); how it is repeated is ``adapters.retries.RetryPolicy``.
 """
 
 from __future__ import annotations

@@ -23,7 +23,7 @@ Translators (pure functions):
 These return an ``ErrorEvent`` (``adapters.events``) — the value decoders emit in streams —
 and ``to_exception(event)`` / ``OpenAIError.from_event`` turn one into an exception.
   ``from_runpod(exc)``             — a failed call to RunPod (``RunPodError``, raised by
-                                     ``adapters.transport``) → its ``UpstreamError``, with
+                                     ``adapters.upstream``) → its ``UpstreamError``, with
                                      ``should_retry`` decided: the one home of that mapping.
 Messages are cut to the message itself: tracebacks are dropped, length is bounded, and
 anything that looks like a RunPod key or bearer token is masked. ``KeyMask`` masks the
@@ -44,7 +44,7 @@ from adapters.events import ErrorEvent
 from adapters.openai_protocol import ErrorDetail, ErrorResponse
 
 if TYPE_CHECKING:
-    from adapters.transport import RunPodError
+    from adapters.upstream import RunPodError
 
 __all__ = [
     "OpenAIError", "InvalidRequest", "UnsupportedParameter", "UpstreamError",
@@ -366,7 +366,7 @@ SUBMIT_OPERATIONS = frozenset({"run", "runsync"})
 
 
 def from_runpod(exc: RunPodError) -> UpstreamError:
-    """A failed call to RunPod (``adapters.transport.RunPodError``) → the error podgate
+    """A failed call to RunPod (``adapters.upstream.RunPodError``) → the error podgate
     returns to its client. The one home of this mapping; ``exc.message`` is RunPod's
     message as the client already read it from the answer (its body is parsed there, once).
 

@@ -7,8 +7,10 @@ queue's own task sends the cancel, outliving the request.
 
 - duplicates coalesce (a job queued or in flight is not queued twice);
 - at most ``concurrency`` cancels in flight (RunPod allows 20 concurrent ``/cancel``);
-- 429 / 5xx / network errors are retried with backoff (``Retry-After`` honoured), a
-  bounded number of times; 404 (job already gone) counts as done;
+- 429 / 5xx / network errors are retried (``adapters.retries.RetryPolicy``: ``Retry-After``
+  honoured, else a pause doubling from ``backoff_s``) at most ``retries`` times, each try
+  holding one of the ``concurrency`` slots (a pause holds none); 404 (job already gone)
+  counts as done;
 - ``submit_when_known(task, ...)`` handles a job whose id is not known yet (a
   ``/runsync`` still in flight when the client left): when the call returns a
   non-terminal job, that job is cancelled.
@@ -19,19 +21,22 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable
+from operator import attrgetter
 
-from adapters.transport import JobStatus, RunPodClient, RunPodError
+from adapters.retries import RetryPolicy
+from adapters.runpod_client import JobStatus, RunPodQueueClient
+from adapters.upstream import RunPodError
 
 log = logging.getLogger("podgate.cancel")
 
 
 class CancelQueue:
     def __init__(self, *, concurrency: int = 20, retries: int = 3, backoff_s: float = 0.5):
-        self._queue: asyncio.Queue[tuple[RunPodClient, str, str, int]] = asyncio.Queue()
+        self._queue: asyncio.Queue[tuple[RunPodQueueClient, str, str]] = asyncio.Queue()
         self._pending: set[tuple[str, str]] = set()
         self._sem = asyncio.Semaphore(concurrency)
-        self._retries = retries
-        self._backoff = backoff_s
+        # /cancel is idempotent: any failure that may pass is retried
+        self._retry = RetryPolicy(attrgetter("transient"), retries, backoff_s)
         self._tasks: set[asyncio.Task] = set()
         self._runner: asyncio.Task | None = None
         self.sent = 0
@@ -61,16 +66,16 @@ class CancelQueue:
             await asyncio.sleep(0.01)
 
     # -- submit -----------------------------------------------------------------------
-    def submit(self, client: RunPodClient, endpoint: str, job_id: str) -> None:
+    def submit(self, client: RunPodQueueClient, endpoint: str, job_id: str) -> None:
         """Queue ``/cancel/{job_id}``; returns at once (safe inside a dying request)."""
         key = (endpoint, job_id)
         if not job_id or key in self._pending:
             return
         self._pending.add(key)
-        self._queue.put_nowait((client, endpoint, job_id, 0))
+        self._queue.put_nowait((client, endpoint, job_id))
 
     def submit_when_known(
-        self, call: Awaitable[JobStatus] | asyncio.Task, client: RunPodClient, endpoint: str
+        self, call: Awaitable[JobStatus] | asyncio.Task, client: RunPodQueueClient, endpoint: str
     ) -> None:
         """Cancel the job a still-running submit call (``/runsync``) will return, unless it
         returns a terminal job. The call is awaited by a task of this queue."""
@@ -88,36 +93,30 @@ class CancelQueue:
         task.add_done_callback(done)
 
     # -- the sender -------------------------------------------------------------------
+    async def _cancel(self, client: RunPodQueueClient, endpoint: str, job_id: str) -> None:
+        """One try: it holds one of the ``concurrency`` slots (a pause between tries does not)."""
+        async with self._sem:
+            await client.cancel(endpoint, job_id)
+
     async def _run(self) -> None:
         while True:
             item = await self._queue.get()
-            await self._sem.acquire()
             t = asyncio.get_running_loop().create_task(self._send(*item))
             self._tasks.add(t)
             t.add_done_callback(self._tasks.discard)
 
-    async def _send(self, client: RunPodClient, endpoint: str, job_id: str, attempt: int) -> None:
+    async def _send(self, client: RunPodQueueClient, endpoint: str, job_id: str) -> None:
         ok = False
-        retry_in: float | None = None
         try:
-            await client.cancel(endpoint, job_id)
+            await self._retry.call(self._cancel, client, endpoint, job_id)
             ok = True
         except RunPodError as exc:
             if exc.status == 404:
                 ok = True  # already gone (finished and expired, or TTL)
-            elif exc.transient:  # /cancel is idempotent: any failure that may pass is retried
-                if attempt < self._retries:
-                    retry_in = exc.retry_after if exc.retry_after is not None else self._backoff * (2**attempt)
-            if not ok and retry_in is None:
+            else:
                 log.warning("cancel %s/%s failed: %s", endpoint, job_id, exc.message)
         except Exception:  # never let the queue die
             log.exception("cancel %s/%s crashed", endpoint, job_id)
-        finally:
-            self._sem.release()
-        if retry_in is not None:
-            await asyncio.sleep(retry_in)
-            self._queue.put_nowait((client, endpoint, job_id, attempt + 1))
-            return
         self._pending.discard((endpoint, job_id))
         if ok:
             self.sent += 1

@@ -44,7 +44,7 @@ from pathlib import Path
 import httpx
 import msgspec
 
-from adapters.transport import Health
+from adapters.runpod_client import Health
 from supervisor.process import Child
 from supervisor.readiness import announce
 from supervisor.restart import RestartPolicy, keep_running

@@ -25,7 +25,7 @@ from adapters.errors import KeyMask, OpenAIError, error_type_for_status, from_ru
 from adapters.events import ErrorEvent
 from adapters.openai_protocol import ErrorDetail, ErrorResponse
 from adapters.sse import DONE, encode_data
-from adapters.transport import RunPodError
+from adapters.upstream import RunPodError
 from proxy.context import get_context
 
 log = logging.getLogger("podgate.errors")

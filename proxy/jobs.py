@@ -15,9 +15,10 @@
   a ``job_restarted`` error (a stream cannot take back what it sent; the caller cancels
   the re-run) and ``"restart"`` reads the re-run afresh (nothing was sent yet:
   ``restarts`` counts it, so the reader drops what it collected).
-- Polls the upstream refused are retried (``retrying``): ``/stream`` only when RunPod did
-  not act on it (``RunPodError.refused``: its answers consume chunks), ``/status`` also
-  after timeouts and 5xx (``transient``: it is idempotent).
+- Polls the upstream refused are retried (``adapters.retries.RetryPolicy``, at most
+  ``POLL_RETRIES`` times): ``/stream`` only when RunPod did not act on it
+  (``RunPodError.refused``: its answers consume chunks), ``/status`` also after timeouts
+  and 5xx (``transient``: it is idempotent).
 - ``JobGuard`` remembers whether the job reached a terminal state; ``release()`` at the
   end of a request queues ``/cancel`` (through the app's ``CancelQueue``) when it did not.
 - ``race_disconnect`` runs a coroutine against the client's ``http.disconnect``.
@@ -29,13 +30,16 @@ import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable
+from operator import attrgetter
 from typing import Any, Literal, TypeVar
 
 from msgspec import UNSET as _UNSET
 
 from adapters.errors import from_job_status
 from adapters.events import ErrorEvent, Event
-from adapters.transport import JobStatus, RunPodClient, RunPodError
+from adapters.retries import RetryPolicy
+from adapters.runpod_client import JobStatus, RunPodQueueClient, StreamPoll
+from adapters.upstream import RunPodError
 from proxy.cancel import CancelQueue
 from proxy.settings import TimingSettings
 
@@ -44,27 +48,10 @@ T = TypeVar("T")
 log = logging.getLogger("podgate.jobs")
 
 #: How often one poll (``/stream`` or ``/status``) that failed retryably is retried, and
-#: the longest pause between tries.
+#: the longest pause between tries (``adapters.retries.RetryPolicy``: after ``Retry-After``,
+#: else doubling from ``timing.poll_min_ms``).
 POLL_RETRIES = 5
 POLL_RETRY_MAX_S = 2.0
-
-
-async def retrying(call: Callable[[], Awaitable[T]], retry_if: Callable[[RunPodError], bool],
-                   first_pause_s: float) -> T:
-    """``call()``, tried again (up to ``POLL_RETRIES`` times) while it fails with a
-    ``RunPodError`` that ``retry_if`` accepts: after ``Retry-After`` when RunPod sent one,
-    else after a pause that doubles from ``first_pause_s``; no pause longer than
-    ``POLL_RETRY_MAX_S``. The one retry policy of a job's polls."""
-    pause = first_pause_s
-    for attempt in range(POLL_RETRIES + 1):
-        try:
-            return await call()
-        except RunPodError as exc:
-            if attempt == POLL_RETRIES or not retry_if(exc):
-                raise
-            await asyncio.sleep(min(exc.retry_after or pause, POLL_RETRY_MAX_S))
-            pause = min(pause * 2, POLL_RETRY_MAX_S)
-    raise AssertionError("unreachable")
 
 
 def job_restarted() -> ErrorEvent:
@@ -85,7 +72,7 @@ class JobGuard:
 
     __slots__ = ("client", "endpoint", "job_id", "cancels", "finished", "released")
 
-    def __init__(self, cancels: CancelQueue, client: RunPodClient, endpoint: str, job_id: str):
+    def __init__(self, cancels: CancelQueue, client: RunPodQueueClient, endpoint: str, job_id: str):
         self.cancels = cancels
         self.client = client
         self.endpoint = endpoint
@@ -114,7 +101,7 @@ def _run_of(job: JobStatus) -> tuple[Any, Any]:
 class JobEvents:
     """The events of one job, batch by batch, from ``/stream`` polls (module docstring)."""
 
-    def __init__(self, client: RunPodClient, endpoint: str, job_id: str, new_decoder: Callable[[], Any],
+    def __init__(self, client: RunPodQueueClient, endpoint: str, job_id: str, new_decoder: Callable[[], Any],
                  timing: TimingSettings, guard: JobGuard | None = None, *,
                  on_rerun: Literal["fail", "restart"] = "fail"):
         self._client = client
@@ -126,6 +113,9 @@ class JobEvents:
         self._guard = guard
         self._on_rerun = on_rerun
         self._delay = timing.poll_min_ms / 1000.0
+        first = timing.poll_min_ms / 1000.0
+        self._retry_refused = RetryPolicy(attrgetter("refused"), POLL_RETRIES, first, POLL_RETRY_MAX_S)
+        self._retry_transient = RetryPolicy(attrgetter("transient"), POLL_RETRIES, first, POLL_RETRY_MAX_S)
         self._running = False  # the current run was seen IN_PROGRESS or with items
         self._saw_items = False  # items of the current run were read
         self._delivered = False  # events of the current run were returned
@@ -230,16 +220,14 @@ class JobEvents:
         self.ended = True
         return [job_restarted()]
 
-    async def _poll(self, wait_ms: int | None) -> Any:
+    async def _poll(self, wait_ms: int | None) -> StreamPoll:
         """One ``/stream`` poll, retried only when RunPod refused it (nothing consumed); a
         poll that may have consumed chunks (timeout after sending) is never repeated."""
-        return await retrying(lambda: self._client.stream(self._endpoint, self._job_id, wait_ms=wait_ms),
-                              lambda exc: exc.refused, self._t.poll_min_ms / 1000.0)
+        return await self._retry_refused.call(self._client.stream, self._endpoint, self._job_id, wait_ms=wait_ms)
 
     async def _status(self) -> JobStatus:
         """One ``/status`` call, retried like a poll (and after timeouts: it is idempotent)."""
-        return await retrying(lambda: self._client.status(self._endpoint, self._job_id),
-                              lambda exc: exc.transient, self._t.poll_min_ms / 1000.0)
+        return await self._retry_transient.call(self._client.status, self._endpoint, self._job_id)
 
     async def _finish(self, status: str) -> list[Event]:
         """The job is terminal and its stream drained: flush the decoder, and ask

@@ -27,7 +27,7 @@ from msgspec import UNSET
 from adapters.assemble import Aggregator
 from adapters.errors import to_exception
 from adapters.events import Event
-from adapters.transport import JobStatus
+from adapters.runpod_client import JobStatus
 from proxy.cancel import CancelQueue
 from proxy.completion import Completion
 from proxy.context import RequestContext

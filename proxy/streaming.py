@@ -33,7 +33,7 @@ from adapters.assemble import StreamAssembler
 from adapters.errors import OpenAIError, to_exception
 from adapters.events import ErrorEvent, Event, Usage
 from adapters.sse import DONE, comment, encode_event
-from adapters.transport import RunPodError
+from adapters.upstream import RunPodError
 from proxy.cancel import CancelQueue
 from proxy.completion import Completion
 from proxy.context import RequestContext

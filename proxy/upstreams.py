@@ -1,4 +1,4 @@
-"""The upstreams: one ``RunPodClient`` per distinct base URL, and the model table.
+"""The upstreams: one ``RunPodQueueClient`` per distinct base URL, and the model table.
 
 Created at app startup from the settings, closed at shutdown. A route asks
 ``Upstreams.binding(model_name)`` for the model's ``ModelBinding``: everything it needs to
@@ -14,7 +14,8 @@ from dataclasses import dataclass
 
 from adapters.errors import KeyMask
 from adapters.formats import WorkerFormat, get_format
-from adapters.transport import RunPodClient, make_http_client
+from adapters.http_upstream import HTTPUpstream, make_http_client
+from adapters.runpod_client import RunPodQueueClient
 from proxy.settings import ModelSettings, ProxySettings
 
 
@@ -24,7 +25,7 @@ class ModelBinding:
 
     settings: ModelSettings
     format: WorkerFormat
-    client: RunPodClient
+    client: RunPodQueueClient
     key_mask: KeyMask
 
     @property
@@ -43,7 +44,7 @@ class ModelBinding:
 class Upstreams:
     def __init__(self, settings: ProxySettings):
         t = settings.timing
-        self._clients: dict[str, RunPodClient] = {}
+        self._clients: dict[str, RunPodQueueClient] = {}
         self._bindings: dict[str, ModelBinding] = {}
         self.key_mask = KeyMask(settings.secrets())
         for m in settings.models:
@@ -57,7 +58,8 @@ class Upstreams:
                     max_connections=t.max_connections,
                     max_keepalive_connections=t.max_keepalive_connections,
                 )
-                client = self._clients[base] = RunPodClient(http, settings.api_key, read_timeout=t.upstream_timeout_s)
+                upstream = HTTPUpstream(http, settings.api_key, read_timeout=t.upstream_timeout_s)
+                client = self._clients[base] = RunPodQueueClient(upstream)
             self._bindings[m.name] = ModelBinding(m, get_format(m.format), client, self.key_mask)
 
     def binding(self, model: str) -> ModelBinding | None:

@@ -1,7 +1,9 @@
 """Webhook delivery: POST a job's status body once it is terminal, retried on failure.
 
 RunPod posts the status object once per job on a terminal state and, if the receiver does
-not answer 2xx, retries up to 2 more times 10 s apart (reference §1.6). One shared
+not answer 2xx, retries up to 2 more times 10 s apart (reference §1.6): the platform's
+fixed-interval rule, kept in this loop of its own (podgate's upstream retry policy,
+``adapters.retries``, is another room's, and ``serverless/`` imports nothing of it). One shared
 ``httpx.AsyncClient``; deliveries run as tasks owned by the :class:`WebhookSender` and are
 cancelled on shutdown.
 """

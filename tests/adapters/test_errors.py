@@ -12,7 +12,7 @@ from adapters.errors import (
     InvalidRequest, OpenAIError, UnsupportedParameter, UpstreamError, clean_message,
     find_output_error, from_job_status, from_runpod, from_worker_error, to_exception,
 )
-from adapters.transport import RunPodError
+from adapters.upstream import RunPodError
 from adapters.events import ErrorEvent
 
 VLLM_NESTED = {"error": {"message": "This model's maximum context length is 2048 tokens.", "type": "BadRequestError", "param": None, "code": 400}}

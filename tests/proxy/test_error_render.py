@@ -9,7 +9,7 @@ import msgspec
 from adapters.errors import KeyMask, OpenAIError
 from adapters.events import ErrorEvent
 from adapters.sse import DONE
-from adapters.transport import RunPodError
+from adapters.upstream import RunPodError
 from proxy.errors import error_response, sse_error
 
 KEY = "odd-key-value-42"

@@ -9,7 +9,8 @@ import httpx
 
 from adapters.events import ErrorEvent, Finish, TextDelta
 from adapters.formats import SniffingDecoder
-from adapters.transport import RunPodClient
+from adapters.http_upstream import HTTPUpstream
+from adapters.runpod_client import RunPodQueueClient
 from proxy.jobs import JobEvents
 from proxy.settings import TimingSettings
 
@@ -34,7 +35,7 @@ class ScriptedRunPod:
 
     def events(self, on_rerun="fail") -> JobEvents:
         http = httpx.AsyncClient(base_url="https://api.runpod.ai/v2/", transport=httpx.MockTransport(self))
-        return JobEvents(RunPodClient(http, "k"), "ep", "j", lambda: SniffingDecoder("chat", strings="text"),
+        return JobEvents(RunPodQueueClient(HTTPUpstream(http, "k")), "ep", "j", lambda: SniffingDecoder("chat", strings="text"),
                          TIMING, on_rerun=on_rerun)
 
 

@@ -1,5 +1,6 @@
-"""``adapters.transport.RunPodClient`` and ``proxy.cancel.CancelQueue`` against a mocked
-RunPod cloud (``httpx.MockTransport``): request shapes, typed bodies, one error type."""
+"""``adapters.runpod_client.RunPodQueueClient`` (over ``adapters.http_upstream.HTTPUpstream``)
+and ``proxy.cancel.CancelQueue`` against a mocked RunPod cloud (``httpx.MockTransport``):
+request shapes, typed bodies, one error type."""
 
 from __future__ import annotations
 
@@ -9,15 +10,17 @@ import json
 import httpx
 import pytest
 
-from adapters.transport import RunPodClient, RunPodError
+from adapters.http_upstream import HTTPUpstream
+from adapters.runpod_client import RunPodQueueClient
+from adapters.upstream import RunPodError
 from proxy.cancel import CancelQueue
 
 KEY = "rpa_SECRETKEY1234567890"
 
 
-def client_for(handler) -> RunPodClient:
+def client_for(handler) -> RunPodQueueClient:
     http = httpx.AsyncClient(base_url="https://api.runpod.ai/v2/", transport=httpx.MockTransport(handler))
-    return RunPodClient(http, KEY, read_timeout=5)
+    return RunPodQueueClient(HTTPUpstream(http, KEY, read_timeout=5))
 
 
 async def test_operations_and_shapes():
@@ -147,7 +150,7 @@ async def test_cancel_queue_cancels_a_job_once_its_id_is_known():
 
     async def runsync():
         await gate.wait()
-        from adapters.transport import JobStatus
+        from adapters.runpod_client import JobStatus
 
         return JobStatus(id="late", status="IN_PROGRESS")
 

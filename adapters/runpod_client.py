@@ -1,0 +1,105 @@
+"""The RunPod queue client: ``RunPodQueueClient``, one per upstream base URL.
+
+It knows RunPod's queue operations (``/run``, ``/runsync``, ``/status``, ``/stream``,
+``/cancel``, ``/health``) and their bodies (typed msgspec Structs, decoded once per shape),
+and nothing about OpenAI or HTTP: each operation is one ``UpstreamRequest`` sent through the
+upstream seam (``adapters.upstream.Upstream``; over httpx, ``adapters.http_upstream``). Every
+failure — of the call, or a body that is not what RunPod sends — is one ``RunPodError``
+(status + message; never the key), whose ``refused`` / ``transient`` say whether it is worth
+repeating. What a failure means for the client (its OpenAI error) is decided once, next to
+this client, by ``adapters.errors.from_runpod``.
+"""
+
+from __future__ import annotations
+
+from typing import Any, TypeVar
+
+import msgspec
+
+from adapters.upstream import RunPodError, Upstream, UpstreamRequest
+
+TERMINAL_STATUSES = frozenset({"COMPLETED", "FAILED", "CANCELLED", "TIMED_OUT"})
+
+
+class JobStatus(msgspec.Struct, rename="camel"):
+    """A status body (``/run``, ``/runsync``, ``/status``, ``/cancel``). ``output`` is UNSET
+    when absent (a non-terminal ``/runsync`` answer), which differs from a ``null`` output."""
+
+    id: str = ""
+    status: str = ""
+    output: Any = msgspec.UNSET
+    error: Any = None
+    delay_time: int | float | None = None
+    execution_time: int | float | None = None
+    worker_id: str | None = None
+
+    @property
+    def terminal(self) -> bool:
+        return self.status in TERMINAL_STATUSES
+
+
+class StreamItem(msgspec.Struct):
+    output: Any = None
+
+
+class StreamPoll(msgspec.Struct):
+    """One ``/stream`` answer: the chunks not yet delivered, and the job's status."""
+
+    status: str = ""
+    stream: list[StreamItem] = msgspec.field(default_factory=list)
+    error: Any = None
+
+    @property
+    def terminal(self) -> bool:
+        return self.status in TERMINAL_STATUSES
+
+
+class Health(msgspec.Struct):
+    jobs: dict[str, int] = msgspec.field(default_factory=dict)
+    workers: dict[str, int] = msgspec.field(default_factory=dict)
+
+
+_status_dec = msgspec.json.Decoder(JobStatus)
+_stream_dec = msgspec.json.Decoder(StreamPoll)
+_health_dec = msgspec.json.Decoder(Health)
+_T = TypeVar("_T")
+_enc = msgspec.json.Encoder()
+
+
+class RunPodQueueClient:
+    """RunPod's queue API for all endpoints behind one ``Upstream`` (one base URL)."""
+
+    def __init__(self, upstream: Upstream):
+        self._upstream = upstream
+
+    async def aclose(self) -> None:
+        await self._upstream.aclose()
+
+    async def run(self, endpoint: str, job_input: Any) -> JobStatus:
+        body = _enc.encode({"input": job_input})
+        return await self._call(_status_dec, UpstreamRequest("POST", f"{endpoint}/run", "run", body))
+
+    async def runsync(self, endpoint: str, job_input: Any, *, wait_ms: int | None = None) -> JobStatus:
+        body = _enc.encode({"input": job_input})
+        return await self._call(_status_dec, UpstreamRequest("POST", f"{endpoint}/runsync", "runsync", body, wait_ms))
+
+    async def status(self, endpoint: str, job_id: str) -> JobStatus:
+        return await self._call(_status_dec, UpstreamRequest("GET", f"{endpoint}/status/{job_id}", "status"))
+
+    async def stream(self, endpoint: str, job_id: str, *, wait_ms: int | None = None) -> StreamPoll:
+        return await self._call(_stream_dec, UpstreamRequest("GET", f"{endpoint}/stream/{job_id}", "stream",
+                                                             wait_ms=wait_ms))
+
+    async def cancel(self, endpoint: str, job_id: str) -> JobStatus:
+        return await self._call(_status_dec, UpstreamRequest("POST", f"{endpoint}/cancel/{job_id}", "cancel"))
+
+    async def health(self, endpoint: str) -> Health:
+        return await self._call(_health_dec, UpstreamRequest("GET", f"{endpoint}/health", "health"))
+
+    async def _call(self, decoder: msgspec.json.Decoder[_T], request: UpstreamRequest) -> _T:
+        body = await self._upstream.send(request)
+        try:
+            return decoder.decode(body)
+        except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+            raise RunPodError(502, f"unexpected upstream body: {exc}", operation=request.operation,
+                              answered=False) from None

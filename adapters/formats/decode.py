@@ -175,90 +175,15 @@ class SniffingDecoder:
         return out
 
     def _wire(self, w: WireItem, raw: Any) -> list[Event]:
-        out: list[Event] = []
+        """One output item, by its shape: OpenAI-style ``choices`` (vLLM, sglang's OpenAI
+        mode), Era A0's list of texts, a single ``text`` (TGI, Era A1, sglang native), or a
+        usage-only object; anything else is remembered as the first unknown item."""
         if w.choices is not None:
-            self._recognized = True
-            for pos, c in enumerate(w.choices):
-                i = c.index if c.index is not None else pos
-                if c.tokens is not None:  # worker-vllm native
-                    self._synth = True
-                    self._started.add(i)
-                    for t in c.tokens:
-                        if t:
-                            out.append(TextDelta(t, i))
-                d = c.delta if c.delta is not None else c.message
-                if d is not None:
-                    self._started.add(i)
-                    r = d.reasoning if d.reasoning is not None else d.reasoning_content
-                    if r:
-                        out.append(ReasoningDelta(r, i))
-                    if d.content:
-                        out.append(TextDelta(d.content, i))
-                    if d.tool_calls:
-                        self._tools.add(i)
-                        for k, tc in enumerate(d.tool_calls):
-                            fn = tc.function
-                            out.append(ToolCallDelta(
-                                tool_index=tc.index if tc.index is not None else k,
-                                id=tc.id or None,
-                                name=(fn.name or None) if fn is not None else None,
-                                arguments=(fn.arguments or "") if fn is not None else "",
-                                index=i,
-                            ))
-                if c.text is not None:
-                    self._started.add(i)
-                    if c.text:
-                        out.append(TextDelta(c.text, i))
-                if c.logprobs is not None:
-                    out.append(LogprobsDelta(c.logprobs, i))
-                if c.finish_reason:
-                    self._started.add(i)
-                    self._finished.add(i)
-                    out.append(Finish(c.finish_reason, i))
-            if w.usage is not None:
-                u = w.usage
-                if u.prompt_tokens is not None or u.completion_tokens is not None:
-                    usage = Usage(u.prompt_tokens or 0, u.completion_tokens or 0)
-                else:
-                    usage = Usage(u.input or 0, u.output or 0)
-                self._usage = usage
-                out.append(usage)
-            return out
-        text = w.text
-        if isinstance(text, list):  # Era A0: one text per choice, token counts
-            self._recognized = True
-            self._synth = True
-            for i, t in enumerate(text):
-                self._started.add(i)
-                if isinstance(t, str) and t:
-                    out.append(TextDelta(t, i))
-            if w.input_tokens:
-                self._a0_input = max(self._a0_input, w.input_tokens)
-            if w.input_tokens is not None or w.output_tokens is not None:
-                self._usage = Usage(self._a0_input, w.output_tokens or 0)
-                out.append(self._usage)
-            return out
-        if isinstance(text, str):
-            self._recognized = True
-            self._started.add(0)
-            if text:
-                out.append(TextDelta(text, 0))
-            mi = w.meta_info
-            if mi is None:  # TGI / Era A1 token
-                self._synth = True
-                return out
-            reason = mi.finish_reason
-            if isinstance(reason, dict):
-                reason = reason.get("type")
-            if isinstance(reason, str) and reason:
-                self._finished.add(0)
-                out.append(Finish(reason, 0))
-            else:
-                self._synth = True
-            if mi.prompt_tokens is not None or mi.completion_tokens is not None:
-                self._usage = Usage(mi.prompt_tokens or 0, mi.completion_tokens or 0)
-                out.append(self._usage)
-            return out
+            return self._choices_item(w)
+        if isinstance(w.text, list):
+            return self._text_list_item(w, w.text)
+        if isinstance(w.text, str):
+            return self._text_item(w, w.text)
         if w.usage is not None:  # a usage-only object
             self._recognized = True
             u = w.usage
@@ -269,6 +194,94 @@ class SniffingDecoder:
             return [self._usage]
         if self._unknown is None:
             self._unknown = raw
+        return []
+
+    def _choices_item(self, w: WireItem) -> list[Event]:
+        self._recognized = True
+        out: list[Event] = []
+        for pos, c in enumerate(w.choices or ()):
+            i = c.index if c.index is not None else pos
+            if c.tokens is not None:  # worker-vllm native
+                self._synth = True
+                self._started.add(i)
+                for t in c.tokens:
+                    if t:
+                        out.append(TextDelta(t, i))
+            d = c.delta if c.delta is not None else c.message
+            if d is not None:
+                self._started.add(i)
+                r = d.reasoning if d.reasoning is not None else d.reasoning_content
+                if r:
+                    out.append(ReasoningDelta(r, i))
+                if d.content:
+                    out.append(TextDelta(d.content, i))
+                if d.tool_calls:
+                    self._tools.add(i)
+                    for k, tc in enumerate(d.tool_calls):
+                        fn = tc.function
+                        out.append(ToolCallDelta(
+                            tool_index=tc.index if tc.index is not None else k,
+                            id=tc.id or None,
+                            name=(fn.name or None) if fn is not None else None,
+                            arguments=(fn.arguments or "") if fn is not None else "",
+                            index=i,
+                        ))
+            if c.text is not None:
+                self._started.add(i)
+                if c.text:
+                    out.append(TextDelta(c.text, i))
+            if c.logprobs is not None:
+                out.append(LogprobsDelta(c.logprobs, i))
+            if c.finish_reason:
+                self._started.add(i)
+                self._finished.add(i)
+                out.append(Finish(c.finish_reason, i))
+        if w.usage is not None:
+            u = w.usage
+            if u.prompt_tokens is not None or u.completion_tokens is not None:
+                usage = Usage(u.prompt_tokens or 0, u.completion_tokens or 0)
+            else:
+                usage = Usage(u.input or 0, u.output or 0)
+            self._usage = usage
+            out.append(usage)
+        return out
+
+    def _text_list_item(self, w: WireItem, texts: list) -> list[Event]:
+        """Era A0: one text per choice, and token counts."""
+        self._recognized = True
+        self._synth = True
+        out: list[Event] = []
+        for i, t in enumerate(texts):
+            self._started.add(i)
+            if isinstance(t, str) and t:
+                out.append(TextDelta(t, i))
+        if w.input_tokens:
+            self._a0_input = max(self._a0_input, w.input_tokens)
+        if w.input_tokens is not None or w.output_tokens is not None:
+            self._usage = Usage(self._a0_input, w.output_tokens or 0)
+            out.append(self._usage)
+        return out
+
+    def _text_item(self, w: WireItem, text: str) -> list[Event]:
+        """One text: a TGI / Era A1 token (no ``meta_info``), or sglang's native item."""
+        self._recognized = True
+        self._started.add(0)
+        out: list[Event] = [TextDelta(text, 0)] if text else []
+        mi = w.meta_info
+        if mi is None:
+            self._synth = True
+            return out
+        reason = mi.finish_reason
+        if isinstance(reason, dict):
+            reason = reason.get("type")
+        if isinstance(reason, str) and reason:
+            self._finished.add(0)
+            out.append(Finish(reason, 0))
+        else:
+            self._synth = True
+        if mi.prompt_tokens is not None or mi.completion_tokens is not None:
+            self._usage = Usage(mi.prompt_tokens or 0, mi.completion_tokens or 0)
+            out.append(self._usage)
         return out
 
     def _default_reason(self, i: int) -> str:

@@ -10,7 +10,9 @@ directly in this process, on the same model, prompt and settings; and the time f
   request to ``[DONE]``.
 - direct: ``Llama.create_chat_completion`` in this process, with the same GGUF, context size,
   thread count (the worker's default unless ``--threads``) and the same loading settings
-  (``workers.llama_engine.load_llama``).
+  (``workers.llama_engine.load_llama``), and like the worker from an empty KV cache each time
+  (without the reset llama-cpp-python would reuse the previous run's prompt, which the worker
+  never does: its seeds must not depend on the request before).
 Runs alternate between the two (so background load hits both alike), temperature 0 and a
 fixed seed, after one warm-up each; the figures are medians, and the ratio is the median of
 the per-pair ratios. Both must produce the same text (greedy decoding): the script says so if
@@ -73,6 +75,7 @@ def through_podgate(client: OpenAI, max_tokens: int) -> tuple[float, float, int,
 
 
 def direct(llm, max_tokens: int) -> tuple[float, int, str]:
+    llm.reset()  # from an empty KV cache, as the worker evaluates every prompt (reproducible seeds)
     t0 = time.perf_counter()
     r = llm.create_chat_completion(messages=MESSAGES, max_tokens=max_tokens, temperature=0, seed=SEED)
     return time.perf_counter() - t0, r["usage"]["completion_tokens"], r["choices"][0]["message"]["content"]

@@ -16,52 +16,35 @@ gave:
 from __future__ import annotations
 
 import threading
-import time
 
 import openai
 import pytest
 
-from tests.proxy.conftest import start_proxy, write_config
+from tests.proxy.conftest import Stack, start_proxy, write_config
 from tests.proxy.handlers.faults import NUMBERS
 
 FAULTS = "tests.proxy.handlers.faults:handler"
 ALL = "".join(NUMBERS)
 
 
-class Rig:
-    def __init__(self, server, proxy, markers):
-        self.server = server
-        self.proxy = proxy
-        self.markers = markers
+class Rig(Stack):
+    """The endpoint, its two workers and a proxy (``Stack``), with an openai client."""
+
+    def __init__(self, endpoint, proxy, markers):
+        super().__init__(endpoint, proxy, markers)
         self.client = openai.OpenAI(base_url=proxy.base_url, api_key="x", max_retries=0)
 
-    def status(self, job: str) -> dict:
-        with self.server.client() as c:
-            return c.get(f"{self.server.url()}/status/{job}").json()
-
-    def wait_status(self, job: str, want: str, timeout: float) -> str | None:
-        deadline = time.monotonic() + timeout
-        status = None
-        while time.monotonic() < deadline:
-            status = self.status(job).get("status")
-            if status == want:
-                return status
-            time.sleep(0.05)
-        return status
-
-    def wait_marker(self, pattern: str, timeout: float = 20.0) -> str:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            found = sorted(self.markers.glob(pattern))
-            if found:
-                return found[0].name.split(".", 1)[0]
-            time.sleep(0.02)
-        raise AssertionError(f"no marker {pattern}")
+    def marked_job(self, pattern: str, timeout: float = 20.0) -> str:
+        """The job id of the first marker file matching ``pattern`` (``{job}.{event}``)."""
+        found = self.wait_marker(pattern, timeout)
+        if not found:
+            raise AssertionError(f"no marker {pattern}")
+        return found[0].name.split(".", 1)[0]
 
     def kill_runner(self, job: str) -> str:
         """SIGKILL the worker (and its heartbeat) that runs ``job``; its worker id."""
-        worker_id = self.status(job)["workerId"]
-        [worker] = [w for w in self.server.workers if w.worker_id == worker_id]
+        worker_id = self.job_status(job)["workerId"]
+        [worker] = [w for w in self.endpoint.workers if w.worker_id == worker_id]
         worker.kill()
         return worker_id
 
@@ -111,10 +94,10 @@ def test_rerun_after_first_byte_ends_the_stream(rig):
 def test_rerun_waiting_in_the_queue_ends_the_stream(rig):
     """The other worker is busy when the job is re-queued: podgate sees the job IN_QUEUE
     again, ends the stream and cancels the job before the re-run starts."""
-    with rig.server.client() as c:
-        blocker = c.post(f"{rig.server.url()}/run",
+    with rig.endpoint.client() as c:
+        blocker = c.post(f"{rig.endpoint.url()}/run",
                          json={"input": {"messages": [{"role": "user", "content": "#sleepy"}]}}).json()["id"]
-    rig.wait_marker(f"{blocker}.started")
+    rig.marked_job(f"{blocker}.started")
     text = _stream_and_kill(rig, "#numbers")
     assert ALL.startswith(text) and len(text) < len(ALL), f"output repeated or lost: {text!r}"
 
@@ -123,14 +106,14 @@ def test_rerun_before_any_output_is_harmless(rig):
     raw = rig.client.chat.completions.with_raw_response.create(
         model="text", messages=[{"role": "user", "content": "#sleepy"}], stream=True)
     job = raw.headers["x-runpod-job-id"]
-    rig.wait_marker(f"{job}.started")
+    rig.marked_job(f"{job}.started")
     killed = rig.kill_runner(job)  # it sleeps before its first token: nothing was sent
     text = ""
     for chunk in raw.parse():
         if chunk.choices:
             text += chunk.choices[0].delta.content or ""
     assert text == ALL
-    final = rig.status(job)
+    final = rig.job_status(job)
     assert final["status"] == "COMPLETED" and final["workerId"] != killed
 
 
@@ -148,11 +131,11 @@ def test_rerun_while_collecting_a_nonstream_answer(rig):
 
     t = threading.Thread(target=request)
     t.start()
-    job = rig.wait_marker("*.midway")  # the first run has posted some tokens
+    job = rig.marked_job("*.midway")  # the first run has posted some tokens
     killed = rig.kill_runner(job)
     t.join(40)
     assert not t.is_alive()
     assert "error" not in result, result.get("error")
     assert result["full"].choices[0].message.content == ALL
-    final = rig.status(job)
+    final = rig.job_status(job)
     assert final["status"] == "COMPLETED" and final["workerId"] != killed

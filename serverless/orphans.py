@@ -29,7 +29,6 @@ when a worker thread ends.
 
 from __future__ import annotations
 
-import ctypes
 import multiprocessing
 import os
 import signal
@@ -38,7 +37,7 @@ from multiprocessing.connection import wait
 from collections.abc import Callable
 from typing import Any
 
-PR_SET_PDEATHSIG = 1
+from supervisor.process import parent_death_signal
 
 #: the SDK's own ``Heartbeat.process_loop``, kept by :func:`bind_heartbeat` (None in a process
 #: where it was not called, e.g. a heartbeat started with ``spawn``, whose class is unpatched)
@@ -49,10 +48,7 @@ def die_with_parent() -> None:
     """SIGKILL this process when its parent dies: by the kernel (Linux, the OS parent) and by
     a daemon thread watching the ``multiprocessing`` parent (if this process has one; that
     thread also catches a parent that died before this call)."""
-    try:
-        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
-    except (OSError, AttributeError):  # no libc prctl: not Linux
-        pass
+    parent_death_signal(signal.SIGKILL)
     parent = multiprocessing.parent_process()
     if parent is not None:
         threading.Thread(target=_kill_self_when_ready, args=(parent.sentinel,), name="die-with-parent",

@@ -21,9 +21,18 @@ log = logging.getLogger("podgate.supervisor")
 _CLEAR_LINE = "\r\033[K"
 
 
+PR_SET_PDEATHSIG = 1
+
+
+def parent_death_signal(sig: int) -> None:
+    """Ask the kernel to send ``sig`` to this process when its parent (the thread that forked
+    it) dies (Linux ``PR_SET_PDEATHSIG``; a no-op where there is no such call)."""
+    with contextlib.suppress(Exception):  # also between fork and exec: never fail the child's start
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, sig, 0, 0, 0)
+
+
 def _die_with_parent() -> None:  # runs in the child between fork and exec
-    with contextlib.suppress(Exception):
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    parent_death_signal(signal.SIGTERM)
 
 
 class Child:

@@ -268,9 +268,10 @@ def _from_dict(d: dict, default: int) -> ErrorEvent:
         message = "The worker reported an error."
     if not isinstance(message, str):
         message = msgspec.json.encode(message).decode() if isinstance(message, (dict, list)) else str(message)
-    # vLLM's own message may itself carry "vLLM returned HTTP nnn: ..."
-    if _VLLM_HTTP_RE.match(message):
-        return from_worker_error(message, default=default)
+    # the message may itself be an error: "vLLM returned HTTP nnn: ...", or a FAILED job's
+    # error (a JSON text or Python repr of the worker's error object) that a gateway wrapped
+    if _VLLM_HTTP_RE.match(message) or message.lstrip()[:1] == "{":
+        return from_worker_error(message, default=_status_of(d.get("code"), d.get("type"), message, default))
     status = _status_of(d.get("code"), d.get("type"), message, default)
     return _event(message, status, d.get("code"), d.get("param"))
 

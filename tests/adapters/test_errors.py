@@ -37,6 +37,14 @@ def test_failed_era_b_flat_python_repr():
     assert "does not exist" in ev.message
 
 
+def test_a_failed_jobs_error_wrapped_as_a_message_by_a_gateway():
+    # the gateway's in-stream error for a FAILED job: its error text as the message
+    wrapped = {"error": {"message": runpod_generator_error(VLLM_NESTED["error"]), "type": "server_error", "code": 500}}
+    ev = find_output_error(wrapped)
+    assert ev is not None and ev.status == 400
+    assert ev.message == "This model's maximum context length is 2048 tokens."
+
+
 @pytest.mark.parametrize("inner_msg", ['prompt is "too" long', "it's too long"])
 def test_failed_era_c_vllm_returned_http(inner_msg):
     body = json.dumps({"error": {"message": inner_msg, "type": "BadRequestError", "param": "messages", "code": 400}})

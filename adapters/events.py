@@ -4,6 +4,9 @@ Every worker format's decoder turns its output items into a list of these events
 the OpenAI side (chunks for SSE, or one aggregated response object) is built from
 events only, so a new worker format never touches the OpenAI code and vice versa.
 
+``JobOutput`` carries an answer that is one object rather than text (an embeddings list),
+as the worker gave it.
+
 ``index`` is always the OpenAI choice index (``n > 1`` gives several choices).
 """
 
@@ -84,4 +87,11 @@ class ErrorEvent(msgspec.Struct, tag="error", tag_field="kind", frozen=True):
     status: int = 500
 
 
-Event = TextDelta | ReasoningDelta | ToolCallDelta | LogprobsDelta | Usage | Finish | ErrorEvent
+class JobOutput(msgspec.Struct, tag="output", tag_field="kind", frozen=True):
+    """A job's whole answer when it is one object, not text (embeddings): the worker's
+    output as it gave it (a one-element aggregate list is unwrapped by its reader)."""
+
+    value: Any
+
+
+Event = TextDelta | ReasoningDelta | ToolCallDelta | LogprobsDelta | Usage | Finish | ErrorEvent | JobOutput

@@ -1,9 +1,10 @@
 """The OpenAI protocol in one module: request and response wire shapes.
 
 Requests (what clients send):
-  ``ChatCompletionRequest`` (``POST /v1/chat/completions``) and ``CompletionRequest``
-  (``POST /v1/completions``). Decode them with ``decode_chat_request(body)`` /
-  ``decode_completion_request(body)``: they validate the typed fields and raise
+  ``ChatCompletionRequest`` (``POST /v1/chat/completions``), ``CompletionRequest``
+  (``POST /v1/completions``) and ``EmbeddingRequest`` (``POST /v1/embeddings``). Decode
+  them with ``decode_chat_request(body)`` / ``decode_completion_request(body)`` /
+  ``decode_embedding_request(body)``: they validate the typed fields and raise
   ``adapters.errors.InvalidRequest`` (HTTP 400, OpenAI error shape, ``param`` naming the
   bad field) for anything malformed. Keys this module does not know (OpenAI clients send
   extras, vLLM extras go in ``extra_body``) are **not** an error: they are kept and
@@ -12,7 +13,8 @@ Requests (what clients send):
 
 Responses (what podgate sends):
   ``ChatCompletion`` / ``ChatCompletionChunk`` (``chat.completion[.chunk]``),
-  ``TextCompletion`` / ``TextCompletionChunk`` (``text_completion``), ``Model`` /
+  ``TextCompletion`` / ``TextCompletionChunk`` (``text_completion``), ``EmbeddingList``
+  (``object: "list"`` of ``Embedding``, with ``EmbeddingUsage``), ``Model`` /
   ``ModelList``, ``UsageInfo`` and ``ErrorResponse`` (``{"error": {message, type, param,
   code}}``). Encode them with ``msgspec.json.encode``. Every field OpenAI always sends
   is always written (``null`` when empty: ``logprobs``, ``finish_reason``,
@@ -32,6 +34,8 @@ naming the field). ``stream_options`` without ``stream: true`` is refused as Ope
 body nested deeper than ``MAX_DEPTH`` levels is refused (400) right after decoding.
 ``tools`` may be ``function`` or ``custom`` tools (other types pass as sent), and
 ``tool_choice`` a string, a named ``function`` / ``custom`` tool, or ``allowed_tools``.
+An embeddings ``input`` must be one of OpenAI's four shapes, never empty, with at most
+``MAX_EMBEDDING_INPUTS`` inputs; each problem is a 400 naming the item (``input[3]``).
 
 Both ``max_tokens`` and ``max_completion_tokens`` are accepted, also together
 (``max_output_tokens`` prefers the latter, as vLLM does). ``req._raw`` (the decoded body)
@@ -52,13 +56,13 @@ __all__ = [
     "ContentPart", "ChatMessage", "MessageToolCall", "CustomToolCall", "FunctionCall",
     "FunctionDefinition", "CustomToolDefinition", "Tool", "NamedToolChoice", "NamedFunction",
     "AllowedTools", "ResponseFormat", "StreamOptions", "MAX_TOKENS_LIMIT", "MAX_DEPTH",
-    "ChatCompletionRequest", "CompletionRequest",
-    "decode_chat_request", "decode_completion_request",
+    "ChatCompletionRequest", "CompletionRequest", "EmbeddingRequest", "MAX_EMBEDDING_INPUTS",
+    "ENCODING_FORMATS", "decode_chat_request", "decode_completion_request", "decode_embedding_request",
     # responses
     "UsageInfo", "ToolCall", "ChatMessageOut", "ChatChoice", "ChatCompletion",
     "DeltaFunction", "DeltaToolCall", "DeltaMessage", "ChatChunkChoice", "ChatCompletionChunk",
     "CompletionChoice", "TextCompletion", "CompletionChunkChoice", "TextCompletionChunk",
-    "Model", "ModelList", "ErrorDetail", "ErrorResponse",
+    "Model", "ModelList", "Embedding", "EmbeddingUsage", "EmbeddingList", "ErrorDetail", "ErrorResponse",
     "UNSET", "Kind",
 ]
 
@@ -88,6 +92,10 @@ class _Request(msgspec.Struct, omit_defaults=True, dict=True):
     body as sent (``_raw``) to the instance without making it a wire field."""
 
     _raw: ClassVar[dict[str, Any] | None] = None
+
+    def _check(self) -> None:
+        """What the Struct's types cannot say, checked once after decoding (raise
+        ``InvalidRequest``)."""
 
     def extra_body(self) -> dict[str, Any]:
         """The client's top-level keys that this module has no field for, as sent."""
@@ -284,6 +292,12 @@ class _SamplingFields(_Request):
     include_stop_str_in_output: bool | None = None
     stop_token_ids: list[int] | None = None
 
+    def _check(self) -> None:
+        if self.stream_options is not None and not self.stream:
+            from adapters.errors import InvalidRequest
+
+            raise InvalidRequest(STREAM_OPTIONS_WITHOUT_STREAM, param="stream_options")
+
     @property
     def is_stream(self) -> bool:
         return bool(self.stream)
@@ -343,6 +357,80 @@ class CompletionRequest(_SamplingFields, kw_only=True):
         return self.max_tokens
 
 
+#: How many inputs one embeddings request may carry (OpenAI's limit).
+MAX_EMBEDDING_INPUTS = 2048
+ENCODING_FORMATS = ("float", "base64")
+
+
+class EmbeddingRequest(_Request, kw_only=True):
+    """``POST /v1/embeddings`` body. ``input`` is a string, a list of strings, a list of
+    token ids (one input) or a list of token-id lists; ``_check`` refuses anything else,
+    an empty input, and more than ``MAX_EMBEDDING_INPUTS`` inputs. ``encoding_format`` is
+    ``"float"`` (the default; also when null) or ``"base64"``."""
+
+    model: str
+    input: str | list[Any]
+    encoding_format: str | None = None
+    dimensions: PosInt | None = None
+    user: str | None = None
+
+    @property
+    def base64(self) -> bool:
+        return self.encoding_format == "base64"
+
+    @property
+    def token_ids(self) -> bool:
+        """Whether ``input`` is token ids (one list, or a list of lists)."""
+        return isinstance(self.input, list) and not isinstance(self.input[0], str)
+
+    def _check(self) -> None:
+        from adapters.errors import InvalidRequest
+
+        fmt = self.encoding_format
+        if fmt is not None and fmt not in ENCODING_FORMATS:
+            raise InvalidRequest(f"Invalid value for 'encoding_format': {fmt!r}. Supported values are: 'float' and "
+                                 "'base64'.", param="encoding_format", code="invalid_value")
+        problem = _embedding_input_problem(self.input)
+        if problem is not None:
+            where, what = problem
+            raise InvalidRequest(f"Invalid '{where}': {what}", param="input")
+
+
+_INPUT_KINDS = ("a non-empty string, an array of non-empty strings, an array of token ids (non-negative "
+                "integers) or an array of non-empty token-id arrays")
+
+
+def _is_token(x: Any) -> bool:
+    return type(x) is int and x >= 0
+
+
+def _embedding_input_problem(inp: str | list[Any]) -> tuple[str, str] | None:
+    """Where ``input`` is wrong and why, or None when it is one of the four shapes."""
+    if isinstance(inp, str):
+        return ("input", "empty string. The input must be " + _INPUT_KINDS + ".") if not inp else None
+    if not inp:
+        return "input", "empty array. The input must be " + _INPUT_KINDS + "."
+    first = inp[0]
+    if _is_token(first):  # one input as token ids: any length (the model's context bounds it)
+        bad = next((i for i, x in enumerate(inp) if not _is_token(x)), None)
+        return None if bad is None else (f"input[{bad}]", "expected a token id (a non-negative integer) like "
+                                         "the array's first item.")
+    if len(inp) > MAX_EMBEDDING_INPUTS:
+        return "input", f"too many inputs: at most {MAX_EMBEDDING_INPUTS} are allowed, got {len(inp)}."
+    for i, x in enumerate(inp):
+        if isinstance(first, str):
+            if not isinstance(x, str):
+                return f"input[{i}]", "expected a string like the array's first item."
+            if not x:
+                return f"input[{i}]", "empty string. Every input must be a non-empty string."
+        elif isinstance(first, list):
+            if not isinstance(x, list) or not x or not all(_is_token(t) for t in x):
+                return f"input[{i}]", "expected a non-empty array of token ids (non-negative integers)."
+        else:
+            return f"input[{i}]", "the input must be " + _INPUT_KINDS + "."
+    return None
+
+
 _TOO_DEEP = object()
 
 STREAM_OPTIONS_WITHOUT_STREAM = "The 'stream_options' parameter is only allowed when 'stream' is enabled."
@@ -398,7 +486,7 @@ def _invalid(exc: msgspec.ValidationError, raw: Any) -> Exception:
     return InvalidRequest(failure.message, param=field_path or None)
 
 
-def _decode_request(body: bytes | str | dict, cls: type[ChatCompletionRequest] | type[CompletionRequest]) -> Any:
+def _decode_request(body: bytes | str | dict, cls: type[_Request]) -> Any:
     from adapters.errors import InvalidRequest
 
     try:
@@ -416,8 +504,7 @@ def _decode_request(body: bytes | str | dict, cls: type[ChatCompletionRequest] |
         req = msgspec.convert(raw, cls)
     except msgspec.ValidationError as exc:
         raise _invalid(exc, raw) from None
-    if req.stream_options is not None and not req.stream:
-        raise InvalidRequest(STREAM_OPTIONS_WITHOUT_STREAM, param="stream_options")
+    req._check()
     req._raw = raw  # type: ignore[misc]
     return req
 
@@ -430,6 +517,11 @@ def decode_chat_request(body: bytes | str | dict) -> ChatCompletionRequest:
 def decode_completion_request(body: bytes | str | dict) -> CompletionRequest:
     """Validate a completions body; raise ``InvalidRequest`` (400) if malformed."""
     return _decode_request(body, CompletionRequest)
+
+
+def decode_embedding_request(body: bytes | str | dict) -> EmbeddingRequest:
+    """Validate an embeddings body; raise ``InvalidRequest`` (400) if malformed."""
+    return _decode_request(body, EmbeddingRequest)
 
 
 # ---------------------------------------------------------------------------
@@ -561,6 +653,30 @@ class Model(msgspec.Struct, kw_only=True):
 class ModelList(msgspec.Struct, kw_only=True):
     object: Literal["list"] = "list"
     data: list[Model]
+
+
+class Embedding(msgspec.Struct, kw_only=True):
+    """One of ``data`` in an embeddings response: the vector as floats, or as base64 of its
+    little-endian float32 bytes (``encoding_format: "base64"``)."""
+
+    object: str = "embedding"
+    index: int
+    embedding: list[float] | str
+
+
+class EmbeddingUsage(msgspec.Struct):
+    prompt_tokens: int
+    total_tokens: int
+
+
+class EmbeddingList(msgspec.Struct, kw_only=True):
+    """An embeddings response (``object: "list"``). ``usage`` is always written by
+    podgate; it is optional only to read workers' answers."""
+
+    object: str = "list"
+    data: list[Embedding]
+    model: str = ""
+    usage: EmbeddingUsage | None = None
 
 
 class ErrorDetail(msgspec.Struct):

@@ -8,7 +8,7 @@ Encoding is CPU work (and the first call loads the BPE ranks, ~0.2 s): call
 ``estimate_usage`` / ``estimate`` in a thread (``await estimate_usage_async(...)`` /
 ``await estimate_async(...)`` do that with ``anyio.to_thread``), never on the event loop.
 ``estimate`` also gives each choice's completion count (for a finish reason the worker
-did not give).
+did not give). ``count_inputs`` counts a prompt's or an embeddings request's input.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from adapters.events import Usage
 from adapters.openai_protocol import ChatCompletionRequest, CompletionRequest
 
 __all__ = [
-    "ENCODING", "encoding", "count_text", "count_chat_prompt", "count_completion_prompt",
+    "ENCODING", "encoding", "count_text", "count_chat_prompt", "count_completion_prompt", "count_inputs",
     "estimate_usage", "estimate_usage_async", "Estimate", "estimate", "estimate_async",
 ]
 
@@ -62,19 +62,16 @@ def count_chat_prompt(req: ChatCompletionRequest) -> int:
     return n
 
 
+def count_inputs(inp: str | list[Any]) -> int:
+    """The tokens of a completions ``prompt`` or an embeddings ``input``: a string, a list
+    of strings, token ids or token-id lists (a token id counts one)."""
+    if isinstance(inp, str):
+        return count_text(inp)
+    return sum(count_text(x) if isinstance(x, str) else 1 if isinstance(x, int) else len(x) for x in inp)
+
+
 def count_completion_prompt(req: CompletionRequest) -> int:
-    p = req.prompt
-    if isinstance(p, str):
-        return count_text(p)
-    n = 0
-    for x in p:
-        if isinstance(x, str):
-            n += count_text(x)
-        elif isinstance(x, int):
-            n += 1
-        else:
-            n += len(x)
-    return n
+    return count_inputs(req.prompt)
 
 
 class Estimate(NamedTuple):

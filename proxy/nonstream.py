@@ -1,5 +1,8 @@
 """The non-streaming path: ``/runsync?wait=``, then the job's events, then one OpenAI object.
 
+``run_job`` runs one job for any request that waits for its whole answer (completions
+here, embeddings in ``proxy.embeddings``); ``run_nonstream`` makes a completion of it.
+
 ``/runsync`` submits the job and often brings its whole result. When it does not — the job
 is still running after ``runsync_wait_ms``, or it completed with an empty output because
 its worker is a generator without ``return_aggregate_stream`` (RunPod's final output is
@@ -19,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Callable
 from typing import Any
 
 import msgspec
@@ -34,6 +38,7 @@ from proxy.context import RequestContext
 from proxy.errors import request_timeout
 from proxy.jobs import ClientDisconnected, JobEvents, JobGuard, events_of_final, first_error, race_disconnect
 from proxy.settings import TimingSettings
+from proxy.upstreams import ModelBinding
 
 _enc = msgspec.json.Encoder()
 
@@ -43,10 +48,19 @@ async def run_nonstream(completion: Completion, ctx: RequestContext, *, receive:
     """The response body (JSON bytes) for a non-streaming request; raises ``OpenAIError``
     or ``RunPodError`` (rendered by ``proxy.errors``), or ``ClientDisconnected`` when nobody
     is waiting any more."""
-    binding = completion.binding
+    events = await run_job(completion.binding, completion.job_input, completion.new_decoder, ctx,
+                           receive=receive, cancels=cancels, timing=timing)
+    return await _response_body(completion, ctx, events)
+
+
+async def run_job(binding: ModelBinding, job_input: Any, new_decoder: Callable[[], Any], ctx: RequestContext, *,
+                  receive: Any, cancels: CancelQueue, timing: TimingSettings) -> list[Event]:
+    """Run one job for a request that waits for the whole answer (module docstring): its
+    events, decoded by a fresh ``new_decoder()`` per run. Raises the job's first error
+    (``OpenAIError``), ``RunPodError`` when RunPod failed, ``ClientDisconnected``, or the
+    request timeout (504); the job is cancelled whenever the request ends before it."""
     deadline = time.monotonic() + timing.request_timeout_s
-    submit = asyncio.ensure_future(binding.client.runsync(binding.endpoint, completion.job_input,
-                                                        wait_ms=timing.runsync_wait_ms))
+    submit = asyncio.ensure_future(binding.client.runsync(binding.endpoint, job_input, wait_ms=timing.runsync_wait_ms))
     try:
         job: JobStatus = await race_disconnect(
             receive, asyncio.wait_for(asyncio.shield(submit), timing.request_timeout_s))
@@ -63,9 +77,9 @@ async def run_nonstream(completion: Completion, ctx: RequestContext, *, receive:
     guard.finished = job.terminal
     try:
         if job.terminal and not _output_on_stream(job):
-            events = events_of_final(completion.new_decoder(), job)
+            events = events_of_final(new_decoder(), job)
         else:
-            source = JobEvents(binding.client, binding.endpoint, job.id, completion.new_decoder, timing, guard,
+            source = JobEvents(binding.client, binding.endpoint, job.id, new_decoder, timing, guard,
                                on_rerun="restart")
             collect = asyncio.wait_for(_collect(source), max(0.0, deadline - time.monotonic()))
             events = await race_disconnect(receive, collect)
@@ -81,7 +95,7 @@ async def run_nonstream(completion: Completion, ctx: RequestContext, *, receive:
     err = first_error(events)
     if err is not None:
         raise to_exception(err)
-    return await _response_body(completion, ctx, events)
+    return events
 
 
 async def _response_body(completion: Completion, ctx: RequestContext, events: list[Event]) -> bytes:

@@ -4,6 +4,7 @@
 from RunPod.
 
 - ``POST /v1/chat/completions``, ``POST /v1/completions`` (stream and not)
+- ``POST /v1/embeddings`` (``proxy.embeddings``)
 - ``GET /v1/models``, ``GET /v1/models/{id}``
 - ``GET /healthz`` (alive), ``GET /readyz`` (ready: the app's readiness check)
 """
@@ -21,6 +22,7 @@ from litestar.response import Stream
 from adapters.openai_protocol import ChatCompletionRequest, CompletionRequest, Kind, Model, ModelList
 from proxy.completion import completion_for, read_request
 from proxy.context import get_context
+from proxy.embeddings import embeddings
 from proxy.errors import model_not_found
 from proxy.jobs import ClientDisconnected
 from proxy.nonstream import run_nonstream
@@ -130,4 +132,4 @@ async def readyz(request: Request) -> Response:
     return Response(content=body, status_code=200 if ready else 503, media_type=_JSON)
 
 
-ROUTES = [chat_completions, completions, list_models, retrieve_model, healthz, readyz]
+ROUTES = [chat_completions, completions, embeddings, list_models, retrieve_model, healthz, readyz]

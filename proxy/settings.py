@@ -20,6 +20,8 @@ whose message names the key (``models[1].format``) and what is wrong with it, so
     name = "llama-3-8b"                      # the model id clients send
     endpoint = "abc123xyz"                   # the RunPod endpoint id
     format = "vllm"                          # vllm | vllm-native | sglang | tgi | text | openai
+                                             # (chat, completions); infinity | infinity-native
+                                             # (embeddings)
     served_model = "meta-llama/Meta-Llama-3-8B-Instruct"   # optional: what the worker expects
     base_url = "http://127.0.0.1:8100/v2"    # optional per-model upstream override
 
@@ -50,7 +52,7 @@ from msgspec import Meta
 
 from adapters.validation import read_validation_error, type_at, value_at
 
-FormatName = Literal["vllm", "vllm-native", "sglang", "tgi", "text", "openai"]
+FormatName = Literal["vllm", "vllm-native", "sglang", "tgi", "text", "openai", "infinity", "infinity-native"]
 PASSTHROUGH = "openai"
 """The ``format`` of a model passed through to its endpoint's OpenAI gateway (``/openai/v1``)."""
 DEFAULT_BASE_URL = "https://api.runpod.ai/v2"

@@ -22,7 +22,7 @@ def comp(**kw):
 
 
 def test_registry():
-    assert set(FORMATS) == {"vllm", "vllm-native", "sglang", "tgi", "text"}
+    assert set(FORMATS) == {"vllm", "vllm-native", "sglang", "tgi", "text", "infinity", "infinity-native"}
     for name, f in FORMATS.items():
         assert get_format(name) is f and f.name == name
     with pytest.raises(KeyError) as ei:

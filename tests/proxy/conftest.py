@@ -1,10 +1,12 @@
 """Fixtures for the proxy's contract tests: podgate → local endpoint → real SDK workers.
 
-``stack`` (session scope): one ``podgate endpoint`` (H1's fixture) with endpoints ``ep``
-and ``plain``; on ``ep`` two real ``runpod`` SDK workers running
+``stack`` (session scope): one ``podgate endpoint`` (H1's fixture) with endpoints ``ep``,
+``plain`` and ``emb``; on ``ep`` two real ``runpod`` SDK workers running
 ``tests.proxy.handlers.workers:handler`` (8 jobs each at once), on ``plain`` one running the
-non-generator ``workers:plain``; and one ``podgate serve --config`` subprocess whose models
-cover every worker format and wire style (``MODELS``, ``PLAIN_MODELS``). ``stack.base_url`` is the proxy's ``/v1``; ``stack.markers`` the
+non-generator ``workers:plain``, on ``emb`` one running the infinity-embedding handler
+``tests.proxy.handlers.embeddings:handler``; and one ``podgate serve --config`` subprocess
+whose models cover every worker format and wire style (``MODELS``, ``PLAIN_MODELS``,
+``EMBED_MODELS``). ``stack.base_url`` is the proxy's ``/v1``; ``stack.markers`` the
 directory where slow handlers leave ``<job>.started`` / ``<job>.cancelled``.
 """
 
@@ -26,6 +28,7 @@ from supervisor.readiness import ReadyPipe
 ROOT = Path(__file__).resolve().parents[2]
 HANDLER = "tests.proxy.handlers.workers:handler"
 PLAIN_HANDLER = "tests.proxy.handlers.workers:plain"
+EMBED_HANDLER = "tests.proxy.handlers.embeddings:handler"
 
 #: model name → (format, served_model[, more model settings]). The served model picks the
 #: worker's wire style; ``pass-*`` models go through the endpoint's ``/openai/v1`` gateway (not
@@ -46,6 +49,9 @@ MODELS: dict[str, tuple] = {
 }
 #: models on the second endpoint ("plain"), served by a non-generator handler
 PLAIN_MODELS = {"plain-text": ("text", None)}
+#: models on the third endpoint ("emb"), served by the infinity-embedding handler
+EMBED_MODELS = {"embed": ("infinity", "BAAI/bge-small-en-v1.5"), "embed-native": ("infinity-native", "BAAI/bge-small-en-v1.5"),
+                "embed-unloaded": ("infinity", "not-loaded")}
 
 TIMING = {
     "keepalive_s": 0.3,
@@ -155,15 +161,17 @@ def stack(tmp_path_factory) -> Stack:
 
     factory = _Factory(tmp_path_factory.mktemp("endpoint"))
     try:
-        server = factory(endpoints=("ep", "plain"))
+        server = factory(endpoints=("ep", "plain", "emb"))
         markers = tmp_path_factory.mktemp("markers")
         for _ in range(2):
             server.worker(HANDLER, concurrency=8, wait=False, extra_env={"PODGATE_TEST_MARKERS": str(markers)})
         server.worker(PLAIN_HANDLER, endpoint="plain", concurrency=4, wait=False)
+        server.worker(EMBED_HANDLER, endpoint="emb", wait=False, extra_env={"PODGATE_TEST_MARKERS": str(markers)})
         server.wait_for_workers(count=2)
         server.wait_for_workers("plain", count=1)
+        server.wait_for_workers("emb", count=1)
         logdir = tmp_path_factory.mktemp("proxy")
-        config = write_config(logdir / "podgate.toml", server.base, "ep", extra_endpoints={"plain": PLAIN_MODELS})
+        config = write_config(logdir / "podgate.toml", server.base, "ep", extra_endpoints={"plain": PLAIN_MODELS, "emb": EMBED_MODELS})
         proxy = start_proxy(config, server.api_key, logdir)
         try:
             yield Stack(server, proxy, markers)

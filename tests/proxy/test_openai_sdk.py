@@ -10,7 +10,7 @@ import httpx
 import openai
 import pytest
 
-from tests.proxy.conftest import MODELS, PLAIN_MODELS
+from tests.proxy.conftest import EMBED_MODELS, MODELS, PLAIN_MODELS
 from tests.proxy.handlers.workers import REASONING, TEXT, TOOLS
 
 EXPECTED = "".join(TEXT)
@@ -196,7 +196,7 @@ def test_aggregate_only_output(client):
 
 def test_models(stack, client):
     ids = [m.id for m in client.models.list()]
-    assert ids == [*MODELS, *PLAIN_MODELS]
+    assert ids == [*MODELS, *PLAIN_MODELS, *EMBED_MODELS]
     m = client.models.retrieve("sglang")
     assert m.id == "sglang" and m.object == "model"
     with pytest.raises(openai.NotFoundError):

@@ -1,0 +1,61 @@
+"""``POST /v1/embeddings``: the route, and the queue path's runner.
+
+The route reads the body (``adapters.openai_protocol.decode_embedding_request``: 400 for a
+bad one), finds the model (404 when unknown) and answers what the runner returns.
+``run_embeddings`` is the queue path: the model's worker format must embed (403 as OpenAI
+answers otherwise); its job input goes through ``/runsync`` and the job's events until
+done (``proxy.nonstream.run_job``: cancelled when the client leaves or the request times
+out), and the job's output becomes the client's answer through
+``adapters.embeddings.embeddings_response``, which the ``/openai/*`` passthrough uses too.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from litestar import Request, Response, post
+
+from adapters.embeddings import EmbeddingFormat, embeddings_response, not_an_embeddings_model
+from adapters.events import JobOutput
+from adapters.openai_protocol import EmbeddingRequest, decode_embedding_request
+from proxy.cancel import CancelQueue
+from proxy.context import RequestContext, get_context
+from proxy.errors import model_not_found
+from proxy.jobs import ClientDisconnected
+from proxy.nonstream import run_job
+from proxy.settings import TimingSettings
+from proxy.upstreams import ModelBinding
+
+_JSON = "application/json"
+
+
+@post("/v1/embeddings", status_code=200)
+async def embeddings(request: Request) -> Response:
+    gateway = request.app.state.gateway
+    ctx = get_context(request)
+    params = decode_embedding_request(await request.body())
+    ctx.model = params.model
+    binding = gateway.upstreams.binding(params.model)
+    if binding is None:
+        raise model_not_found(params.model)
+    ctx.endpoint = binding.endpoint
+    try:
+        body = await run_embeddings(params, binding, ctx, receive=request.receive, cancels=gateway.cancels,
+                                    timing=gateway.settings.timing)
+    except ClientDisconnected:
+        # nobody is listening; the job's cancel is already queued
+        return Response(content=b"", status_code=499, media_type=_JSON)
+    return Response(content=body, status_code=200, media_type=_JSON)
+
+
+async def run_embeddings(params: EmbeddingRequest, binding: ModelBinding, ctx: RequestContext, *, receive: Any,
+                         cancels: CancelQueue, timing: TimingSettings) -> bytes:
+    """The response body for an embeddings request on the queue path (module docstring)."""
+    fmt = binding.format
+    if not isinstance(fmt, EmbeddingFormat):
+        raise not_an_embeddings_model()
+    job_input = await fmt.embeddings_input(params, binding.served_model)
+    events = await run_job(binding, job_input, lambda: fmt.decoder("completion"), ctx, receive=receive,
+                           cancels=cancels, timing=timing)
+    output = next((ev.value for ev in reversed(events) if type(ev) is JobOutput), None)
+    return await embeddings_response(output, params, binding.name, headers=ctx.headers)

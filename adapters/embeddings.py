@@ -103,7 +103,7 @@ async def worker_texts(req: EmbeddingRequest) -> str | list[str]:
     """The request's input as text: as sent, or its token ids decoded with cl100k (in a
     thread; 400 for an id outside the vocabulary)."""
     if not req.token_ids:
-        return req.input  # type: ignore[return-value]  # str | list[str], checked on decoding
+        return req.input  # str | list[str]: checked on decoding
     return await anyio.to_thread.run_sync(_decode_tokens, req.input)
 
 

@@ -144,6 +144,21 @@ class Stack:
             time.sleep(0.05)
         return status
 
+    def abandon(self, path: str, body: dict, timeout: float = 2.0) -> str:
+        """POST ``body`` to the proxy's ``path`` and give up after ``timeout`` seconds (the
+        client closes the connection, as one that stops waiting does); the id of the one
+        slow job that started meanwhile (its ``<job>.started`` marker)."""
+        before = set(self.markers.glob("*.started"))
+        try:
+            with httpx.Client(base_url=self.base_url, timeout=timeout) as c:
+                r = c.post(path, json=body)
+            raise AssertionError(f"answered before the client gave up: {r.status_code} {r.text[:200]}")
+        except httpx.TimeoutException:
+            pass
+        started = [p for p in self.wait_marker("*.started") if p not in before]
+        assert len(started) == 1, started
+        return started[0].name.removesuffix(".started")
+
     def wait_marker(self, pattern: str, timeout: float = 15.0) -> list[Path]:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:

@@ -85,7 +85,7 @@ def not_an_embeddings_model() -> OpenAIError:
 # Requests → job input
 # ---------------------------------------------------------------------------
 
-def _decode_tokens(inp: list[Any]) -> str | list[str]:
+def _decode_tokens(inp: str | list[Any]) -> str | list[str]:
     enc = encoding()
     lists = inp if isinstance(inp[0], list) else [inp]
     texts = []

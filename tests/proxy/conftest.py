@@ -130,15 +130,15 @@ class Stack:
     def base_url(self) -> str:
         return self.proxy.base_url
 
-    def job_status(self, job_id: str) -> dict:
+    def job_status(self, job_id: str, endpoint: str | None = None) -> dict:
         with self.endpoint.client() as c:
-            return c.get(f"{self.endpoint.url()}/status/{job_id}").json()
+            return c.get(f"{self.endpoint.url(endpoint)}/status/{job_id}").json()
 
-    def wait_status(self, job_id: str, want: str, timeout: float = 10.0) -> str:
+    def wait_status(self, job_id: str, want: str, timeout: float = 10.0, endpoint: str | None = None) -> str:
         deadline = time.monotonic() + timeout
         status = None
         while time.monotonic() < deadline:
-            status = self.job_status(job_id).get("status")
+            status = self.job_status(job_id, endpoint).get("status")
             if status == want:
                 return status
             time.sleep(0.05)

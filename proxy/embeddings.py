@@ -1,7 +1,9 @@
 """``POST /v1/embeddings``: the route, and the queue path's runner.
 
 The route reads the body (``adapters.openai_protocol.decode_embedding_request``: 400 for a
-bad one), finds the model (404 when unknown) and answers what the runner returns.
+bad one), finds the model (404 when unknown) and answers what the runner returns, or — for a
+model passed through (``format = "openai"``) — what the endpoint's ``/openai/v1/embeddings``
+answered, through the same ``embeddings_response``.
 ``run_embeddings`` is the queue path: the model's worker format must embed (403 as OpenAI
 answers otherwise); its job input goes through ``/runsync`` and the job's events until
 done (``proxy.nonstream.run_job``: cancelled when the client leaves or the request times
@@ -19,6 +21,7 @@ from adapters.embeddings import EmbeddingFormat, embeddings_response, not_an_emb
 from adapters.events import JobOutput
 from adapters.openai_protocol import EmbeddingRequest, decode_embedding_request
 from proxy.cancel import CancelQueue
+from proxy import passthrough
 from proxy.context import RequestContext, get_context
 from proxy.errors import model_not_found
 from proxy.jobs import ClientDisconnected
@@ -39,9 +42,15 @@ async def embeddings(request: Request) -> Response:
     if binding is None:
         raise model_not_found(params.model)
     ctx.endpoint = binding.endpoint
+    timing = gateway.settings.timing
     try:
-        body = await run_embeddings(params, binding, ctx, receive=request.receive, cancels=gateway.cancels,
-                                    timing=gateway.settings.timing)
+        if binding.passes_through(None):
+            answer = await passthrough.post(params.to_body(), "embeddings", binding, receive=request.receive,
+                                            timing=timing)
+            body = await embeddings_response(answer, params, binding.name, headers=ctx.headers)
+        else:
+            body = await run_embeddings(params, binding, ctx, receive=request.receive, cancels=gateway.cancels,
+                                        timing=timing)
     except ClientDisconnected:
         # nobody is listening; the job's cancel is already queued
         return Response(content=b"", status_code=499, media_type=_JSON)

@@ -111,16 +111,24 @@ class Relay:
         await asyncio.shield(self.body.aclose())
 
 
-async def relay_nonstream(raw: dict[str, Any], kind: Kind, binding: ModelBinding, *, receive: Any,
-                          timing: TimingSettings) -> bytes:
-    """The answer to a non-streaming request (raises ``OpenAIError``, or ``ClientDisconnected``
-    after closing the upstream request)."""
-    call = binding.openai.post(binding.endpoint, ROUTES[kind], request_body(raw, binding.served_model),
+async def post(raw: dict[str, Any], route: str, binding: ModelBinding, *, receive: Any,
+               timing: TimingSettings) -> bytes:
+    """The upstream's 2xx answer to a non-streaming request, as it came (raises the
+    ``OpenAIError`` of a failed call, or ``ClientDisconnected`` after closing the upstream
+    request)."""
+    call = binding.openai.post(binding.endpoint, route, request_body(raw, binding.served_model),
                                read_timeout=timing.request_timeout_s)
     try:
-        answer = await race_disconnect(receive, call)
+        return await race_disconnect(receive, call)
     except RunPodError as exc:
         raise upstream_error(exc) from None
+
+
+async def relay_nonstream(raw: dict[str, Any], kind: Kind, binding: ModelBinding, *, receive: Any,
+                          timing: TimingSettings) -> bytes:
+    """The client's answer to a non-streaming completion request (``post``, then
+    ``answer_body``: errors answered with 200 raised, the client's model name)."""
+    answer = await post(raw, ROUTES[kind], binding, receive=receive, timing=timing)
     return answer_body(answer, ModelRename(binding.served_model, binding.name))
 
 
@@ -187,4 +195,4 @@ async def finalize(chunks: AsyncGenerator[bytes, None], relay: Relay) -> None:
     await relay.close()
 
 
-__all__ = ["relay_nonstream", "open_relay", "relay_body", "finalize", "Relay", "ROUTES"]
+__all__ = ["post", "relay_nonstream", "open_relay", "relay_body", "finalize", "Relay", "ROUTES"]

@@ -36,7 +36,8 @@ without streaming anything (a plain handler) is written from its output by the s
 A job that ends FAILED, TIMED_OUT or CANCELLED, vanishes, or is still running after
 ``openai_hold_max_ms`` or when the server shuts down ends the stream with one event
 ``data: {"error": {"message", "type", "param", "code"}}`` (code as the non-streaming status
-above) and no ``[DONE]``.
+above; preceded by a blank line when the last slice stopped inside an event) and no
+``[DONE]``.
 
 Disconnects: when the HTTP client goes away before the job ended (Litestar cancels a
 streaming body; a held non-streaming answer watches for ``http.disconnect``), or the answer
@@ -201,7 +202,7 @@ class GatewayCall:
         """The SSE body: the job's stream items as they arrive, then an error event unless it
         completed."""
         svc = self.gateway.service
-        streamed = False
+        tail = b""  # the end of what was written: a worker's slice may stop inside an event
         try:
             while True:
                 job: Job | None
@@ -210,17 +211,19 @@ class GatewayCall:
                 except ApiError:  # deleted (purged, expired)
                     job, chunks = None, []
                 if chunks:
-                    streamed = True
-                    yield b"".join([_sse_items(_decode(raw)) for raw in chunks])
+                    data = b"".join([_sse_items(_decode(raw)) for raw in chunks])
+                    if data:
+                        tail = data[-2:]
+                        yield data
                 if job is not None and not job.terminal and not svc.shutting_down and self._remaining() > 0:
                     continue
                 ending = self._ending(job)
                 if ending is None:
                     assert job is not None
-                    if not streamed and job.output is not None:  # a plain handler: its output only
+                    if not tail and job.output is not None:  # nothing streamed (a plain handler): its output
                         yield _sse_items(_decode(job.output))
-                else:
-                    yield _error_event(*ending)
+                else:  # on an event of its own, even after a slice that ended mid-event
+                    yield (b"\n\n" if tail and tail != b"\n\n" else b"") + _error_event(*ending)
                 return
         finally:
             self.end()

@@ -15,6 +15,7 @@ import asyncio
 import hmac
 from collections.abc import AsyncIterator
 from contextlib import AbstractContextManager, ExitStack, asynccontextmanager, nullcontext
+from pathlib import PurePosixPath
 
 import msgspec
 from litestar import Request, Response, get, post, route
@@ -179,14 +180,14 @@ async def health(request: Request, endpoint_id: str) -> Response[bytes]:
 
 
 @route("/v2/{endpoint_id:str}/openai/v1/{rest:path}", http_method=["GET", "POST"], status_code=200)
-async def openai(request: Request, endpoint_id: str, rest: str) -> Response:
+async def openai(request: Request, endpoint_id: str, rest: PurePosixPath) -> Response:
     svc, limit = _caller(request, endpoint_id, "openai")
     slot = ExitStack()
     slot.enter_context(limit)  # held until the answer ends: a stream's last byte, too
     try:
         body = await _body(request, svc.settings.max_runsync_body) if request.method == "POST" else None
         gateway: OpenAIGateway = request.app.state.openai_gateway
-        call = await gateway.submit(endpoint_id, rest, body, release=slot.close)
+        call = await gateway.submit(endpoint_id, str(rest), body, release=slot.close)
     except BaseException:
         slot.close()
         raise

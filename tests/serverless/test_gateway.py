@@ -37,7 +37,7 @@ def markers(tmp_path_factory) -> Path:
 def server(module_endpoint_factory, markers):
     """Endpoint ``ep`` with one SDK worker (8 jobs at once); ``bare`` has none (tests take its
     jobs by hand through the worker API); its gateway holds a request at most 3 s."""
-    s = module_endpoint_factory(endpoints=("ep", "bare"), openai_hold_max_ms=3000, default_execution_timeout_ms=1000)
+    s = module_endpoint_factory(endpoints=("ep", "bare"), openai_hold_max_ms=3000)
     s.worker(HANDLER, concurrency=8, extra_env={"PODGATE_TEST_MARKERS": str(markers)})
     return s
 
@@ -229,14 +229,24 @@ def test_a_cancelled_job_is_410(server):
     assert r.status_code == 410 and "cancelled" in r.json()["error"]
 
 
-def test_a_timed_out_job_is_504(server):
-    """``bare``'s jobs time out after 1 s of running; its worker here never answers."""
+@pytest.mark.parametrize("stream", [False, True])
+def test_a_timed_out_job_is_504(endpoint_factory, stream):
+    """Jobs time out after 0.5 s of running here; the worker (by hand) never answers. A stream
+    cut inside an event gets its error event on an event of its own."""
+    server = endpoint_factory(default_execution_timeout_ms=500)
     with server.client() as c, concurrent.futures.ThreadPoolExecutor(1) as pool:
-        answer = pool.submit(c.post, f"{gateway(server, 'bare')}/completions", json={"prompt": "x"})
-        job = take(server)
+        answer = pool.submit(c.post, f"{gateway(server)}/completions", json={"prompt": "x", "stream": stream})
+        job = take(server, "ep")
+        if stream:
+            with server.client() as w:
+                w.post(f"{server.url()}/job-stream/hand/{job['id']}", json={"output": 'data: {"par'}).raise_for_status()
         r = answer.result(timeout=10)
-    assert r.status_code == 504 and "execution timeout" in r.json()["error"]
-    assert job_status(server, job["id"], "bare")["status"] == "TIMED_OUT"
+    if stream:
+        assert r.status_code == 200 and r.text.startswith('data: {"par\n\ndata: {"error"')
+        assert json.loads(r.text.split("\n\n")[1].removeprefix("data: "))["error"]["code"] == 504
+    else:
+        assert r.status_code == 504 and "execution timeout" in r.json()["error"]
+    assert job_status(server, job["id"])["status"] == "TIMED_OUT"
 
 
 @pytest.mark.parametrize("stream", [False, True])

@@ -320,3 +320,20 @@ def test_the_openai_limits_answer_429_with_retry_after(endpoint_factory):
         over = c.post(url, content=b"[]")
     assert over.status_code == 429 and int(over.headers["retry-after"]) >= 1
     assert "openai" in over.json()["error"]
+
+
+# --- the Redis store ----------------------------------------------------------------------
+
+def test_over_the_redis_store(endpoint_factory, tmp_path):
+    """The same gateway on the Redis store: stream and not, and a closed stream cancelled."""
+    server = endpoint_factory(store="redis")
+    server.worker(HANDLER, concurrency=8, extra_env={"PODGATE_TEST_MARKERS": str(tmp_path)})
+    c = openai.OpenAI(base_url=gateway(server), api_key=server.api_key, max_retries=0, timeout=30)
+    assert c.chat.completions.create(model="era-b", messages=USER).choices[0].message.content == EXPECTED
+    assert chat_text(c.chat.completions.create(model="era-c", messages=USER, stream=True)) == EXPECTED
+    slow = [{"role": "user", "content": "#slow"}]
+    with c.chat.completions.with_streaming_response.create(model="era-c", messages=slow, stream=True) as resp:
+        job_id = resp.headers[JOB_HEADER]
+        next(iter(resp.parse()))
+    assert wait_status(server, job_id, "CANCELLED", 1.0) == "CANCELLED"
+    assert wait_for(lambda: (tmp_path / f"{job_id}.cancelled").exists()), "the handler saw no cancel"

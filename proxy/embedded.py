@@ -8,7 +8,9 @@ One process tree serves a real model with no RunPod account, no key and no confi
 
 The proxy serves ``smollm2-135m-instruct`` (with ``--model-path``: the file's stem, lowercased;
 format ``vllm``) at http://HOST:PORT/v1 and talks to the endpoint over loopback with a key made
-up for this run. While the model loads it
+up for this run (or ``$PODGATE_EMBEDDED_KEY``). The banner also shows the second way in: the
+endpoint's own OpenAI gateway (``/v2/smollm2/openai/v1``, RunPod's route) with that key,
+printed unless it came from the environment. While the model loads it
 shows progress; ``/readyz`` says ready only once the endpoint counts a worker that pings
 and takes jobs (the handler loads the model in a runpod fitness check, before the SDK's
 heartbeat and job-take loop start). A worker that dies is restarted under a new worker id;
@@ -137,6 +139,7 @@ class Embedded:
         self.opts = opts
         # between the proxy, the endpoint and the workers only; set PODGATE_EMBEDDED_KEY to talk
         # to the local endpoint yourself (its port is in the "[endpoint] … ready on" line)
+        self.key_from_env = bool(os.environ.get("PODGATE_EMBEDDED_KEY"))
         self.key = os.environ.get("PODGATE_EMBEDDED_KEY") or secrets.token_urlsafe(24)
         self.port = opts.port
         # the model id clients send: smollm2-135m-instruct, or the stem of --model-path's file
@@ -292,8 +295,15 @@ class Embedded:
         host = self.opts.host if self.opts.host not in ("0.0.0.0", "::", "") else "127.0.0.1"
         return f"http://{host}:{self.port}/v1"
 
+    @property
+    def gateway_url(self) -> str:
+        """The local endpoint's own OpenAI gateway (RunPod's ``/openai/v1`` route), no proxy in between."""
+        return f"{self.endpoint_url}/{ENDPOINT_ID}/openai/v1"
+
     def _print_banner(self, elapsed: float) -> None:
         base = self.base_url
+        # a key the user chose is not echoed; the one made up for this run is
+        key = "$PODGATE_EMBEDDED_KEY" if self.key_from_env else self.key
         print(f"""
 podgate is serving {self.model_id} (ready in {elapsed:.1f} s)
 
@@ -307,6 +317,11 @@ podgate is serving {self.model_id} (ready in {elapsed:.1f} s)
   from openai import OpenAI
   client = OpenAI(base_url="{base}", api_key="none")
   print(client.chat.completions.create(model="{self.model_id}", messages=[{{"role": "user", "content": "Hello!"}}]).choices[0].message.content)
+
+Or straight to the local RunPod endpoint's OpenAI gateway (RunPod's /openai/v1 route, no podgate in between):
+
+  Base URL  {self.gateway_url}
+  API key   {key}
 
 Press Ctrl-C to stop.
 """, flush=True)

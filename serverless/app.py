@@ -20,6 +20,7 @@ from litestar import Litestar, Request, Response
 from litestar.exceptions import HTTPException
 
 from serverless.limits import RateLimited
+from serverless.openai_gateway import OpenAIGateway
 from serverless.routes import JSON, ROUTES
 from serverless.service import ApiError, EndpointService
 from serverless.settings import EndpointSettings
@@ -76,6 +77,7 @@ def make_store(settings: EndpointSettings) -> JobStore:
 def create_app(settings: EndpointSettings, store: JobStore | None = None) -> Litestar:
     """The Litestar app serving every endpoint in ``settings.endpoints``."""
     service = EndpointService(settings, store if store is not None else make_store(settings))
+    gateway = OpenAIGateway(service)
 
     @asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
@@ -83,6 +85,7 @@ def create_app(settings: EndpointSettings, store: JobStore | None = None) -> Lit
         try:
             yield
         finally:
+            await gateway.close()  # the cancels of gateway requests that ended last
             await service.stop()
 
     app = Litestar(
@@ -99,6 +102,7 @@ def create_app(settings: EndpointSettings, store: JobStore | None = None) -> Lit
         debug=False,
     )
     app.state.service = service
+    app.state.openai_gateway = gateway
     return app
 
 

@@ -5,6 +5,8 @@ key, the endpoint and the operation's limits, reads the raw body and calls
 msgspec (worker posts are JSON under a form content type); every response is JSON. The
 worker's held polls (job-take, job-take-batch, job-stop) watch for the worker closing the
 connection (:func:`_client_gone`), so that no job is handed to a worker that has gone.
+``/openai/v1/*`` is RunPod's OpenAI gateway (``serverless.openai_gateway``): JSON, or SSE
+for a streaming request.
 """
 
 from __future__ import annotations
@@ -12,12 +14,16 @@ from __future__ import annotations
 import asyncio
 import hmac
 from collections.abc import AsyncIterator
-from contextlib import AbstractContextManager, asynccontextmanager, nullcontext
+from contextlib import AbstractContextManager, ExitStack, asynccontextmanager, nullcontext
+from pathlib import PurePosixPath
 
 import msgspec
 from litestar import Request, Response, get, post, route
+from litestar.background_tasks import BackgroundTask
+from litestar.response import Stream
 from litestar.status_codes import HTTP_200_OK
 
+from serverless.openai_gateway import SSE, OpenAIGateway
 from serverless.service import ApiError, EndpointService
 
 JSON = "application/json"
@@ -173,6 +179,25 @@ async def health(request: Request, endpoint_id: str) -> Response[bytes]:
         return _json(await svc.health(endpoint_id))
 
 
+@route("/v2/{endpoint_id:str}/openai/v1/{rest:path}", http_method=["GET", "POST"], status_code=200)
+async def openai(request: Request, endpoint_id: str, rest: PurePosixPath) -> Response:
+    svc, limit = _caller(request, endpoint_id, "openai")
+    slot = ExitStack()
+    slot.enter_context(limit)  # held until the answer ends: a stream's last byte, too
+    try:
+        body = await _body(request, svc.settings.max_runsync_body) if request.method == "POST" else None
+        gateway: OpenAIGateway = request.app.state.openai_gateway
+        call = await gateway.submit(endpoint_id, str(rest), body, release=slot.close)
+    except BaseException:
+        slot.close()
+        raise
+    if call.stream:  # the background task ends the call even if the body never started
+        return Stream(call.events(), media_type=SSE, headers={**call.headers, "cache-control": "no-cache"},
+                      background=BackgroundTask(call.end))
+    async with _client_gone(request) as gone:
+        return Response(content=await call.answer(gone), media_type=JSON, headers=call.headers)
+
+
 # --- worker API ----------------------------------------------------------------------------
 
 @get("/v2/{endpoint_id:str}/job-take/{worker_id:str}")
@@ -227,5 +252,5 @@ async def ping(request: Request, endpoint_id: str, worker_id: str) -> Response[b
     return _json(_EMPTY_OK)
 
 
-ROUTES = [run, runsync, status, status_sync, stream, cancel, retry, purge_queue, health,
+ROUTES = [run, runsync, status, status_sync, stream, cancel, retry, purge_queue, health, openai,
           job_take, job_take_batch, job_stop, job_done, job_stream, ping]

@@ -233,15 +233,16 @@ class EndpointService:
             raise ApiError(429, "queue is full", {"Retry-After": "10"})
         return job
 
-    async def wait_terminal(self, endpoint: str, job_id: str, wait: float) -> Job | None:
+    async def wait_terminal(self, endpoint: str, job_id: str, wait: float,
+                            gone: asyncio.Future[None] | None = None) -> Job | None:
         """Wait up to ``wait`` seconds for the job to become terminal; the job as it is then
-        (``None`` if it disappeared)."""
+        (``None`` if it disappeared). ``gone``: the caller closed the connection, stop waiting."""
         deadline = self.clock() + wait
         while True:
             now = self.clock()
             job = await self.store.get(endpoint, job_id, now=now)
-            if (job is None or job.terminal or now >= deadline
-                    or not await self._hold(self.store.wait_job(endpoint, job_id, deadline - now))):
+            if (job is None or job.terminal or now >= deadline or (gone is not None and gone.done())
+                    or not await self._hold(self.store.wait_job(endpoint, job_id, deadline - now), gone)):
                 return job
 
     async def runsync(self, endpoint: str, body: bytes, wait_ms: int | None) -> bytes:
@@ -273,9 +274,16 @@ class EndpointService:
         return self.status_json(job)
 
     async def stream(self, endpoint: str, job_id: str, wait_ms: int | None) -> bytes:
-        """New chunks since the last read; held up to ``wait`` while there are none and the
-        job is not terminal."""
-        deadline = self.clock() + self._wait_ms(wait_ms, 0, self.settings.stream_wait_max_ms)
+        """``/stream``: new chunks since the last read (see :meth:`next_chunks`)."""
+        job, chunks = await self.next_chunks(endpoint, job_id, self._wait_ms(wait_ms, 0, self.settings.stream_wait_max_ms))
+        items = b",".join([b'{"output":' + c + b"}" for c in chunks])
+        return b'{"status":"' + job.status.encode() + b'","stream":[' + items + b"]}"
+
+    async def next_chunks(self, endpoint: str, job_id: str, wait: float) -> tuple[Job, list[bytes]]:
+        """The job and the stream chunks appended since the last read (consumed), held up to
+        ``wait`` seconds while there are none and the job is not terminal (and not past
+        :meth:`begin_shutdown`). 404 when the job is gone."""
+        deadline = self.clock() + wait
         while True:
             now = self.clock()
             got = await self.store.read_stream(endpoint, job_id, now=now)
@@ -284,8 +292,7 @@ class EndpointService:
             job, chunks = got
             if (chunks or job.terminal or now >= deadline
                     or not await self._hold(self.store.wait_job(endpoint, job_id, deadline - now))):
-                items = b",".join([b'{"output":' + c + b"}" for c in chunks])
-                return b'{"status":"' + job.status.encode() + b'","stream":[' + items + b"]}"
+                return job, chunks
 
     async def cancel(self, endpoint: str, job_id: str) -> bytes:
         outcome = await self.store.cancel(endpoint, job_id, now=self.clock())

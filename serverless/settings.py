@@ -33,6 +33,7 @@ def runpod_limits() -> dict[str, OpLimit]:
         "stream": sync_ops,
         "cancel": OpLimit(100, 20),
         "purge-queue": OpLimit(2, 0),
+        "openai": sync_ops,
     }
 
 
@@ -59,6 +60,10 @@ class EndpointSettings(msgspec.Struct, kw_only=True):
     status_sync_wait_default_ms: int = 90_000
     status_sync_wait_max_ms: int = 90_000
     stream_wait_max_ms: int = 90_000
+    #: the longest one ``/openai/v1/*`` request lasts (waiting for the job, or streaming it)
+    #: before the gateway gives up and cancels the job; RunPod's gateway cut streams at 60 s,
+    #: later at about 5 min (reference/worker-formats.md §1.4)
+    openai_hold_max_ms: int = 300_000
 
     # job lifetimes (ms)
     retention_run_ms: int = jobs.RETENTION_RUN_MS

@@ -60,6 +60,21 @@ def test_banner_says_where_to_point_a_client(serve):
     assert httpx.get(serve.root + "/readyz").json() == {"ready": True}
 
 
+def test_the_banners_second_way_in_is_the_endpoints_openai_gateway(serve):
+    """The real openai SDK straight at the local endpoint's /openai/v1 gateway (no proxy), with
+    the key the banner names (here from $PODGATE_EMBEDDED_KEY, so not echoed)."""
+    url = f"{serve.endpoint_url}/smollm2/openai/v1"
+    banner = "".join(serve.stdout)
+    assert f"Base URL  {url}" in banner and "API key   $PODGATE_EMBEDDED_KEY" in banner
+    assert serve.key not in banner
+    direct = OpenAI(base_url=url, api_key=serve.key, max_retries=0, timeout=120)
+    assert [m.id for m in direct.models.list().data] == [MODEL]
+    whole = direct.chat.completions.create(model=MODEL, messages=HELLO, max_tokens=8, temperature=0)
+    assert whole.model == MODEL and whole.choices[0].message.content.strip()
+    stream = direct.chat.completions.create(model=MODEL, messages=HELLO, max_tokens=8, temperature=0, stream=True)
+    assert "".join(c.choices[0].delta.content or "" for c in stream if c.choices) == whole.choices[0].message.content
+
+
 def test_models(client):
     assert [m.id for m in client.models.list().data] == [MODEL]
 

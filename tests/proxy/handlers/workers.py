@@ -10,7 +10,9 @@ What it does is chosen by the job input:
   (strings of whole events, batches growing 1, 3, 9 …), ``chunk-list`` (lists of chunk
   dicts, RAW_OPENAI_OUTPUT=0), ``sglang`` (multi-line ``data:`` events; non-stream as a
   JSON string);
-- the first word of the last user message (or prompt) picks the scenario (``SCENARIOS``).
+- the first word of the last user message (or prompt) picks the scenario (``SCENARIOS``);
+- ``openai_route`` ``/v1/models`` (a GET on the gateway: no ``openai_input``) lists the wire
+  styles as models (``SERVED``).
 
 ``slow`` scenarios write ``<job id>.started`` and, when cancelled, ``<job id>.cancelled``
 into ``$PODGATE_TEST_MARKERS``.
@@ -25,6 +27,7 @@ from typing import Any
 
 RUNPOD_CONFIG = {"return_aggregate_stream": True, "concurrency_modifier": lambda current: 8}
 
+SERVED = ("era-c", "era-b", "chunk-list", "sglang")
 TEXT = ["Hé", "llo", ", wö", "rld", " 👩‍💻", " 日本", "語", " \"quoted\"", " done."]
 REASONING = ["Let me ", "think ", "about it."]
 TOOLS = [("call_abc123", "get_weather", ['{"city": ', '"Paris', 'é", "unit": ', '"c"}']),
@@ -187,6 +190,10 @@ def _growing_batches(items: list, factor: int = 3, cap: int = 50) -> list[list]:
 
 async def _openai_mode(job_id: str, inp: dict):
     route = inp.get("openai_route", "/v1/chat/completions")
+    if route == "/v1/models":
+        yield {"object": "list", "data": [{"id": m, "object": "model", "created": 1760000000, "owned_by": "vllm"}
+                                          for m in SERVED]}
+        return
     body = inp.get("openai_input") or {}
     model = body.get("model", "")
     scenario = _scenario(inp)

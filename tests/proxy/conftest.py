@@ -51,7 +51,8 @@ MODELS: dict[str, tuple] = {
 PLAIN_MODELS = {"plain-text": ("text", None)}
 #: models on the third endpoint ("emb"), served by the infinity-embedding handler
 EMBED_MODELS = {"embed": ("infinity", "BAAI/bge-small-en-v1.5"), "embed-native": ("infinity-native", "BAAI/bge-small-en-v1.5"),
-                "embed-unloaded": ("infinity", "not-loaded")}
+                "embed-unloaded": ("infinity", "not-loaded"),
+                "embed-pass": ("openai", "BAAI/bge-small-en-v1.5")}  # through the /openai/v1 gateway
 
 TIMING = {
     "keepalive_s": 0.3,

@@ -1,7 +1,8 @@
-"""``POST /v1/embeddings`` on the queue path: real clients (the openai SDK, sync and async;
-LangChain's ``OpenAIEmbeddings``) → podgate → the local endpoint → a real ``runpod`` SDK
-worker running worker-infinity-embedding's shapes (``tests.proxy.handlers.embeddings``),
-in OpenAI mode (``embed``, list-wrapped answers) and native mode (``embed-native``, bare).
+"""``POST /v1/embeddings``: real clients (the openai SDK, sync and async; LangChain's
+``OpenAIEmbeddings``) → podgate → the local endpoint → a real ``runpod`` SDK worker running
+worker-infinity-embedding's shapes (``tests.proxy.handlers.embeddings``), on the queue path in
+OpenAI mode (``embed``, list-wrapped answers) and native mode (``embed-native``, bare), and
+through the endpoint's ``/openai/v1`` gateway (``embed-pass``).
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import pytest
 from adapters.usage import encoding
 from tests.proxy.handlers.embeddings import DIM, MODEL, vector
 
-MODES = ["embed", "embed-native"]
+MODES = ["embed", "embed-native", "embed-pass"]
 TEXTS = ["hello world", "the quick brown fox", "日本語 👩‍💻 text"]
 
 
@@ -62,7 +63,7 @@ async def test_async_sdk(stack):
             await client.embeddings.create(model="nope", input="x")
 
 
-@pytest.mark.parametrize("model", MODES)
+@pytest.mark.parametrize("model", ["embed", "embed-native"])
 def test_token_ids_are_decoded_with_cl100k(client, model):
     ids = [encoding().encode_ordinary(t) for t in TEXTS]
     one = client.embeddings.create(model=model, input=ids[0], encoding_format="float")
@@ -70,6 +71,13 @@ def test_token_ids_are_decoded_with_cl100k(client, model):
     assert one.usage.prompt_tokens == 2  # the worker counted the text it embedded
     many = client.embeddings.create(model=model, input=ids)
     assert [d.embedding for d in many.data] == [vector(t) for t in TEXTS]
+
+
+def test_token_ids_pass_through_untouched(client):
+    """The passthrough does not know the worker's tokenizer (vLLM embeds token ids itself):
+    the ids go up as sent, and a worker that takes only text refuses them with its 400."""
+    with pytest.raises(openai.BadRequestError):
+        client.embeddings.create(model="embed-pass", input=encoding().encode_ordinary(TEXTS[0]))
 
 
 def test_floats_when_the_worker_sends_base64(client):
@@ -105,13 +113,14 @@ def cl100k_download(tmp_path, monkeypatch):
     monkeypatch.setenv("TIKTOKEN_CACHE_DIR", str(tmp_path))
 
 
-@pytest.mark.parametrize("check_ctx_length", [True, False])
-def test_langchain_openai_embeddings(stack, cl100k_download, check_ctx_length):
+@pytest.mark.parametrize("model,check_ctx_length", [("embed", True), ("embed", False), ("embed-pass", False)])
+def test_langchain_openai_embeddings(stack, cl100k_download, model, check_ctx_length):
     """LangChain sends cl100k token-id lists by default (``check_embedding_ctx_length``) and
-    strings without it; either way each text gets the worker's vector for it."""
+    strings without it; either way each text gets the worker's vector for it (through the
+    gateway, to a text-only worker, as strings: see test_token_ids_pass_through_untouched)."""
     from langchain_openai import OpenAIEmbeddings
 
-    emb = OpenAIEmbeddings(model="embed", base_url=stack.base_url, api_key="x", max_retries=0,
+    emb = OpenAIEmbeddings(model=model, base_url=stack.base_url, api_key="x", max_retries=0,
                            check_embedding_ctx_length=check_ctx_length)
     assert emb.embed_query("hello world") == vector("hello world")
     assert emb.embed_documents(TEXTS) == [vector(t) for t in TEXTS]

@@ -78,7 +78,8 @@ def value_at(raw: Any, path: str) -> Any:
 
 def type_at(cls: Any, path: str) -> msgspec.inspect.Type:
     """The type (``msgspec.inspect``) that ``cls`` expects at a failure's ``path``: through
-    Struct fields and list items; raises ``LookupError`` for a path that ``cls`` has not."""
+    Struct fields and list items, and of an optional field (``T | None``) its ``T``; raises
+    ``LookupError`` for a path that ``cls`` has not."""
     info = msgspec.inspect.type_info(cls)
     for key, index in _STEP_RE.findall(path):
         if index and isinstance(info, (msgspec.inspect.ListType, msgspec.inspect.TupleType)):
@@ -90,4 +91,8 @@ def type_at(cls: Any, path: str) -> msgspec.inspect.Type:
             info = field.type
         else:
             raise LookupError(path)
+    if isinstance(info, msgspec.inspect.UnionType):
+        types = [t for t in info.types if not isinstance(t, msgspec.inspect.NoneType)]
+        if len(types) == 1:
+            info = types[0]
     return info

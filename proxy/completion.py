@@ -1,8 +1,9 @@
 """One completion request (chat or text) as podgate runs it: ``Completion``, an immutable value.
 
-``read_completion(body, kind, upstreams, ctx)`` reads and validates the body
-(``adapters.openai_protocol``), finds the model's binding (404 when unknown), asks the
-model's worker format for the job input (400 for parameters it cannot honour; ignored
+``read_request(body, kind, upstreams, ctx)`` reads and validates the body
+(``adapters.openai_protocol``) and finds the model's binding (404 when unknown); a model
+passed through to RunPod's OpenAI gateway goes on from there (``proxy.passthrough``).
+``completion_for(params, binding, kind, ctx)`` asks the model's worker format for the job input (400 for parameters it cannot honour; ignored
 ones go to ``x-podgate-ignored-params``) and returns the ``Completion``: what the client
 asked for (``params``), the model's binding (``binding``: its settings, worker format,
 RunPod client and key mask), the encoded job input, and the response's id and creation
@@ -25,7 +26,7 @@ from typing import Any
 import msgspec
 
 from adapters.events import Usage
-from adapters.formats.base import finish_for_count
+from adapters.formats.base import WorkerFormat, finish_for_count
 from adapters.openai_protocol import (
     ChatCompletionRequest, CompletionRequest, Kind, decode_chat_request, decode_completion_request,
 )
@@ -34,6 +35,7 @@ from proxy.context import RequestContext
 from proxy.errors import model_not_found
 from proxy.upstreams import ModelBinding, Upstreams
 
+
 class Completion(msgspec.Struct, frozen=True):
     """One completion request, immutable once read (module docstring)."""
 
@@ -41,7 +43,9 @@ class Completion(msgspec.Struct, frozen=True):
     params: Any
     """What the client asked for: the decoded ``ChatCompletionRequest`` / ``CompletionRequest``."""
     binding: ModelBinding
-    """The model's binding: its settings, worker format, RunPod client and key mask."""
+    """The model's binding: its settings, RunPod client and key mask."""
+    format: WorkerFormat
+    """The model's worker format, which encoded ``job_input`` and decodes the output."""
     job_input: Any
     """The RunPod job's ``input``, as the model's worker format encodes the request."""
     response_id: str
@@ -57,7 +61,7 @@ class Completion(msgspec.Struct, frozen=True):
 
     def new_decoder(self) -> Any:
         """A fresh decoder of the worker's output (one per run of the job)."""
-        return self.binding.format.decoder(self.kind, request=self.params)
+        return self.format.decoder(self.kind, request=self.params)
 
     async def count(self, ctx: RequestContext, texts: list[str],
                     open_choices: list[int]) -> tuple[Usage, dict[int, str]]:
@@ -71,10 +75,10 @@ class Completion(msgspec.Struct, frozen=True):
         return est.usage, {i: finish_for_count(counts[i] if i < len(counts) else 0, limit) for i in open_choices}
 
 
-def read_completion(body: bytes, kind: Kind, upstreams: Upstreams, ctx: RequestContext) -> Completion:
-    """The ``Completion`` for a request body (raises ``OpenAIError`` for a bad body, an
-    unknown model or a parameter the worker cannot honour); notes the model, endpoint and
-    ignored parameters in ``ctx``."""
+def read_request(body: bytes, kind: Kind, upstreams: Upstreams,
+                 ctx: RequestContext) -> tuple[ChatCompletionRequest | CompletionRequest, ModelBinding]:
+    """The validated request and its model's binding (raises ``OpenAIError`` for a bad body
+    or an unknown model); notes the model and endpoint in ``ctx``."""
     params: ChatCompletionRequest | CompletionRequest = (
         decode_chat_request(body) if kind == "chat" else decode_completion_request(body))
     ctx.model = params.model
@@ -82,7 +86,15 @@ def read_completion(body: bytes, kind: Kind, upstreams: Upstreams, ctx: RequestC
     if binding is None:
         raise model_not_found(params.model)
     ctx.endpoint = binding.endpoint
-    fmt, stream = binding.format, bool(params.stream)
+    return params, binding
+
+
+def completion_for(params: ChatCompletionRequest | CompletionRequest, binding: ModelBinding, fmt: WorkerFormat,
+                   kind: Kind, ctx: RequestContext) -> Completion:
+    """The ``Completion`` of a request for a model that ``fmt`` translates (raises
+    ``OpenAIError`` for a parameter the worker cannot honour); notes ignored parameters in
+    ``ctx``."""
+    stream = bool(params.stream)
     if isinstance(params, ChatCompletionRequest):
         job_input = fmt.chat_input(params, binding.served_model, stream=stream)
     else:
@@ -90,5 +102,13 @@ def read_completion(body: bytes, kind: Kind, upstreams: Upstreams, ctx: RequestC
     if job_input.ignored:
         ctx.headers["x-podgate-ignored-params"] = ",".join(job_input.ignored)
     prefix = "chatcmpl-" if kind == "chat" else "cmpl-"
-    return Completion(kind, params, binding, job_input.input, prefix + ctx.request_id.removeprefix("req_"),
+    return Completion(kind, params, binding, fmt, job_input.input, prefix + ctx.request_id.removeprefix("req_"),
                       int(time.time()))
+
+
+def read_completion(body: bytes, kind: Kind, upstreams: Upstreams, ctx: RequestContext) -> Completion:
+    """``read_request`` then ``completion_for``, for a model podgate translates."""
+    params, binding = read_request(body, kind, upstreams, ctx)
+    if binding.format is None:
+        raise TypeError(f"model {binding.name!r} is passed through, not translated")
+    return completion_for(params, binding, binding.format, kind, ctx)

@@ -1,6 +1,7 @@
 """The OpenAI routes. They know HTTP and OpenAI only: the job work lives in
-``proxy.streaming`` (SSE) and ``proxy.nonstream`` (one object); models come from the
-settings, never from RunPod.
+``proxy.streaming`` (SSE) and ``proxy.nonstream`` (one object), the passthrough of
+``format = "openai"`` models in ``proxy.passthrough``; models come from the settings, never
+from RunPod.
 
 - ``POST /v1/chat/completions``, ``POST /v1/completions`` (stream and not)
 - ``GET /v1/models``, ``GET /v1/models/{id}``
@@ -17,12 +18,14 @@ from litestar import Request, Response, get, post
 from litestar.background_tasks import BackgroundTask
 from litestar.response import Stream
 
-from adapters.openai_protocol import Kind, Model, ModelList
-from proxy.completion import read_completion
+from adapters.openai_protocol import ChatCompletionRequest, CompletionRequest, Kind, Model, ModelList
+from proxy.completion import completion_for, read_request
 from proxy.context import get_context
 from proxy.errors import model_not_found
 from proxy.jobs import ClientDisconnected
 from proxy.nonstream import run_nonstream
+from proxy.passthrough import finalize as finalize_relay
+from proxy.passthrough import open_relay, relay_body, relay_nonstream
 from proxy.streaming import SSE_HEADERS, StreamJob, sse_body, start_stream
 from proxy.upstreams import ModelBinding
 
@@ -32,7 +35,10 @@ _JSON = "application/json"
 async def _complete(request: Request, kind: Kind) -> Response:
     gateway = request.app.state.gateway
     ctx = get_context(request)
-    completion = read_completion(await request.body(), kind, gateway.upstreams, ctx)
+    params, binding = read_request(await request.body(), kind, gateway.upstreams, ctx)
+    if binding.format is None or binding.passes_through(params.max_output_tokens):
+        return await _pass_through(request, params, binding, kind)
+    completion = completion_for(params, binding, binding.format, kind, ctx)
     run_with = {"receive": request.receive, "cancels": gateway.cancels, "timing": gateway.settings.timing}
     try:
         if completion.stream:
@@ -43,6 +49,24 @@ async def _complete(request: Request, kind: Kind) -> Response:
         answer = await run_nonstream(completion, ctx, **run_with)
     except ClientDisconnected:
         # nobody is listening; the job's cancel is already queued
+        return Response(content=b"", status_code=499, media_type=_JSON)
+    return Response(content=answer, status_code=200, media_type=_JSON)
+
+
+async def _pass_through(request: Request, params: ChatCompletionRequest | CompletionRequest, binding: ModelBinding,
+                        kind: Kind) -> Response:
+    """A model served by its endpoint's OpenAI gateway (``proxy.passthrough``)."""
+    timing = request.app.state.gateway.settings.timing
+    try:
+        if params.stream:
+            relay = await open_relay(params.to_body(), kind, binding, params.include_usage, receive=request.receive,
+                                     timing=timing)
+            chunks = relay_body(relay, get_context(request))
+            return Stream(chunks, media_type="text/event-stream", headers=SSE_HEADERS,
+                          background=BackgroundTask(finalize_relay, chunks, relay))
+        answer = await relay_nonstream(params.to_body(), kind, binding, receive=request.receive, timing=timing)
+    except ClientDisconnected:
+        get_context(request).note = "client-disconnected"
         return Response(content=b"", status_code=499, media_type=_JSON)
     return Response(content=answer, status_code=200, media_type=_JSON)
 

@@ -19,9 +19,16 @@ whose message names the key (``models[1].format``) and what is wrong with it, so
     [[models]]
     name = "llama-3-8b"                      # the model id clients send
     endpoint = "abc123xyz"                   # the RunPod endpoint id
-    format = "vllm"                          # vllm | vllm-native | sglang | tgi | text
+    format = "vllm"                          # vllm | vllm-native | sglang | tgi | text | openai
     served_model = "meta-llama/Meta-Llama-3-8B-Instruct"   # optional: what the worker expects
     base_url = "http://127.0.0.1:8100/v2"    # optional per-model upstream override
+
+    [[models]]                               # passed through to the endpoint's /openai/v1
+    name = "qwen"
+    endpoint = "def456uvw"
+    format = "openai"
+    queue_format = "vllm"                    # optional, with passthrough_max_tokens: requests
+    passthrough_max_tokens = 4096            #   for more tokens (or no limit) take the queue
 
 The API key is read from the environment (``RUNPOD_API_KEY`` or the variable named by
 ``api_key_env``) and kept in ``ProxySettings.api_key``; it is never printed (``repr`` hides it),
@@ -43,7 +50,9 @@ from msgspec import Meta
 
 from adapters.validation import read_validation_error, type_at, value_at
 
-FormatName = Literal["vllm", "vllm-native", "sglang", "tgi", "text"]
+FormatName = Literal["vllm", "vllm-native", "sglang", "tgi", "text", "openai"]
+PASSTHROUGH = "openai"
+"""The ``format`` of a model passed through to its endpoint's OpenAI gateway (``/openai/v1``)."""
 DEFAULT_BASE_URL = "https://api.runpod.ai/v2"
 DEFAULT_KEY_ENV = "RUNPOD_API_KEY"
 
@@ -117,6 +126,13 @@ class ModelSettings(_Section):
     format: FormatName
     served_model: str | None = None
     base_url: str | None = None
+    queue_format: FormatName | None = None
+    """For a passed-through model (``format = "openai"``): the worker format of the queue path
+    that takes the requests RunPod's gateway might cut (see ``passthrough_max_tokens``)."""
+    passthrough_max_tokens: PositiveCount | None = None
+    """With ``queue_format``: a request asking for more tokens than this, or setting no limit,
+    goes through the queue (``/run`` + ``/stream``) instead of the gateway, whose streams
+    RunPod cuts after a few minutes."""
 
 
 class ProxySettings(_Section):
@@ -210,6 +226,12 @@ def _check(s: ProxySettings, source: str) -> None:
         seen.add(m.name)
         if m.base_url is not None:
             _check_url(m.base_url, f"models[{i}].base_url", fail)
+        if m.queue_format is not None and m.format != PASSTHROUGH:
+            fail(f"models[{i}].queue_format", f'only a model with format = "{PASSTHROUGH}" has a queue fallback')
+        if m.queue_format == PASSTHROUGH:
+            fail(f"models[{i}].queue_format", "must be a queue format (vllm, vllm-native, sglang, tgi or text)")
+        if (m.passthrough_max_tokens is None) != (m.queue_format is None):
+            fail(f"models[{i}].passthrough_max_tokens", "queue_format and passthrough_max_tokens go together")
     if s.timing.poll_min_ms > s.timing.poll_max_ms:
         fail("timing.poll_min_ms", "must not exceed timing.poll_max_ms")
 

@@ -1,10 +1,13 @@
-"""The upstreams: one ``RunPodQueueClient`` per distinct base URL, and the model table.
+"""The upstreams: one ``HTTPUpstream`` per distinct base URL, with its two clients (the
+queue client ``RunPodQueueClient`` and the ``/openai/*`` passthrough ``OpenAIPassthrough``),
+and the model table.
 
 Created at app startup from the settings, closed at shutdown. A route asks
 ``Upstreams.binding(model_name)`` for the model's ``ModelBinding``: everything it needs to
-run a job for the model (its settings, its worker format, the client for its base URL, and
-the mask of the configured keys, ``key_mask``, that every error passed on to the client
-goes through).
+serve the model (its settings, its worker format — None when the model is passed through to
+the endpoint's OpenAI gateway (``format = "openai"``) — the clients for its base URL, and the
+mask of the configured keys, ``key_mask``, that every error passed on to the client goes
+through).
 """
 
 from __future__ import annotations
@@ -15,18 +18,30 @@ from dataclasses import dataclass
 from adapters.errors import KeyMask
 from adapters.formats import WorkerFormat, get_format
 from adapters.http_upstream import HTTPUpstream, make_http_client
+from adapters.passthrough import OpenAIPassthrough
 from adapters.runpod_client import RunPodQueueClient
-from proxy.settings import ModelSettings, ProxySettings
+from proxy.settings import PASSTHROUGH, ModelSettings, ProxySettings
 
 
 @dataclass(frozen=True, slots=True)
 class ModelBinding:
-    """A model bound to its RunPod endpoint: settings, worker format, client, key mask."""
+    """A model bound to its RunPod endpoint: settings, worker format, clients, key mask."""
 
     settings: ModelSettings
-    format: WorkerFormat
+    format: WorkerFormat | None
+    """How podgate translates requests into jobs for the worker (a passed-through model's
+    ``queue_format``); None: every request is passed through."""
     client: RunPodQueueClient
+    openai: OpenAIPassthrough
     key_mask: KeyMask
+
+    def passes_through(self, max_output_tokens: int | None) -> bool:
+        """Whether a request asking for ``max_output_tokens`` (None: no limit) goes to the
+        endpoint's OpenAI gateway rather than through the queue."""
+        if self.settings.format != PASSTHROUGH:
+            return False
+        limit = self.settings.passthrough_max_tokens
+        return self.format is None or limit is None or (max_output_tokens is not None and max_output_tokens <= limit)
 
     @property
     def name(self) -> str:
@@ -44,13 +59,13 @@ class ModelBinding:
 class Upstreams:
     def __init__(self, settings: ProxySettings):
         t = settings.timing
-        self._clients: dict[str, RunPodQueueClient] = {}
+        self._upstreams: dict[str, tuple[HTTPUpstream, RunPodQueueClient, OpenAIPassthrough]] = {}
         self._bindings: dict[str, ModelBinding] = {}
         self.key_mask = KeyMask(settings.secrets())
         for m in settings.models:
             base = settings.upstream_url(m)
-            client = self._clients.get(base)
-            if client is None:
+            clients = self._upstreams.get(base)
+            if clients is None:
                 http = make_http_client(
                     base,
                     connect_timeout=t.connect_timeout_s,
@@ -59,8 +74,10 @@ class Upstreams:
                     max_keepalive_connections=t.max_keepalive_connections,
                 )
                 upstream = HTTPUpstream(http, settings.api_key, read_timeout=t.upstream_timeout_s)
-                client = self._clients[base] = RunPodQueueClient(upstream)
-            self._bindings[m.name] = ModelBinding(m, get_format(m.format), client, self.key_mask)
+                clients = self._upstreams[base] = (upstream, RunPodQueueClient(upstream), OpenAIPassthrough(upstream))
+            queue_format = m.queue_format if m.format == PASSTHROUGH else m.format
+            fmt = None if queue_format is None else get_format(queue_format)
+            self._bindings[m.name] = ModelBinding(m, fmt, clients[1], clients[2], self.key_mask)
 
     def binding(self, model: str) -> ModelBinding | None:
         return self._bindings.get(model)
@@ -69,5 +86,5 @@ class Upstreams:
         return iter(self._bindings.values())
 
     async def aclose(self) -> None:
-        for c in self._clients.values():
-            await c.aclose()
+        for upstream, _, _ in self._upstreams.values():
+            await upstream.aclose()

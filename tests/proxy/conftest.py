@@ -27,8 +27,9 @@ ROOT = Path(__file__).resolve().parents[2]
 HANDLER = "tests.proxy.handlers.workers:handler"
 PLAIN_HANDLER = "tests.proxy.handlers.workers:plain"
 
-#: model name → (format, served_model). The served model picks the worker's wire style.
-MODELS = {
+#: model name → (format, served_model[, more model settings]). The served model picks the
+#: worker's wire style; ``pass-*`` models go through the endpoint's ``/openai/v1`` gateway.
+MODELS: dict[str, tuple] = {
     "vllm-c": ("vllm", "era-c"),
     "vllm-b": ("vllm", "era-b"),
     "vllm-list": ("vllm", "chunk-list"),
@@ -36,6 +37,11 @@ MODELS = {
     "native": ("vllm-native", None),
     "tgi": ("tgi", None),
     "text": ("text", None),
+    "pass-c": ("openai", "era-c"),
+    "pass-b": ("openai", "era-b"),
+    "pass-list": ("openai", "chunk-list"),
+    "pass-same": ("openai", None),  # served under the client's own name: bytes pass untouched
+    "pass-queue": ("openai", "era-c", {"queue_format": "vllm", "passthrough_max_tokens": 100}),
 }
 #: models on the second endpoint ("plain"), served by a non-generator handler
 PLAIN_MODELS = {"plain-text": ("text", None)}
@@ -58,10 +64,12 @@ def write_config(path: Path, endpoint_base: str, endpoint: str, *, timing: dict 
         lines.append(f"{k} = {v!r}")
     entries = [(name, spec, endpoint) for name, spec in (models or MODELS).items()]
     entries += [(name, spec, ep) for ep, extra in (extra_endpoints or {}).items() for name, spec in extra.items()]
-    for name, (fmt, served), ep in entries:
+    for name, (fmt, served, *more), ep in entries:
         lines += ["", "[[models]]", f'name = "{name}"', f'endpoint = "{ep}"', f'format = "{fmt}"']
         if served:
             lines.append(f'served_model = "{served}"')
+        for key, value in (more[0] if more else {}).items():
+            lines.append(f"{key} = {value!r}".replace("'", '"'))
     path.write_text("\n".join(lines) + "\n")
     return path
 

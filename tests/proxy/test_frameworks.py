@@ -20,7 +20,7 @@ def chat_openai(stack):
     return make
 
 
-@pytest.mark.parametrize("model", ["vllm-c", "native", "tgi"])
+@pytest.mark.parametrize("model", ["vllm-c", "native", "tgi", "pass-c"])
 def test_langchain_invoke_and_stream(chat_openai, model):
     llm = chat_openai(model)
     msg = llm.invoke("Say hello")
@@ -57,16 +57,17 @@ def test_langchain_bind_tools(chat_openai, scenario):
         [(c["id"], c["name"], c["args"]) for c in msg.tool_calls]
 
 
-def test_llamaindex_openai_like(stack):
+@pytest.mark.parametrize("chat_model,completion_model", [("vllm-b", "sglang"), ("pass-b", "pass-c")])
+def test_llamaindex_openai_like(stack, chat_model, completion_model):
     from llama_index.core.llms import ChatMessage
     from llama_index.llms.openai_like import OpenAILike
 
-    chat = OpenAILike(model="vllm-b", api_base=stack.base_url, api_key="x", is_chat_model=True, max_retries=0,
+    chat = OpenAILike(model=chat_model, api_base=stack.base_url, api_key="x", is_chat_model=True, max_retries=0,
                       timeout=30)
     assert chat.chat([ChatMessage(role="user", content="Say hello")]).message.content == EXPECTED
     streamed = "".join(r.delta or "" for r in chat.stream_chat([ChatMessage(role="user", content="Say hello")]))
     assert streamed == EXPECTED
     # the default (is_chat_model=False) uses /v1/completions
-    comp = OpenAILike(model="sglang", api_base=stack.base_url, api_key="x", max_retries=0, timeout=30)
+    comp = OpenAILike(model=completion_model, api_base=stack.base_url, api_key="x", max_retries=0, timeout=30)
     assert comp.complete("Say hello").text == EXPECTED
     assert "".join(r.delta or "" for r in comp.stream_complete("Say hello")) == EXPECTED

@@ -96,6 +96,14 @@ def test_the_ranges_are_declared_on_the_structs():
     ('[timing]\npoll_min_ms = -1\n[[models]]\nname = "m"\nendpoint = "e"\nformat = "vllm"', "timing.poll_min_ms", "negative"),
     ('api_key = "x"\n[[models]]\nname = "m"\nendpoint = "e"\nformat = "vllm"', "api_key", "must not be in the file"),
     ("[server\n", "", "not valid TOML"),
+    ('[[models]]\nname = "m"\nendpoint = "e"\nformat = "vllm"\nqueue_format = "vllm"', "models[0].queue_format",
+     'only a model with format = "openai"'),
+    ('[[models]]\nname = "m"\nendpoint = "e"\nformat = "openai"\nqueue_format = "openai"\npassthrough_max_tokens = 9',
+     "models[0].queue_format", "must be a queue format"),
+    ('[[models]]\nname = "m"\nendpoint = "e"\nformat = "openai"\nqueue_format = "vllm"',
+     "models[0].passthrough_max_tokens", "go together"),
+    ('[[models]]\nname = "m"\nendpoint = "e"\nformat = "openai"\npassthrough_max_tokens = 0',
+     "models[0].passthrough_max_tokens", "must be positive"),
 ])
 def test_errors_name_the_key(text, key, problem):
     with pytest.raises(SettingsError) as info:

@@ -31,7 +31,7 @@ def client(module_endpoint_factory, tmp_path_factory):
         proxy.stop()
 
 
-@pytest.mark.parametrize("model", list(MODELS))
+@pytest.mark.parametrize("model", [m for m, spec in MODELS.items() if spec[0] != "openai"])
 def test_chat(client, model):
     full = client.chat.completions.create(model=model, messages=USER)
     assert full.object == "chat.completion"

@@ -1,0 +1,190 @@
+"""The passthrough path: a model with ``format = "openai"`` is served by its endpoint's OpenAI
+gateway (``{base_url}/{endpoint}/openai/v1/…``), not by a translated job.
+
+The client's request goes up with the served model name (``adapters.passthrough``); the
+answer comes back with the client's model name, its errors — even those RunPod answers with
+HTTP 200 — as OpenAI errors with real statuses.
+
+Streams are relayed as the bytes arrive (``SSERelay``), with ``: keep-alive`` comments while
+nothing does. The response starts only once the upstream answered 2xx and its first events
+came (or ``first_byte_wait_s`` passed), so that an early error still gets a real status.
+A stream that the upstream cuts, that breaks, or that outlives ``request_timeout_s`` ends
+with an in-stream error and ``[DONE]``.
+
+Disconnects: the upstream request is closed the moment the client goes. A non-streaming call
+races ``http.disconnect``; a stream's body generator, cancelled by Litestar, closes the
+upstream body in its ``finally`` (and ``finalize`` does it again as a backstop). RunPod's
+gateway returns no job id, so podgate cannot ``/cancel``: what the upstream sees is its HTTP
+client going away. podgate's own endpoint (``serverless/gateway.py``) then cancels the job
+and the worker gets its stop signal; whether RunPod's cloud gateway does the same is
+unverified (reference/worker-formats.md §1.4), which is why the queue path stays the default.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncGenerator, AsyncIterator
+from typing import Any
+
+from adapters.errors import OpenAIError, to_exception
+from adapters.events import ErrorEvent
+from adapters.openai_protocol import Kind
+from adapters.passthrough import ModelRename, SSERelay, answer_body, request_body, stream_cut, upstream_error
+from adapters.upstream import RunPodError, UpstreamBody
+from proxy.context import RequestContext
+from proxy.errors import request_timeout, sse_error
+from proxy.jobs import race_disconnect
+from proxy.settings import TimingSettings
+from proxy.streaming import KEEPALIVE, TIMEOUT, Pending
+from proxy.upstreams import ModelBinding
+
+ROUTES: dict[Kind, str] = {"chat": "chat/completions", "completion": "completions"}
+
+
+class _Chunks:
+    """The upstream body as a ``BatchSource`` of byte chunks (for ``Pending``)."""
+
+    __slots__ = ("_it", "ended")
+
+    def __init__(self, body: UpstreamBody):
+        self._it: AsyncIterator[bytes] = body.__aiter__()
+        self.ended = False
+
+    async def next(self) -> bytes | None:
+        try:
+            return await self._it.__anext__()
+        except StopAsyncIteration:
+            self.ended = True
+            return None
+
+
+class Relay:
+    """One passthrough stream while it runs: the upstream body, its reader and the relay."""
+
+    __slots__ = ("body", "pending", "relay", "key_mask", "timing", "deadline", "first", "error")
+
+    def __init__(self, body: UpstreamBody, relay: SSERelay, binding: ModelBinding, timing: TimingSettings):
+        self.body = body
+        self.pending: Pending[bytes] = Pending(_Chunks(body))
+        self.relay = relay
+        self.key_mask = binding.key_mask
+        self.timing = timing
+        self.deadline = time.monotonic() + timing.request_timeout_s
+        self.first = b""
+        self.error: ErrorEvent | OpenAIError | None = None
+
+    async def read_first(self) -> None:
+        """Read until the first events (or ``first_byte_wait_s``); an error among them is
+        raised, to be answered with its status."""
+        wait_until = time.monotonic() + self.timing.first_byte_wait_s
+        while not self.first and self.error is None and not self.relay.done:
+            remaining = wait_until - time.monotonic()
+            if remaining <= 0:
+                return
+            data, error = await self.step(remaining)
+            if data is None:
+                return
+            self.first += data
+            self.error = error
+        if self.error is not None and not self.first:
+            raise self.error if isinstance(self.error, OpenAIError) else to_exception(self.error)
+
+    async def step(self, timeout: float) -> tuple[bytes | None, ErrorEvent | OpenAIError | None]:
+        """One read: ``(bytes to send, error that ends the stream)``; ``(None, None)`` when
+        nothing came within ``timeout``."""
+        try:
+            chunk = await self.pending.get(timeout)
+        except RunPodError as exc:
+            return b"", upstream_error(exc)
+        if chunk is TIMEOUT:
+            return None, None
+        if chunk is None:
+            return b"", None if self.relay.done else stream_cut()
+        data, error = self.relay.feed(chunk)
+        if error is None and not self.relay.done:
+            self.pending.prefetch()
+        return data, error
+
+    async def close(self) -> None:
+        self.pending.cancel()
+        await asyncio.shield(self.body.aclose())
+
+
+async def relay_nonstream(raw: dict[str, Any], kind: Kind, binding: ModelBinding, *, receive: Any,
+                          timing: TimingSettings) -> bytes:
+    """The answer to a non-streaming request (raises ``OpenAIError``, or ``ClientDisconnected``
+    after closing the upstream request)."""
+    call = binding.openai.post(binding.endpoint, ROUTES[kind], request_body(raw, binding.served_model),
+                               read_timeout=timing.request_timeout_s)
+    try:
+        answer = await race_disconnect(receive, call)
+    except RunPodError as exc:
+        raise upstream_error(exc) from None
+    return answer_body(answer, ModelRename(binding.served_model, binding.name))
+
+
+async def open_relay(raw: dict[str, Any], kind: Kind, binding: ModelBinding, include_usage: bool, *, receive: Any,
+                     timing: TimingSettings) -> Relay:
+    """Open the upstream stream and read its first events (errors here → HTTP status)."""
+    call = binding.openai.open(binding.endpoint, ROUTES[kind], request_body(raw, binding.served_model),
+                               read_timeout=timing.request_timeout_s)
+    try:
+        body = await race_disconnect(receive, call)
+    except RunPodError as exc:
+        raise upstream_error(exc) from None
+    rename = ModelRename(binding.served_model, binding.name)
+    if not body.content_type.startswith("text/event-stream"):  # a JSON answer: an error, or not a stream
+        try:
+            answer = b"".join([chunk async for chunk in body])
+        except RunPodError as exc:
+            raise upstream_error(exc) from None
+        finally:
+            await body.aclose()
+        answer_body(answer, rename)  # raises the error it holds
+        raise OpenAIError("The upstream answered a streaming request without a stream.", status=502,
+                          type="server_error", code="upstream_bad_answer")
+    relay = Relay(body, SSERelay(rename, include_usage), binding, timing)
+    try:
+        await race_disconnect(receive, relay.read_first())
+    except BaseException:
+        await relay.close()
+        raise
+    return relay
+
+
+async def relay_body(relay: Relay, ctx: RequestContext) -> AsyncGenerator[bytes, None]:
+    """The SSE body: what the relay passes on, keep-alives, and an in-stream error + ``[DONE]``
+    when the stream cannot end cleanly."""
+    try:
+        if relay.first:
+            yield relay.first
+        error = relay.error
+        while error is None and not relay.relay.done:
+            remaining = relay.deadline - time.monotonic()
+            if remaining <= 0:
+                error = request_timeout()
+                ctx.note = "timeout"
+                break
+            data, error = await relay.step(min(relay.timing.keepalive_s, remaining))
+            if data is None:
+                yield KEEPALIVE
+            elif data:
+                yield data
+        if error is not None:
+            ctx.note = ctx.note or "upstream-error"
+            yield sse_error(error, relay.key_mask)
+    finally:
+        await relay.close()
+
+
+async def finalize(chunks: AsyncGenerator[bytes, None], relay: Relay) -> None:
+    """After the response (also after a disconnect): the upstream body is closed."""
+    try:
+        await chunks.aclose()
+    except RuntimeError:
+        pass
+    await relay.close()
+
+
+__all__ = ["relay_nonstream", "open_relay", "relay_body", "finalize", "Relay", "ROUTES"]

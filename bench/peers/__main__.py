@@ -19,6 +19,13 @@ from bench.peers import litellm_env, report, rounds
 from bench.peers.servers import ENDPOINT, ROOT, Server, Skipped, start_litellm, start_podgate, start_upstream
 
 CHUNKS = 100  # content chunks per streamed answer
+# --options: podgate's app under other servers and client engines (bench.peers.variant)
+OPTIONS = {  # "podgate" itself is uvicorn (uvloop, httptools) + httpx's default transport
+    "uvicorn + httpx-aiohttp": ["--server", "uvicorn", "--client", "httpx-aiohttp"],
+    "uvicorn + httpx-aiohttp, no access log": ["--server", "uvicorn", "--client", "httpx-aiohttp", "--no-access-log"],
+    "granian + httpx": ["--server", "granian", "--client", "httpx"],
+    "granian + httpx-aiohttp": ["--server", "granian", "--client", "httpx-aiohttp"],
+}
 
 
 def _cores() -> tuple[int, int, str]:
@@ -104,6 +111,17 @@ async def _run(args: argparse.Namespace, logdir: Path) -> int:
                       flush=True)
             except (litellm_env.InstallFailed, Skipped) as exc:
                 print(f"LiteLLM: SKIPPED — {exc}", flush=True)
+        options = []
+        for name, variant in (OPTIONS.items() if args.options else ()):
+            try:
+                server = start_podgate(logdir, core=gateway_core, upstream_port=upstream.port, variant=variant,
+                                       name=name)
+            except Skipped as exc:
+                print(f"{name}: SKIPPED — {exc}", flush=True)
+                continue
+            servers.append(server)
+            ways.append(rounds.Way(name, server.port, "/v1/chat/completions", server))
+            options.append(name)
 
         for way in ways:
             problems = await rounds.check(way, CHUNKS)
@@ -136,6 +154,13 @@ async def _run(args: argparse.Namespace, logdir: Path) -> int:
               f"({args.rounds} rounds{', quick' if args.quick else ''}; medians of rounds; c = concurrency):")
         print()
         print(report.table(_figures(per_way, peaks, drift_pct, args.drift)))
+        if options:
+            print()
+            direct_p50 = _median([f.p50_ms for f in per_way["direct"]]) or 0.0
+            print(f"podgate's options side by side (same run; direct p50 {direct_p50:.2f} ms; "
+                  "granian's RSS is its supervisor and worker together):")
+            print()
+            print(report.options_table(_figures(per_way, peaks, None, 0), ["podgate", *options]))
         return 0
     finally:
         for server in reversed(servers):
@@ -148,6 +173,8 @@ def main() -> int:
     ap.add_argument("--rounds", type=int, default=3, help="rounds; the table shows medians (default 3)")
     ap.add_argument("--quick", action="store_true", help="short phases: a smoke run")
     ap.add_argument("--drift", type=int, default=0, metavar="N", help="also measure podgate's RSS over N requests")
+    ap.add_argument("--options", action="store_true",
+                    help="also podgate under granian and/or over httpx-aiohttp (from $PODGATE_BENCH_EXTRA_PATH)")
     ap.add_argument("--skip-podgate", action="store_true")
     ap.add_argument("--skip-litellm", action="store_true")
     ap.add_argument("--keep-logs", action="store_true", help="keep the servers' logs (their folder is printed)")

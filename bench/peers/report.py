@@ -77,3 +77,12 @@ def table(figures: list[Figure]) -> str:
         cells = [f.label, *(f.cell(w) for w in WAYS), f.vs_direct(), f.vs_litellm(), f.verdict()]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
+
+
+def options_table(figures: list[Figure], names: list[str]) -> str:
+    """The podgate variants side by side: one row per variant, one column per figure."""
+    head = ["podgate variant", *(f.label for f in figures)]
+    lines = ["| " + " | ".join(head) + " |", "|---|" + "--:|" * len(figures)]
+    for name in names:
+        lines.append("| " + " | ".join([name, *(f.cell(name) for f in figures)]) + " |")
+    return "\n".join(lines)

@@ -163,12 +163,18 @@ def podgate_config(path: Path, port: int, upstream_port: int) -> Path:
     return path
 
 
-def start_podgate(logdir: Path, *, core: int, upstream_port: int, extra_env: dict[str, str] | None = None,
+def start_podgate(logdir: Path, *, core: int, upstream_port: int, variant: list[str] | None = None,
                   name: str = "podgate") -> Server:
+    """``podgate serve --config``; with ``variant`` (``bench.peers.variant``'s options) the
+    same app under another server or client engine, found on ``$PODGATE_BENCH_EXTRA_PATH``."""
     port = free_port()
-    config = podgate_config(logdir / f"{name}.toml", port, upstream_port)
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "PODGATE_BENCH_KEY": API_KEY, **(extra_env or {})}
-    argv = [sys.executable, "-m", "proxy.cli", "serve", "--config", str(config), "--log-level", "warning"]
+    config = podgate_config(logdir / f"{name.replace(' ', '-')}.toml", port, upstream_port)
+    path = os.pathsep.join(p for p in (str(ROOT), os.environ.get("PODGATE_BENCH_EXTRA_PATH", "")) if p)
+    env = {**os.environ, "PYTHONPATH": path, "PODGATE_BENCH_KEY": API_KEY}
+    if variant is None:
+        argv = [sys.executable, "-m", "proxy.cli", "serve", "--config", str(config), "--log-level", "warning"]
+    else:
+        argv = [sys.executable, "-m", "bench.peers.variant", "--config", str(config), *variant]
     return _launch(name, argv, port=port, core=core, logdir=logdir, ready_path="/healthz", env=env)
 
 

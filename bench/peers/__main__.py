@@ -20,11 +20,12 @@ from bench.peers.servers import ENDPOINT, ROOT, Server, Skipped, start_litellm, 
 
 CHUNKS = 100  # content chunks per streamed answer
 # --options: podgate's app under other servers and client engines (bench.peers.variant)
-OPTIONS = {  # "podgate" itself is uvicorn (uvloop, httptools) + httpx's default transport
-    "uvicorn + httpx-aiohttp": ["--server", "uvicorn", "--client", "httpx-aiohttp"],
-    "uvicorn + httpx-aiohttp, no access log": ["--server", "uvicorn", "--client", "httpx-aiohttp", "--no-access-log"],
-    "granian + httpx": ["--server", "granian", "--client", "httpx"],
-    "granian + httpx-aiohttp": ["--server", "granian", "--client", "httpx-aiohttp"],
+OPTIONS = {  # "podgate" itself: uvicorn (uvloop, httptools) + httpx over adapters.aiohttp_transport
+    "uvicorn + httpx's default transport (httpcore)": ["--client", "httpcore"],
+    "uvicorn + httpx-aiohttp package": ["--client", "httpx-aiohttp"],
+    "uvicorn + podgate's transport, no access log": ["--no-access-log"],
+    "granian + podgate's transport": ["--server", "granian"],
+    "granian + httpcore": ["--server", "granian", "--client", "httpcore"],
 }
 
 
@@ -174,7 +175,7 @@ def main() -> int:
     ap.add_argument("--quick", action="store_true", help="short phases: a smoke run")
     ap.add_argument("--drift", type=int, default=0, metavar="N", help="also measure podgate's RSS over N requests")
     ap.add_argument("--options", action="store_true",
-                    help="also podgate under granian and/or over httpx-aiohttp (from $PODGATE_BENCH_EXTRA_PATH)")
+                    help="also podgate under granian and/or over httpx-aiohttp (see servers.extra_path)")
     ap.add_argument("--skip-podgate", action="store_true")
     ap.add_argument("--skip-litellm", action="store_true")
     ap.add_argument("--keep-logs", action="store_true", help="keep the servers' logs (their folder is printed)")

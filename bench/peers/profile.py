@@ -1,12 +1,14 @@
 """Where podgate's passthrough spends its time per request: py-spy on the gateway process
-(pinned to core 0) while the peers bench's load runs, the samples summed by layer.
+(pinned to core 0) while the peers bench's load runs, the samples summed by layer. py-spy
+samples only the thread that holds the GIL (``--gil``): its idle detection counts threads
+parked in ``Condition.wait`` as busy here, and the Python work is what is measured.
 
     PYTHONPATH=. .venv/bin/python -m bench.peers.profile [--seconds 10] [--stream]
         [--concurrency 32] [--variant "--server granian --client httpx-aiohttp"] [--top 25]
 
 py-spy is not a podgate dependency: it is taken from ``$PODGATE_BENCH_PY_SPY``, else the
 ``PATH``, else ``$HOME/.cache/podgate-bench/scratch/bin/py-spy`` (``pip install py-spy`` into
-any venv). Each sample (all threads, idle ones left out) is given to the layer of its innermost
+any venv). Each sample is given to the layer of its innermost
 frame that is not the standard library's asyncio/contextlib/…: the ASGI server, Litestar,
 podgate's own code, the HTTP client (httpx, httpcore, h11, anyio, aiohttp), logging, msgspec;
 samples in the event loop itself (uvloop's C code, no Python frame above the runner) are
@@ -122,7 +124,7 @@ def main() -> int:
         uvloop.run(_drive(pod.port, args.stream, 8, 2.0))  # warm-up
         out = logdir / "profile.txt"
         spy = subprocess.Popen([_py_spy(), "record", "--pid", str(pod.proc.pid), "--subprocesses", "--rate", str(args.rate),
-                                "--duration", str(int(args.seconds)), "--format", "raw",
+                                "--duration", str(int(args.seconds)), "--format", "raw", "--gil",
                                 "--output", str(out)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         cpu0 = pod.cpu_seconds()
         result = uvloop.run(_drive(pod.port, args.stream, args.concurrency, args.seconds + 1.0))

@@ -163,13 +163,24 @@ def podgate_config(path: Path, port: int, upstream_port: int) -> Path:
     return path
 
 
+TARGETS = Path.home() / ".cache" / "podgate-bench" / "targets"
+
+
+def extra_path() -> str:
+    """Where the options' packages are: ``$PODGATE_BENCH_EXTRA_PATH``, else every folder under
+    ``$HOME/.cache/podgate-bench/targets`` (``pip install --target …/targets/granian granian``)."""
+    if "PODGATE_BENCH_EXTRA_PATH" in os.environ:
+        return os.environ["PODGATE_BENCH_EXTRA_PATH"]
+    return os.pathsep.join(str(p) for p in sorted(TARGETS.glob("*")) if p.is_dir())
+
+
 def start_podgate(logdir: Path, *, core: int, upstream_port: int, variant: list[str] | None = None,
                   name: str = "podgate") -> Server:
     """``podgate serve --config``; with ``variant`` (``bench.peers.variant``'s options) the
-    same app under another server or client engine, found on ``$PODGATE_BENCH_EXTRA_PATH``."""
+    same app under another server or client engine, found on ``extra_path()``."""
     port = free_port()
     config = podgate_config(logdir / f"{name.replace(' ', '-')}.toml", port, upstream_port)
-    path = os.pathsep.join(p for p in (str(ROOT), os.environ.get("PODGATE_BENCH_EXTRA_PATH", "")) if p)
+    path = os.pathsep.join(p for p in (str(ROOT), extra_path()) if p)
     env = {**os.environ, "PYTHONPATH": path, "PODGATE_BENCH_KEY": API_KEY}
     if variant is None:
         argv = [sys.executable, "-m", "proxy.cli", "serve", "--config", str(config), "--log-level", "warning"]

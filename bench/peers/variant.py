@@ -2,18 +2,19 @@
 bench's side-by-side of the options issue 9 names (nothing here changes podgate itself).
 
     python -m bench.peers.variant --config podgate.toml --server uvicorn|granian \
-        --client httpx|httpx-aiohttp [--no-access-log]
+        --client podgate|httpcore|httpx-aiohttp [--no-access-log]
 
 - ``--server uvicorn``: podgate's own ``proxy.serve.serve`` (uvicorn; uvloop and httptools,
   as installed with podgate); ``--server granian``: the same app (``proxy.app.create_app``)
   under granian's ASGI interface, one worker, one runtime thread, uvloop.
-- ``--client httpx-aiohttp``: podgate's httpx client made with ``httpx_aiohttp``'s
-  ``AiohttpTransport`` (httpx stays the interface; aiohttp does the HTTP), by wrapping
-  ``make_http_client`` where ``proxy.upstreams`` calls it.
+- ``--client``: podgate's httpx client as podgate makes it (``podgate``: over
+  ``adapters.aiohttp_transport``), or with httpx's default transport (``httpcore``), or with
+  the ``httpx-aiohttp`` package's ``AiohttpTransport``: ``make_http_client`` wrapped where
+  ``proxy.upstreams`` calls it.
 - ``--no-access-log``: the ``podgate.access`` line per request silenced (to see its cost).
 
 granian and httpx-aiohttp are not podgate dependencies: put them on ``PYTHONPATH`` (e.g.
-``pip install --target``); the bench does that from ``PODGATE_BENCH_EXTRA_PATH``.
+``pip install --target``); the bench does that (``servers.extra_path``).
 """
 
 from __future__ import annotations
@@ -33,21 +34,24 @@ QUIET_ENV = "PODGATE_BENCH_VARIANT_QUIET"
 
 def _configure() -> None:
     """In the serving process (granian's worker too): the client engine and the access log."""
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # as podgate serve does (proxy.serve.run)
     if os.environ.get(QUIET_ENV):
-        logging.getLogger("podgate.access").disabled = True
-    if os.environ.get(CLIENT_ENV, "httpx") == "httpx":
+        logging.getLogger("podgate.access").setLevel(logging.WARNING)  # Litestar's dictConfig resets .disabled
+    client = os.environ.get(CLIENT_ENV, "podgate")
+    if client == "podgate":
         return
     import proxy.upstreams
     from adapters import http_upstream
-
-    transport_class = importlib.import_module("httpx_aiohttp").AiohttpTransport  # not a podgate dependency
 
     def make_http_client(base_url: str, **kwargs: Any) -> httpx.AsyncClient:
         made = http_upstream.make_http_client(base_url, **kwargs)
         limits = httpx.Limits(max_connections=kwargs.get("max_connections", 400),
                               max_keepalive_connections=kwargs.get("max_keepalive_connections", 100))
-        made._transport = transport_class(limits=limits, trust_env=False)  # the mounts stay empty
-        return made
+        if client == "httpcore":
+            made._transport = httpx.AsyncHTTPTransport(limits=limits, trust_env=False)
+        else:  # not a podgate dependency
+            made._transport = importlib.import_module("httpx_aiohttp").AiohttpTransport(limits=limits, trust_env=False)
+        return made  # (the mounts stay empty)
 
     setattr(proxy.upstreams, "make_http_client", make_http_client)  # noqa: B010  # where it is called
 
@@ -65,7 +69,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(prog="python -m bench.peers.variant")
     ap.add_argument("--config", required=True)
     ap.add_argument("--server", choices=("uvicorn", "granian"), default="uvicorn")
-    ap.add_argument("--client", choices=("httpx", "httpx-aiohttp"), default="httpx")
+    ap.add_argument("--client", choices=("podgate", "httpcore", "httpx-aiohttp"), default="podgate")
     ap.add_argument("--no-access-log", action="store_true")
     args = ap.parse_args()
     logging.basicConfig(level="WARNING")

@@ -57,6 +57,19 @@ def answer(body: bytes, *, status: bytes = b"200 OK", headers: bytes = b"") -> b
             + b"content-length: " + str(len(body)).encode() + b"\r\n\r\n" + body)
 
 
+def keep_answering(response: bytes, seen: list | None = None) -> Handler:
+    """A keep-alive connection that answers every request with ``response`` (and records it)."""
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        while True:
+            request = await read_request(reader)
+            if seen is not None:
+                seen.append(request)
+            writer.write(response)
+            await writer.drain()
+
+    return handler
+
+
 EVENT = b'data: {"a":1}\n\n'
 CHUNK = b"%x\r\n%s\r\n" % (len(EVENT), EVENT)  # one SSE event as one HTTP chunk
 
@@ -67,15 +80,8 @@ def upstream(base: str, *, read_timeout: float = 5.0) -> HTTPUpstream:
 
 
 async def test_request_and_answer_over_one_kept_alive_connection():
-    seen = []
-
-    async def handler(reader, writer):
-        while True:
-            seen.append(await read_request(reader))
-            writer.write(answer(b'{"id":"j","status":"IN_QUEUE"}'))
-            await writer.drain()
-
-    srv = Server(handler)
+    seen: list[tuple[bytes, dict[bytes, bytes], bytes]] = []
+    srv = Server(keep_answering(answer(b'{"id":"j","status":"IN_QUEUE"}'), seen))
     async with srv as base:
         up = upstream(base)
         for _ in range(3):
@@ -117,17 +123,23 @@ async def test_nothing_listening_is_not_reached():
     await up.aclose()
 
 
+async def failure(handler: Handler, *, read_timeout: float = 5.0) -> RunPodError:
+    """The error podgate's client raises when the upstream answers a ``/run`` with ``handler``."""
+    async with Server(handler) as base:
+        up = upstream(base, read_timeout=read_timeout)
+        with pytest.raises(RunPodError) as info:
+            await up.send(UpstreamRequest("POST", "ep/run", "run", b"{}"))
+        await up.aclose()
+    return info.value
+
+
 async def test_connection_cut_after_the_request_was_sent_counts_as_reached():
     async def handler(reader, writer):
         await read_request(reader)
         writer.transport.abort()  # the request arrived; the connection breaks before an answer
 
-    async with Server(handler) as base:
-        up = upstream(base)
-        with pytest.raises(RunPodError) as info:
-            await up.send(UpstreamRequest("POST", "ep/run", "run", b"{}"))
-        assert (info.value.status, info.value.answered, info.value.reached) == (502, False, True)
-        await up.aclose()
+    error = await failure(handler)
+    assert (error.status, error.answered, error.reached) == (502, False, True)
 
 
 async def test_no_answer_in_time_is_a_read_timeout():
@@ -135,12 +147,8 @@ async def test_no_answer_in_time_is_a_read_timeout():
         await read_request(reader)
         await asyncio.sleep(5)
 
-    async with Server(handler) as base:
-        up = upstream(base, read_timeout=0.3)
-        with pytest.raises(RunPodError) as info:
-            await up.send(UpstreamRequest("GET", "ep/status/j", "status", None))
-        assert (info.value.status, info.value.answered, info.value.reached) == (504, False, True)
-        await up.aclose()
+    error = await failure(handler, read_timeout=0.3)
+    assert (error.status, error.answered, error.reached) == (504, False, True)
 
 
 async def test_a_body_closed_before_its_end_closes_the_connection_at_once():
@@ -168,14 +176,8 @@ async def test_a_body_closed_before_its_end_closes_the_connection_at_once():
 
 
 async def test_a_body_read_to_its_end_leaves_the_connection_for_the_next_request():
-    async def handler(reader, writer):
-        while True:
-            await read_request(reader)
-            writer.write(b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ntransfer-encoding: chunked\r\n\r\n"
-                         + CHUNK + b"0\r\n\r\n")
-            await writer.drain()
-
-    srv = Server(handler)
+    srv = Server(keep_answering(b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\n"
+                                b"transfer-encoding: chunked\r\n\r\n" + CHUNK + b"0\r\n\r\n"))
     async with srv as base:
         up = upstream(base)
         for _ in range(2):

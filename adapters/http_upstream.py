@@ -17,6 +17,7 @@ from contextlib import contextmanager
 import httpx
 import msgspec
 
+from adapters.aiohttp_transport import AiohttpTransport
 from adapters.upstream import RunPodError, UpstreamBody, UpstreamRequest
 
 
@@ -28,13 +29,17 @@ def make_http_client(
     max_connections: int = 400,
     max_keepalive_connections: int = 100,
 ) -> httpx.AsyncClient:
-    """The one ``httpx.AsyncClient`` for one upstream base URL."""
+    """The one ``httpx.AsyncClient`` for one upstream base URL, over ``AiohttpTransport``
+    (about a third of httpcore's CPU per request). aiohttp caps connections at
+    ``max_connections`` and closes idle ones after 5 s; it has no separate cap on idle ones,
+    so ``max_keepalive_connections`` is not used."""
+    del max_keepalive_connections
     return httpx.AsyncClient(
         base_url=base_url.rstrip("/") + "/",
         timeout=httpx.Timeout(read_timeout, connect=connect_timeout, pool=read_timeout),
-        limits=httpx.Limits(max_connections=max_connections, max_keepalive_connections=max_keepalive_connections),
         headers={"content-type": "application/json", "user-agent": "podgate"},
         trust_env=False,
+        transport=AiohttpTransport(max_connections=max_connections),
     )
 
 

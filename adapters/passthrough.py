@@ -185,10 +185,16 @@ class SSERelay:
             return b"", None
         end += 2
         events, self._buf = buf[:end], buf[end:]
-        for needle in self._look:
-            if needle in events:
-                return self._events(events)
-        return self._rename(events), None
+        first = min((at for at in map(events.find, self._look) if at >= 0), default=-1)
+        if first < 0:
+            return self._rename(events), None
+        # the events before the first one with a needle pass as they are (a batch that ends
+        # with [DONE] is mostly those); from that one on, event by event
+        start = events.rfind(_EVENT_END, 0, first) + 2 if first else 0
+        if start < 2:
+            return self._events(events)
+        data, error = self._events(events[start:])
+        return self._rename(events[:start]) + data, error
 
     def _lf(self, chunk: bytes) -> bytes:
         """CRLF and lone CR as LF; after a chunk that ended with CR, an LF that starts the next

@@ -91,6 +91,15 @@ def test_usage_chunk_only_when_asked():
     assert usage and usage[0]["usage"]["total_tokens"] == 5 and usage[0]["model"] == "client"
 
 
+def test_a_batch_is_relayed_whole_around_the_events_that_need_a_look():
+    # one read holding plain chunks, then a usage chunk not asked for, more chunks and [DONE]
+    out, err, relay = relay_all([chunk("a") + chunk("b") + USAGE + chunk("c") + DONE])
+    assert err is None and relay.done and events(out)[-1] == "[DONE]"
+    relayed = [json.loads(e) for e in events(out)[:-1]]
+    assert [(e["model"], e["choices"][0]["delta"]["content"]) for e in relayed] == [
+        ("client", "a"), ("client", "b"), ("client", "c")]
+
+
 @pytest.mark.parametrize("error", [
     b'{"error":{"message":"vLLM returned HTTP 400: too long","type":"worker_error","code":null}}',
     b'{"object":"error","message":"bad thing","type":"BadRequestError","param":null,"code":400}',

@@ -54,6 +54,7 @@ def create_app(settings: ProxySettings, *, readiness: Readiness | None = None, d
         on_shutdown=[gateway.stop],
         debug=debug,
         openapi_config=None,
+        logging_config=None,  # the process's own (``podgate serve --log-level``); Litestar's would reset it to INFO
         request_max_body_size=20 * 1024 * 1024,
     )
     app.state.gateway = gateway

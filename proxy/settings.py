@@ -116,7 +116,6 @@ class TimingSettings(_Section):
     """Read timeout for one upstream call, on top of any ``wait`` it asked the upstream for."""
     max_connections: PositiveCount = 400
     """Per upstream base URL: RunPod allows 400 concurrent ``/runsync``/``/status``/``/stream``."""
-    max_keepalive_connections: Count = 100
     cancel_concurrency: PositiveCount = 20
     """Concurrent ``/cancel`` calls (RunPod allows 20 per endpoint)."""
     cancel_retries: Count = 3

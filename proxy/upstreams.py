@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 from adapters.errors import KeyMask
 from adapters.formats import WorkerFormat, get_format
-from adapters.http_upstream import HTTPUpstream, make_http_client
+from adapters.http_upstream import HTTPUpstream, make_transport
 from adapters.passthrough import OpenAIPassthrough
 from adapters.runpod_client import RunPodQueueClient
 from proxy.settings import PASSTHROUGH, ModelSettings, ProxySettings
@@ -66,14 +66,8 @@ class Upstreams:
             base = settings.upstream_url(m)
             clients = self._upstreams.get(base)
             if clients is None:
-                http = make_http_client(
-                    base,
-                    connect_timeout=t.connect_timeout_s,
-                    read_timeout=t.upstream_timeout_s,
-                    max_connections=t.max_connections,
-                    max_keepalive_connections=t.max_keepalive_connections,
-                )
-                upstream = HTTPUpstream(http, settings.api_key, read_timeout=t.upstream_timeout_s)
+                upstream = HTTPUpstream(make_transport(max_connections=t.max_connections), base, settings.api_key,
+                                        connect_timeout=t.connect_timeout_s, read_timeout=t.upstream_timeout_s)
                 clients = self._upstreams[base] = (upstream, RunPodQueueClient(upstream), OpenAIPassthrough(upstream))
             queue_format = m.queue_format if m.format == PASSTHROUGH else m.format
             fmt = None if queue_format is None else get_format(queue_format)

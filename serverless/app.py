@@ -99,6 +99,7 @@ def create_app(settings: EndpointSettings, store: JobStore | None = None) -> Lit
         },
         request_max_body_size=max(settings.max_run_body, settings.max_runsync_body, settings.max_worker_body) + 1,
         openapi_config=None,
+        logging_config=None,  # the process's own (``--log-level``); Litestar's would reset it to INFO
         debug=False,
     )
     app.state.service = service

@@ -9,7 +9,7 @@ bench's side-by-side of the options issue 9 names (nothing here changes podgate 
   under granian's ASGI interface, one worker, one runtime thread, uvloop.
 - ``--client``: podgate's httpx client as podgate makes it (``podgate``: over
   ``adapters.aiohttp_transport``), or with httpx's default transport (``httpcore``), or with
-  the ``httpx-aiohttp`` package's ``AiohttpTransport``: ``make_http_client`` wrapped where
+  the ``httpx-aiohttp`` package's ``AiohttpTransport``: ``make_transport`` wrapped where
   ``proxy.upstreams`` calls it.
 - ``--no-access-log``: the ``podgate.access`` line per request silenced (to see its cost).
 
@@ -41,19 +41,15 @@ def _configure() -> None:
     if client == "podgate":
         return
     import proxy.upstreams
-    from adapters import http_upstream
 
-    def make_http_client(base_url: str, **kwargs: Any) -> httpx.AsyncClient:
-        made = http_upstream.make_http_client(base_url, **kwargs)
-        limits = httpx.Limits(max_connections=kwargs.get("max_connections", 400),
-                              max_keepalive_connections=kwargs.get("max_keepalive_connections", 100))
+    def make_transport(**kwargs: Any) -> httpx.AsyncBaseTransport:
+        limits = httpx.Limits(max_connections=kwargs.get("max_connections", 400), max_keepalive_connections=100)
         if client == "httpcore":
-            made._transport = httpx.AsyncHTTPTransport(limits=limits, trust_env=False)
-        else:  # not a podgate dependency
-            made._transport = importlib.import_module("httpx_aiohttp").AiohttpTransport(limits=limits, trust_env=False)
-        return made  # (the mounts stay empty)
+            return httpx.AsyncHTTPTransport(limits=limits, trust_env=False)
+        # not a podgate dependency
+        return importlib.import_module("httpx_aiohttp").AiohttpTransport(limits=limits, trust_env=False)
 
-    setattr(proxy.upstreams, "make_http_client", make_http_client)  # noqa: B010  # where it is called
+    setattr(proxy.upstreams, "make_transport", make_transport)  # noqa: B010  # where it is called
 
 
 def app() -> Any:

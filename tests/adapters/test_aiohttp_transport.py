@@ -11,7 +11,7 @@ from collections.abc import Awaitable, Callable
 import httpx
 import pytest
 
-from adapters.http_upstream import HTTPUpstream, make_http_client
+from adapters.http_upstream import HTTPUpstream, make_transport
 from adapters.upstream import RunPodError, UpstreamRequest
 
 Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
@@ -75,8 +75,7 @@ CHUNK = b"%x\r\n%s\r\n" % (len(EVENT), EVENT)  # one SSE event as one HTTP chunk
 
 
 def upstream(base: str, *, read_timeout: float = 5.0) -> HTTPUpstream:
-    return HTTPUpstream(make_http_client(base, read_timeout=read_timeout, connect_timeout=2.0), "rpa_KEY",
-                        read_timeout=read_timeout)
+    return HTTPUpstream(make_transport(), base, "rpa_KEY", connect_timeout=2.0, read_timeout=read_timeout)
 
 
 async def test_request_and_answer_over_one_kept_alive_connection():
@@ -188,7 +187,7 @@ async def test_a_body_read_to_its_end_leaves_the_connection_for_the_next_request
         await up.aclose()
 
 
-def test_the_client_is_httpx_over_aiohttp():
-    client = make_http_client("http://127.0.0.1:9/v2")
-    assert isinstance(client, httpx.AsyncClient)
-    assert type(client._transport).__name__ == "AiohttpTransport"
+def test_the_transport_is_httpxs_over_aiohttp():
+    transport = make_transport()
+    assert isinstance(transport, httpx.AsyncBaseTransport)
+    assert type(transport).__name__ == "AiohttpTransport"

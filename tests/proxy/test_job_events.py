@@ -34,8 +34,8 @@ class ScriptedRunPod:
         return httpx.Response(code, json=body, headers={"retry-after": "0"} if code == 429 else {})
 
     def events(self, on_rerun="fail") -> JobEvents:
-        http = httpx.AsyncClient(base_url="https://api.runpod.ai/v2/", transport=httpx.MockTransport(self))
-        return JobEvents(RunPodQueueClient(HTTPUpstream(http, "k")), "ep", "j", lambda: SniffingDecoder("chat", strings="text"),
+        upstream = HTTPUpstream(httpx.MockTransport(self), "https://api.runpod.ai/v2", "k")
+        return JobEvents(RunPodQueueClient(upstream), "ep", "j", lambda: SniffingDecoder("chat", strings="text"),
                          TIMING, on_rerun=on_rerun)
 
 

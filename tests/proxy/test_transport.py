@@ -19,8 +19,7 @@ KEY = "rpa_SECRETKEY1234567890"
 
 
 def client_for(handler) -> RunPodQueueClient:
-    http = httpx.AsyncClient(base_url="https://api.runpod.ai/v2/", transport=httpx.MockTransport(handler))
-    return RunPodQueueClient(HTTPUpstream(http, KEY, read_timeout=5))
+    return RunPodQueueClient(HTTPUpstream(httpx.MockTransport(handler), "https://api.runpod.ai/v2", KEY, read_timeout=5))
 
 
 async def test_operations_and_shapes():

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncGenerator, AsyncIterator
+from collections.abc import AsyncGenerator
 from typing import Any
 
 from adapters.errors import OpenAIError, to_exception
@@ -36,37 +36,81 @@ from proxy.context import RequestContext
 from proxy.errors import request_timeout, sse_error
 from proxy.jobs import race_disconnect
 from proxy.settings import TimingSettings
-from proxy.streaming import KEEPALIVE, TIMEOUT, Pending
+from proxy.streaming import KEEPALIVE, TIMEOUT, TimedOut
 from proxy.upstreams import ModelBinding
 
 ROUTES: dict[Kind, str] = {"chat": "chat/completions", "completion": "completions"}
 
 
-class _Chunks:
-    """The upstream body as a ``BatchSource`` of byte chunks (for ``Pending``)."""
+class _Reader:
+    """Reads the upstream body in a task of its own, a bounded amount ahead of the client;
+    the stream takes everything that has arrived at once (``take``), so that a burst of
+    network chunks goes out in one write, and waits (with a timeout, for keep-alives) only
+    when nothing has."""
 
-    __slots__ = ("_it", "ended")
+    __slots__ = ("_chunks", "_size", "_arrived", "_drained", "ended", "error", "_task")
+
+    AHEAD = 1 << 20
+    """Bytes read ahead of a slow client before the reader waits."""
 
     def __init__(self, body: UpstreamBody):
-        self._it: AsyncIterator[bytes] = body.__aiter__()
+        self._chunks: list[bytes] = []
+        self._size = 0
+        self._arrived = asyncio.Event()
+        self._drained = asyncio.Event()
         self.ended = False
+        """The body ended (or broke: ``error``); what was read may still be waiting."""
+        self.error: RunPodError | None = None
+        self._task = asyncio.ensure_future(self._read(body))
 
-    async def next(self) -> bytes | None:
+    async def _read(self, body: UpstreamBody) -> None:
         try:
-            return await self._it.__anext__()
-        except StopAsyncIteration:
+            async for chunk in body:
+                self._chunks.append(chunk)
+                self._size += len(chunk)
+                self._arrived.set()
+                if self._size > self.AHEAD:
+                    self._drained.clear()
+                    await self._drained.wait()
+        except RunPodError as exc:
+            self.error = exc
+        finally:
             self.ended = True
-            return None
+            self._arrived.set()
+
+    async def take(self, timeout: float) -> bytes | TimedOut:
+        """What has arrived (``b""``: nothing more will), or ``TIMEOUT`` when nothing came
+        within ``timeout``."""
+        if not self._chunks and not self.ended:
+            self._arrived.clear()
+            try:
+                async with asyncio.timeout(timeout):
+                    await self._arrived.wait()
+            except TimeoutError:
+                return TIMEOUT
+        data = b"".join(self._chunks)
+        self._chunks.clear()
+        self._size = 0
+        self._drained.set()
+        return data
+
+    @property
+    def exhausted(self) -> bool:
+        """The body ended and everything read was taken."""
+        return self.ended and not self._chunks
+
+    def cancel(self) -> None:
+        self._task.cancel()
 
 
 class Relay:
     """One passthrough stream while it runs: the upstream body, its reader and the relay."""
 
-    __slots__ = ("body", "pending", "relay", "key_mask", "timing", "deadline", "first", "error")
+    __slots__ = ("body", "reader", "relay", "key_mask", "timing", "deadline", "first", "error")
 
     def __init__(self, body: UpstreamBody, relay: SSERelay, binding: ModelBinding, timing: TimingSettings):
         self.body = body
-        self.pending: Pending[bytes] = Pending(_Chunks(body))
+        self.reader = _Reader(body)
         self.relay = relay
         self.key_mask = binding.key_mask
         self.timing = timing
@@ -91,23 +135,20 @@ class Relay:
             raise self.error if isinstance(self.error, OpenAIError) else to_exception(self.error)
 
     async def step(self, timeout: float) -> tuple[bytes | None, ErrorEvent | OpenAIError | None]:
-        """One read: ``(bytes to send, error that ends the stream)``; ``(None, None)`` when
-        nothing came within ``timeout``."""
-        try:
-            chunk = await self.pending.get(timeout)
-        except RunPodError as exc:
-            return b"", upstream_error(exc)
+        """What has arrived: ``(bytes to send, error that ends the stream)``; ``(None, None)``
+        when nothing came within ``timeout``."""
+        reader = self.reader
+        chunk = await reader.take(timeout)
         if chunk is TIMEOUT:
             return None, None
-        if chunk is None:
-            return b"", None if self.relay.done else stream_cut()
-        data, error = self.relay.feed(chunk)
-        if error is None and not self.relay.done:
-            self.pending.prefetch()
+        error: ErrorEvent | OpenAIError | None
+        data, error = self.relay.feed(chunk) if chunk else (b"", None)
+        if error is None and not self.relay.done and reader.exhausted:
+            error = upstream_error(reader.error) if reader.error is not None else stream_cut()
         return data, error
 
     async def close(self) -> None:
-        self.pending.cancel()
+        self.reader.cancel()
         await asyncio.shield(self.body.aclose())
 
 

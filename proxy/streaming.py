@@ -26,8 +26,8 @@ from __future__ import annotations
 import asyncio
 import enum
 import time
-from collections.abc import AsyncGenerator, Awaitable
-from typing import Any, Final, Generic, Literal, Protocol, TypeVar
+from collections.abc import AsyncGenerator
+from typing import Any, Final, Literal
 
 from adapters.assemble import StreamAssembler
 from adapters.errors import OpenAIError, to_exception
@@ -51,9 +51,8 @@ class _Timeout(enum.Enum):
 
 
 TIMEOUT: Final = _Timeout.TIMEOUT
-
-T = TypeVar("T")
-T_co = TypeVar("T_co", covariant=True)
+TimedOut = Literal[_Timeout.TIMEOUT]
+"""The type of ``TIMEOUT``: nothing came within a wait (a keep-alive is due)."""
 
 SSE_HEADERS = {"cache-control": "no-cache", "x-accel-buffering": "no"}
 
@@ -88,36 +87,26 @@ class SSEWriter:
         return b"".join(map(encode_event, asm.finish(usage, reasons)))
 
 
-class BatchSource(Protocol[T_co]):
-    """What ``Pending`` reads: ``next()`` gives the next batch, or None at the end, after
-    which ``ended`` is True (a job's ``JobEvents``; the passthrough's upstream body)."""
-
-    @property
-    def ended(self) -> bool: ...
-
-    def next(self) -> Awaitable[T_co | None]: ...
-
-
-class Pending(Generic[T]):
-    """At most one in-flight ``source.next()``; waiting on it with a timeout (for
-    keep-alives) never cancels the read."""
+class _Pending:
+    """At most one in-flight ``JobEvents.next()``; waiting on it with a timeout (for
+    keep-alives) never cancels the poll."""
 
     __slots__ = ("source", "task")
 
-    def __init__(self, source: BatchSource[T]):
+    def __init__(self, source: JobEvents):
         self.source = source
-        self.task: asyncio.Future[T | None] | None = None
+        self.task: asyncio.Task | None = None
 
     def prefetch(self) -> None:
-        """Start the next read now (it runs while the caller writes to the client)."""
+        """Start the next poll now (it runs while the caller writes to the client)."""
         if self.task is None and not self.source.ended:
             self.task = asyncio.ensure_future(self.source.next())
 
-    async def get(self, timeout: float | None) -> T | Literal[_Timeout.TIMEOUT] | None:
-        """The next batch (``None``: the source ended), or ``TIMEOUT`` when none came within ``timeout``."""
+    async def get(self, timeout: float | None) -> list[Event] | TimedOut | None:
+        """The next batch (``None``: the job ended), or ``TIMEOUT`` when none came within ``timeout``."""
         if self.task is None:
             self.task = asyncio.ensure_future(self.source.next())
-        if not self.task.done():  # a prefetched read may have finished while we wrote
+        if not self.task.done():  # a prefetched poll may have finished while we wrote
             done, _ = await asyncio.wait((self.task,), timeout=timeout)
             if not done:
                 return TIMEOUT
@@ -141,7 +130,7 @@ class StreamJob:
         self.ctx = ctx
         self.timing = timing
         self.guard = guard
-        self.pending = Pending(source)
+        self.pending = _Pending(source)
         self.first: list[Event] = []
         self.deadline = time.monotonic() + timing.request_timeout_s
         self.writer = SSEWriter(completion)
@@ -237,5 +226,5 @@ async def sse_body(stream: StreamJob) -> AsyncGenerator[bytes, None]:
             ctx.note = ctx.note or "cancelled"
 
 
-__all__ = ["start_stream", "sse_body", "StreamJob", "SSEWriter", "Pending", "BatchSource", "TIMEOUT", "SSE_HEADERS",
-           "KEEPALIVE", "DONE"]
+__all__ = ["start_stream", "sse_body", "StreamJob", "SSEWriter", "SSE_HEADERS", "KEEPALIVE", "DONE", "TIMEOUT",
+           "TimedOut"]

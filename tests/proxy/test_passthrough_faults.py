@@ -30,10 +30,13 @@ async def _answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) ->
     if fault == "cut":  # a clean end of the body, before [DONE]
         writer.write(b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\nconnection: close\r\n\r\n"
                      + (EVENT + "\n\n").encode() * 2)
-    elif fault == "broken":  # chunked, and the connection drops inside a chunk
+    elif fault == "broken":  # chunked, and the connection drops inside a chunk (after the first event went)
         writer.write(b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ntransfer-encoding: chunked\r\n\r\n")
         event = (EVENT + "\n\n").encode()
-        writer.write(b"%x\r\n%s\r\n" % (len(event), event) + b"400\r\ndata: {")
+        writer.write(b"%x\r\n%s\r\n" % (len(event), event))
+        await writer.drain()
+        await asyncio.sleep(0.3)
+        writer.write(b"400\r\ndata: {")
     elif fault == "html":
         page = b"<html>502 Bad Gateway</html>"
         writer.write(b"HTTP/1.1 200 OK\r\ncontent-type: text/html\r\ncontent-length: %d\r\n\r\n%s" % (len(page), page))

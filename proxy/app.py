@@ -17,7 +17,7 @@ from litestar import Litestar
 from proxy.cancel import CancelQueue
 from proxy.context import RequestContextMiddleware
 from proxy.errors import EXCEPTION_HANDLERS
-from proxy.routes import ROUTES
+from proxy.routes import MAX_BODY, ROUTES
 from proxy.settings import ProxySettings
 from proxy.upstreams import Upstreams
 
@@ -55,7 +55,7 @@ def create_app(settings: ProxySettings, *, readiness: Readiness | None = None, d
         debug=debug,
         openapi_config=None,
         logging_config=None,  # the process's own (``podgate serve --log-level``); Litestar's would reset it to INFO
-        request_max_body_size=20 * 1024 * 1024,
+        request_max_body_size=MAX_BODY,
     )
     app.state.gateway = gateway
     return RequestContextMiddlewareApp(app)  # type: ignore[return-value]

@@ -3,7 +3,8 @@
 ``format = "openai"`` models in ``proxy.passthrough``; models come from the settings, never
 from RunPod.
 
-- ``POST /v1/chat/completions``, ``POST /v1/completions`` (stream and not)
+- ``POST /v1/chat/completions``, ``POST /v1/completions`` (stream and not), as plain ASGI
+  handlers (``_answer``: the hot path pays for no parameter parsing)
 - ``POST /v1/embeddings`` (``proxy.embeddings``)
 - ``GET /v1/models``, ``GET /v1/models/{id}``
 - ``GET /healthz`` (alive), ``GET /readyz`` (ready: the app's readiness check)
@@ -15,7 +16,10 @@ import inspect
 from collections.abc import AsyncGenerator
 
 import msgspec
-from litestar import Request, Response, get, post
+from litestar import Request, Response, asgi, get
+from litestar.exceptions import ClientException, MethodNotAllowedException
+from litestar.exceptions.http_exceptions import RequestEntityTooLarge
+from litestar.types import Receive, Scope, Send
 from litestar.background_tasks import BackgroundTask
 from litestar.response import Stream
 
@@ -34,10 +38,10 @@ from proxy.upstreams import ModelBinding
 _JSON = "application/json"
 
 
-async def _complete(request: Request, kind: Kind) -> Response:
+async def _complete(request: Request, body: bytes, kind: Kind) -> Response:
     gateway = request.app.state.gateway
     ctx = get_context(request)
-    params, binding = read_request(await request.body(), kind, gateway.upstreams, ctx)
+    params, binding = read_request(body, kind, gateway.upstreams, ctx)
     if binding.format is None or binding.passes_through(params.max_output_tokens):
         return await _pass_through(request, params, binding, kind)
     completion = completion_for(params, binding, binding.format, kind, ctx)
@@ -84,14 +88,46 @@ async def _finalize_stream(chunks: AsyncGenerator[bytes, None], stream: StreamJo
     stream.guard.release()
 
 
-@post("/v1/chat/completions", status_code=200)
-async def chat_completions(request: Request) -> Response:
-    return await _complete(request, "chat")
+MAX_BODY = 20 * 1024 * 1024
+"""The largest request body (413 beyond): every route's."""
 
 
-@post("/v1/completions", status_code=200)
-async def completions(request: Request) -> Response:
-    return await _complete(request, "completion")
+async def _read_body(receive: Receive) -> bytes:
+    """The request's body (413 beyond ``MAX_BODY``)."""
+    parts: list[bytes] = []
+    size = 0
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            raise ClientException("The client closed the connection while sending the body.")
+        part: bytes = message.get("body", b"")  # type: ignore[assignment]
+        size += len(part)
+        if size > MAX_BODY:
+            raise RequestEntityTooLarge()
+        parts.append(part)
+        if not message.get("more_body", False):
+            return parts[0] if len(parts) == 1 else b"".join(parts)
+
+
+async def _answer(scope: Scope, receive: Receive, send: Send, kind: Kind) -> None:
+    """A completions route as a plain ASGI handler: Litestar routes to it and renders what it
+    raises, but builds no parameters for it (its signature model and response pipeline were
+    a tenth of a passed-through request's CPU, ``bench/peers``)."""
+    if scope["method"] != "POST":  # type: ignore[typeddict-item]
+        raise MethodNotAllowedException(headers={"allow": "POST"})
+    request: Request = Request(scope, receive)
+    response = await _complete(request, await _read_body(receive), kind)
+    await response.to_asgi_response(None, request)(scope, receive, send)
+
+
+@asgi("/v1/chat/completions", copy_scope=False)
+async def chat_completions(scope: Scope, receive: Receive, send: Send) -> None:
+    await _answer(scope, receive, send, "chat")
+
+
+@asgi("/v1/completions", copy_scope=False)
+async def completions(scope: Scope, receive: Receive, send: Send) -> None:
+    await _answer(scope, receive, send, "completion")
 
 
 def _model(request: Request, binding: ModelBinding) -> Model:

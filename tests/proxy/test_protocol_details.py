@@ -260,3 +260,11 @@ def test_wrong_method_is_405_with_allow(http, method, path, allow):
     err = error_of(r)
     assert err["type"] == "invalid_request_error" and err["code"] is None
     assert err["message"] == f"Invalid URL ({method} /v1{path}): the method must be {allow}"
+
+
+@pytest.mark.parametrize("path", ["/chat/completions", "/completions"])
+def test_a_body_over_20_mib_is_413(http, path):
+    r = http.post(path, content=b'{"model": "vllm-c", "prompt": "' + b"x" * (20 * 1024 * 1024) + b'"}',
+                  headers={"content-type": "application/json"})
+    assert r.status_code == 413
+    assert error_of(r)["type"] == "invalid_request_error"

@@ -9,7 +9,7 @@
    fake RunPod upstream (another process) answers ``/run`` and ``/stream`` polls with
    batches of ready-made vLLM SSE events (1000, 100 and 10 per poll); one client reads
    podgate's stream and counts chunks. Target ≥ 10,000/s. Small batches measure the
-   fixed cost of one ``/stream`` round trip (about 1 ms of podgate CPU, mostly httpx).
+   fixed cost of one ``/stream`` round trip (mostly the HTTP client).
 
     .venv/bin/python bench/bench_proxy.py [--requests 30] [--chunks 200000]
         [--skip-ttft] [--per-poll 10 --per-poll 100 ...] [--repeat 3]

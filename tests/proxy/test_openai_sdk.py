@@ -203,18 +203,24 @@ def test_models(stack, client):
         client.models.retrieve("nope")
 
 
-def test_keepalive_while_waiting(stack, http):
-    """A job that goes quiet gets ``: keep-alive`` comments (every 0.3 s in this config)."""
-    body = {"model": "vllm-c", "messages": [{"role": "user", "content": "#slow"}], "stream": True}
+@pytest.mark.parametrize("model", ["vllm-c", "pass-c"])
+def test_keepalive_while_waiting(stack, http, model):
+    """A job that goes quiet (#slow: two events, then nothing) gets ``: keep-alive`` comments
+    (every 0.3 s in this config), on the queue path and through the gateway (which names no
+    job)."""
+    body = {"model": model, "messages": [{"role": "user", "content": "#slow"}], "stream": True}
     with http.stream("POST", "/chat/completions", json=body) as s:
-        job = s.headers["x-runpod-job-id"]
+        job = s.headers.get("x-runpod-job-id")
         seen = []
         for line in s.iter_lines():
             seen.append(line)
             if line.startswith(": keep-alive"):
                 break
     assert any(x.startswith("data: {") for x in seen)
-    assert stack.wait_status(job, "CANCELLED") == "CANCELLED"
+    if model == "pass-c":
+        assert job is None
+    else:
+        assert stack.wait_status(job, "CANCELLED") == "CANCELLED"
 
 
 def test_raw_http_stream_matches_sdk_shape(http):

@@ -4,7 +4,7 @@
 The contract shared with the queue path (stream equals non-stream, usage, the client's model
 name) runs for the ``pass-*`` models in test_openai_sdk.py and test_frameworks.py; here are
 what only the passthrough has: RunPod's errors with HTTP 200 or 500, errors inside a stream,
-keep-alives, disconnects (no job id: the job is found by its handler's marker), and the queue
+disconnects (no job id: the job is found by its handler's marker), and the queue
 fallback for long requests.
 """
 
@@ -65,19 +65,6 @@ def test_no_usage_chunk_unless_asked_and_the_clients_model_name(http):
     assert datas[-1] == "[DONE]"
     assert all('"usage"' not in d for d in datas)
     assert all('"era-c"' not in d for d in datas) and all('"pass-c"' in d for d in datas[:-1])
-
-
-def test_keepalive_while_the_upstream_is_quiet(stack, http):
-    """#slow sends two events, then nothing: podgate's keep-alives flow (0.3 s here)."""
-    body = {"model": "pass-c", "messages": say("#slow"), "stream": True}
-    with http.stream("POST", "/chat/completions", json=body) as s:
-        assert "x-runpod-job-id" not in s.headers  # the gateway names no job
-        seen = []
-        for line in s.iter_lines():
-            seen.append(line)
-            if line.startswith(": keep-alive"):
-                break
-    assert any(x.startswith("data: {") for x in seen)
 
 
 def _started_job(stack, before: set, timeout: float = 15.0) -> str:

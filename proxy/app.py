@@ -17,6 +17,7 @@ from litestar import Litestar
 from proxy.cancel import CancelQueue
 from proxy.context import RequestContextMiddleware
 from proxy.errors import EXCEPTION_HANDLERS
+from proxy.keys import ClientKeys
 from proxy.routes import MAX_BODY, ROUTES
 from proxy.settings import ProxySettings
 from proxy.upstreams import Upstreams
@@ -58,7 +59,7 @@ def create_app(settings: ProxySettings, *, readiness: Readiness | None = None, d
         request_max_body_size=MAX_BODY,
     )
     app.state.gateway = gateway
-    return RequestContextMiddlewareApp(app)  # type: ignore[return-value]
+    return RequestContextMiddlewareApp(app, ClientKeys(settings.keys))  # type: ignore[return-value]
 
 
 class RequestContextMiddlewareApp(RequestContextMiddleware):

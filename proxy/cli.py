@@ -4,6 +4,7 @@
                         default, a local endpoint + SmolLM2 worker + proxy in one tree)
 - ``podgate endpoint``  the self-hosted RunPod Serverless endpoint server
 - ``podgate worker``    a RunPod handler run through the ``runpod`` SDK's own worker loop
+- ``podgate hash-key``  a client key on stdin → the SHA-256 that ``[[keys]]`` holds
 
 Each subcommand's module owns its arguments (``add_arguments``) and its ``run``; this
 file only wires them together, importing each lazily so that ``podgate worker`` does
@@ -22,6 +23,7 @@ _COMMANDS = {
     "serve": ("proxy.serve", "run the OpenAI-compatible proxy (no --config: the embedded default)"),
     "endpoint": ("serverless.cli_endpoint", "run the self-hosted RunPod Serverless endpoint server"),
     "worker": ("serverless.cli_worker", "run a RunPod handler through the runpod SDK worker loop"),
+    "hash-key": ("proxy.keys", "print the SHA-256 of a client key read on stdin, for [[keys]] sha256"),
 }
 
 

@@ -38,7 +38,7 @@ async def embeddings(request: Request) -> Response:
     ctx = get_context(request)
     params = decode_embedding_request(await request.body())
     ctx.model = params.model
-    binding = gateway.upstreams.binding(params.model)
+    binding = gateway.upstreams.binding(params.model, ctx.key)
     if binding is None:
         raise model_not_found(params.model)
     ctx.endpoint = binding.endpoint

@@ -137,7 +137,8 @@ def _model(request: Request, binding: ModelBinding) -> Model:
 @get("/v1/models")
 async def list_models(request: Request) -> Response:
     gateway = request.app.state.gateway
-    body = msgspec.json.encode(ModelList(data=[_model(request, binding) for binding in gateway.upstreams]))
+    visible = gateway.upstreams.visible(get_context(request).key)
+    body = msgspec.json.encode(ModelList(data=[_model(request, binding) for binding in visible]))
     return Response(content=body, media_type=_JSON)
 
 
@@ -145,7 +146,7 @@ async def list_models(request: Request) -> Response:
 async def retrieve_model(request: Request) -> Response:
     name = str(request.path_params["model_id"]).lstrip("/")
     get_context(request).model = name
-    binding = request.app.state.gateway.upstreams.binding(name)
+    binding = request.app.state.gateway.upstreams.binding(name, get_context(request).key)
     if binding is None:
         raise model_not_found(name)
     return Response(content=msgspec.json.encode(_model(request, binding)), media_type=_JSON)

@@ -65,8 +65,10 @@ def serve(settings: ProxySettings, *, log_level: str = "info", readiness: Readin
 
     def started(port: int) -> None:
         host = server.servers[0].sockets[0].getsockname()[0]
+        access = (f"{len(settings.keys)} client key(s) required" if settings.keys
+                  else "open: no client keys configured, anyone who reaches it may use it")
         print(f"podgate proxy listening on http://{host}:{port}/v1 "
-              f"(models: {', '.join(m.name for m in settings.models)})", flush=True)
+              f"(models: {', '.join(m.name for m in settings.models)}; {access})", flush=True)
         announce("listening", f"http://{host}:{port}/v1")
 
     server.on_started = started

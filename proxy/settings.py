@@ -25,6 +25,11 @@ whose message names the key (``models[1].format``) and what is wrong with it, so
     served_model = "meta-llama/Meta-Llama-3-8B-Instruct"   # optional: what the worker expects
     base_url = "http://127.0.0.1:8100/v2"    # optional per-model upstream override
 
+    [[keys]]                                 # optional; with none, podgate is open
+    name = "team-a"                          # shown in logs, never the key
+    sha256 = "<hex>"                         # podgate hash-key < key.txt
+    models = ["llama-3-8b"]                  # optional; default: every model
+
     [[models]]                               # passed through to the endpoint's /openai/v1
     name = "qwen"
     endpoint = "def456uvw"
@@ -136,11 +141,26 @@ class ModelSettings(_Section):
     RunPod cuts after a few minutes."""
 
 
+Sha256Hex = Annotated[str, Meta(pattern="^[0-9a-f]{64}$")]
+
+
+class KeySettings(_Section):
+    """A client key (``[[keys]]``): only its SHA-256 is stored (``podgate hash-key``)."""
+
+    name: str
+    """Shown in logs instead of the key."""
+    sha256: Sha256Hex
+    models: list[str] | None = None
+    """The models the key may use (default: every model); others answer 404 as if absent."""
+
+
 class ProxySettings(_Section):
     server: ServerSettings = msgspec.field(default_factory=ServerSettings)
     runpod: RunPodSettings = msgspec.field(default_factory=RunPodSettings)
     timing: TimingSettings = msgspec.field(default_factory=TimingSettings)
     models: list[ModelSettings] = msgspec.field(default_factory=list)
+    keys: list[KeySettings] = msgspec.field(default_factory=list)
+    """Client keys; none: podgate is open to whoever reaches it."""
     api_key: str = ""
     """Filled from the environment by ``load_settings``; not a TOML key."""
 
@@ -171,6 +191,8 @@ def parse_settings(data: bytes | str, env: Mapping[str, str] | None = None, *,
             problem = "unknown key"
         elif failure.bound is not None:
             problem = _range_problem(key, data)
+        elif key.endswith(".sha256"):
+            problem = "must be the key's SHA-256 in lowercase hex, as `podgate hash-key < key.txt` prints it"
         raise SettingsError(f"{source}: {key or '(top level)'}: {problem}") from None
     except msgspec.DecodeError as exc:
         raise SettingsError(f"{source}: not valid TOML: {exc}") from None
@@ -233,6 +255,17 @@ def _check(s: ProxySettings, source: str) -> None:
             fail(f"models[{i}].queue_format", "must be a queue format (vllm, vllm-native, sglang, tgi or text)")
         if (m.passthrough_max_tokens is None) != (m.queue_format is None):
             fail(f"models[{i}].passthrough_max_tokens", "queue_format and passthrough_max_tokens go together")
+    names = {m.name for m in s.models}
+    key_names: set[str] = set()
+    for i, k in enumerate(s.keys):
+        if not k.name.strip():
+            fail(f"keys[{i}].name", "must not be empty")
+        if k.name in key_names:
+            fail(f"keys[{i}].name", f"duplicate key name {k.name!r}")
+        key_names.add(k.name)
+        unknown = [m for m in k.models or () if m not in names]
+        if unknown:
+            fail(f"keys[{i}].models", f"no such model: {', '.join(map(repr, unknown))}")
     if s.timing.poll_min_ms > s.timing.poll_max_ms:
         fail("timing.poll_min_ms", "must not exceed timing.poll_max_ms")
 

@@ -20,7 +20,8 @@ from adapters.formats import WorkerFormat, get_format
 from adapters.http_upstream import HTTPUpstream, make_transport
 from adapters.passthrough import OpenAIPassthrough
 from adapters.runpod_client import RunPodQueueClient
-from proxy.settings import PASSTHROUGH, ModelSettings, ProxySettings
+from proxy.keys import may_use
+from proxy.settings import PASSTHROUGH, KeySettings, ModelSettings, ProxySettings
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,8 +74,14 @@ class Upstreams:
             fmt = None if queue_format is None else get_format(queue_format)
             self._bindings[m.name] = ModelBinding(m, fmt, clients[1], clients[2], self.key_mask)
 
-    def binding(self, model: str) -> ModelBinding | None:
-        return self._bindings.get(model)
+    def binding(self, model: str, key: KeySettings | None = None) -> ModelBinding | None:
+        """The model's binding; None when there is no such model or ``key`` may not use it
+        (a key sees the models it may not use as absent)."""
+        return self._bindings.get(model) if may_use(key, model) else None
+
+    def visible(self, key: KeySettings | None = None) -> list[ModelBinding]:
+        """The bindings ``key`` may use (``/v1/models``)."""
+        return [b for b in self._bindings.values() if may_use(key, b.name)]
 
     def __iter__(self) -> Iterator[ModelBinding]:
         return iter(self._bindings.values())

@@ -44,7 +44,7 @@ async def embeddings(request: Request) -> Response:
     ctx.endpoint = binding.endpoint
     timing = gateway.settings.timing
     try:
-        if binding.passes_through(None):
+        if binding.passthrough:  # embeddings are never cut: no queue fallback
             answer = await passthrough.post(params.to_body(), "embeddings", binding, receive=request.receive,
                                             timing=timing)
             body = await embeddings_response(answer, params, binding.name, headers=ctx.headers)

@@ -36,10 +36,15 @@ class ModelBinding:
     openai: OpenAIPassthrough
     key_mask: KeyMask
 
+    @property
+    def passthrough(self) -> bool:
+        """The model is served by its endpoint's OpenAI gateway (``format = "openai"``)."""
+        return self.settings.format == PASSTHROUGH
+
     def passes_through(self, max_output_tokens: int | None) -> bool:
-        """Whether a request asking for ``max_output_tokens`` (None: no limit) goes to the
-        endpoint's OpenAI gateway rather than through the queue."""
-        if self.settings.format != PASSTHROUGH:
+        """Whether a completion asking for ``max_output_tokens`` (None: no limit) goes to the
+        endpoint's OpenAI gateway rather than through the queue (``passthrough_max_tokens``)."""
+        if not self.passthrough:
             return False
         limit = self.settings.passthrough_max_tokens
         return self.format is None or limit is None or (max_output_tokens is not None and max_output_tokens <= limit)

@@ -13,6 +13,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from litestar import Litestar
+from litestar.config.cors import CORSConfig
 
 from proxy.cancel import CancelQueue
 from proxy.context import RequestContextMiddleware
@@ -56,10 +57,22 @@ def create_app(settings: ProxySettings, *, readiness: Readiness | None = None, d
         debug=debug,
         openapi_config=None,
         logging_config=None,  # the process's own (``podgate serve --log-level``); Litestar's would reset it to INFO
+        cors_config=_cors(settings),
         request_max_body_size=MAX_BODY,
     )
     app.state.gateway = gateway
     return RequestContextMiddlewareApp(app, ClientKeys(settings.keys))  # type: ignore[return-value]
+
+
+def _cors(settings: ProxySettings) -> CORSConfig | None:
+    """Litestar's CORS for ``[server] cors_origins`` (none: off). The headers a browser
+    client may read include podgate's own (request and job ids, ignored parameters)."""
+    origins = settings.server.cors_origins
+    if not origins:
+        return None
+    return CORSConfig(allow_origins=origins, allow_methods=["GET", "POST", "OPTIONS"],
+                      expose_headers=["x-request-id", "x-runpod-job-id", "x-podgate-ignored-params",
+                                      "x-podgate-usage-estimated", "retry-after", "x-should-retry"])
 
 
 class RequestContextMiddlewareApp(RequestContextMiddleware):

@@ -3,7 +3,7 @@
 ``RequestContextMiddleware`` (pure ASGI, so it costs next to nothing on the hot path)
 gives every HTTP request a ``RequestContext`` in ``scope["state"]``, and with client keys
 configured (``proxy.keys``) answers a ``/v1/`` request without a valid one 401 before
-anything else runs; routes fill in the
+anything else runs (but a CORS preflight, which never carries one); routes fill in the
 RunPod job id, the model and any extra headers as they learn them. When the response
 starts, the middleware adds ``x-request-id`` (podgate's id), ``x-runpod-job-id`` and the
 extra headers — on every response, errors included. When it ends, one log line joins
@@ -102,8 +102,8 @@ class RequestContextMiddleware:
     def _refusal(self, scope: dict, ctx: RequestContext) -> bytes | None:
         """With client keys configured, the 401 body for a ``/v1/`` request without a valid
         one; None when it may go on (``ctx.key`` set to its key)."""
-        if self.keys.open or not scope["path"].startswith("/v1/"):
-            return None
+        if self.keys.open or not scope["path"].startswith("/v1/") or scope["method"] == "OPTIONS":
+            return None  # a CORS preflight carries no key
         header = next((v for k, v in scope["headers"] if k == b"authorization"), None)
         ctx.key = self.keys.identify(header)
         if ctx.key is not None:

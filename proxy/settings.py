@@ -8,6 +8,7 @@ whose message names the key (``models[1].format``) and what is wrong with it, so
     [server]
     host = "127.0.0.1"
     port = 8000
+    cors_origins = ["https://chat.example.com"]   # optional; default none (no CORS)
 
     [runpod]
     base_url = "https://api.runpod.ai/v2"   # default
@@ -84,6 +85,9 @@ class _Section(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
 class ServerSettings(_Section):
     host: str = "127.0.0.1"
     port: Port = 8000
+    cors_origins: list[str] = msgspec.field(default_factory=list)
+    """Browser origins allowed to call podgate (``["https://chat.example.com"]``, or
+    ``["*"]``); none: no CORS headers, preflights refused (the default)."""
 
 
 class RunPodSettings(_Section):
@@ -233,6 +237,9 @@ def _check(s: ProxySettings, source: str) -> None:
         raise SettingsError(f"{source}: {key}: {problem}")
 
     _check_url(s.runpod.base_url, "runpod.base_url", fail)
+    for i, origin in enumerate(s.server.cors_origins):
+        if origin != "*" and not re.match(r"^https?://[^/\s]+$", origin):
+            fail(f"server.cors_origins[{i}]", f'must be "*" or an origin like "https://chat.example.com", got {origin!r}')
     if not s.runpod.api_key_env:
         fail("runpod.api_key_env", "must name an environment variable")
     if not s.models:

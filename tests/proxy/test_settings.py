@@ -104,6 +104,8 @@ def test_the_ranges_are_declared_on_the_structs():
      "models[0].passthrough_max_tokens", "go together"),
     ('[[models]]\nname = "m"\nendpoint = "e"\nformat = "openai"\npassthrough_max_tokens = 0',
      "models[0].passthrough_max_tokens", "must be positive"),
+    ('[server]\ncors_origins = ["https://ok.example", "https://x.example/path"]\n[[models]]\nname = "m"\nendpoint = "e"\n'
+     'format = "vllm"', "server.cors_origins[1]", "must be \"*\" or an origin"),
 ])
 def test_errors_name_the_key(text, key, problem):
     with pytest.raises(SettingsError) as info:

@@ -51,22 +51,18 @@ class OpenAIPassthrough:
         self._upstream = upstream
 
     @staticmethod
-    def _request(method: str, endpoint: str, route: str, body: bytes | None,
-                 read_timeout: float | None) -> UpstreamRequest:
-        return UpstreamRequest(method, f"{endpoint}/openai/v1/{route}", f"openai/v1/{route}", body,
+    def _request(endpoint: str, route: str, body: bytes, read_timeout: float | None) -> UpstreamRequest:
+        return UpstreamRequest("POST", f"{endpoint}/openai/v1/{route}", f"openai/v1/{route}", body,
                                read_timeout=read_timeout)
 
     async def post(self, endpoint: str, route: str, body: bytes, *, read_timeout: float | None = None) -> bytes:
         """The whole answer of a non-streaming call (``route``: ``chat/completions`` …)."""
-        return await self._upstream.send(self._request("POST", endpoint, route, body, read_timeout))
+        return await self._upstream.send(self._request(endpoint, route, body, read_timeout))
 
     async def open(self, endpoint: str, route: str, body: bytes, *,
                    read_timeout: float | None = None) -> UpstreamBody:
         """A streaming call's answer, its body to be read as it arrives (then ``aclose``)."""
-        return await self._upstream.open(self._request("POST", endpoint, route, body, read_timeout))
-
-    async def get(self, endpoint: str, route: str) -> bytes:
-        return await self._upstream.send(self._request("GET", endpoint, route, None, None))
+        return await self._upstream.open(self._request(endpoint, route, body, read_timeout))
 
 
 def request_body(body: dict[str, Any], served_model: str) -> bytes:

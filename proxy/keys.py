@@ -53,9 +53,6 @@ class ClientKeys:
     def open(self) -> bool:
         return not self._keys
 
-    def __len__(self) -> int:
-        return len(self._keys)
-
     def identify(self, authorization: bytes | None) -> KeySettings | None:
         """The key an ``Authorization`` header carries, or None (absent, not Bearer, unknown)."""
         if not authorization or authorization[:7].lower() != b"bearer ":

@@ -34,11 +34,11 @@ from typing import Any
 import msgspec
 
 from adapters.errors import OpenAIError, UpstreamError, find_output_error, from_runpod, from_worker_error, to_exception
-from adapters.events import ErrorEvent
+from adapters.events import ErrorEvent, Usage
 from adapters.upstream import RunPodError, Upstream, UpstreamBody, UpstreamRequest
 
-__all__ = ["OpenAIPassthrough", "ModelRename", "SSERelay", "request_body", "answer_body", "upstream_error",
-           "stream_cut"]
+__all__ = ["OpenAIPassthrough", "ModelRename", "SSERelay", "request_body", "answer_body", "usage_of",
+           "upstream_error", "stream_cut"]
 
 _encode = msgspec.json.encode
 _decode = msgspec.json.decode
@@ -124,6 +124,28 @@ def answer_body(body: bytes, rename: ModelRename) -> bytes:
     return rename(body)
 
 
+class _Counts(msgspec.Struct):
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+
+
+class _WithUsage(msgspec.Struct):
+    usage: _Counts | None = None
+
+
+_usage_dec = msgspec.json.Decoder(_WithUsage)
+
+
+def usage_of(answer: bytes | dict[str, Any]) -> Usage | None:
+    """The token counts an answer (a body, or a decoded chunk) reports, if any."""
+    try:
+        counts = _usage_dec.decode(answer).usage if isinstance(answer, bytes) else \
+            msgspec.convert(answer, _WithUsage).usage
+    except (msgspec.DecodeError, msgspec.ValidationError):
+        return None
+    return None if counts is None else Usage(counts.prompt_tokens, counts.completion_tokens)
+
+
 def upstream_error(exc: RunPodError) -> OpenAIError:
     """A failed passthrough call → the client's error. A 400/422/500 answer whose body carries
     a worker's error is that error (a FAILED job's 500 may hold ``vLLM returned HTTP 400``);
@@ -151,25 +173,26 @@ def stream_cut() -> OpenAIError:
 
 
 _EVENT_END = b"\n\n"
-_LOOK_CLOSER = (b'"error"', b"[DONE]")
+_LOOK_CLOSER = (b'"error"', b"[DONE]", b'"usage"')
 
 
 class SSERelay:
     """Upstream SSE bytes → the client's SSE bytes, whole events at a time (module docstring).
 
     ``feed(chunk)`` returns the bytes to send now and the error that ends the stream (or
-    None); ``done`` is True once ``[DONE]`` went out. Line endings are normalised to LF
-    (CRLF and lone CR, even split across chunks), so events end at ``\\n\\n``."""
+    None); ``done`` is True once ``[DONE]`` went out; ``usage`` holds the last token counts a
+    chunk reported. Line endings are normalised to LF (CRLF and lone CR, even split across
+    chunks), so events end at ``\\n\\n``."""
 
-    __slots__ = ("_rename", "_drop_usage", "_look", "_buf", "_cr", "done")
+    __slots__ = ("_rename", "_drop_usage", "_buf", "_cr", "done", "usage")
 
     def __init__(self, rename: ModelRename, include_usage: bool):
         self._rename = rename
         self._drop_usage = not include_usage
-        self._look = (*_LOOK_CLOSER, b'"usage"') if self._drop_usage else _LOOK_CLOSER
         self._buf = b""
         self._cr = False
         self.done = False
+        self.usage: Usage | None = None
 
     def feed(self, chunk: bytes) -> tuple[bytes, ErrorEvent | None]:
         if self._cr or b"\r" in chunk:
@@ -181,7 +204,7 @@ class SSERelay:
             return b"", None
         end += 2
         events, self._buf = buf[:end], buf[end:]
-        first = min((at for at in map(events.find, self._look) if at >= 0), default=-1)
+        first = min((at for at in map(events.find, _LOOK_CLOSER) if at >= 0), default=-1)
         if first < 0:
             return self._rename(events), None
         # the events before the first one with a needle pass as they are (a batch that ends
@@ -219,7 +242,9 @@ class SSERelay:
                     error = find_output_error(value)
                     if error is not None:
                         return b"".join(out), error
-                    if self._drop_usage and value.get("usage") and value.get("choices") == []:
-                        continue  # a usage chunk the client did not ask for
+                    if value.get("usage"):
+                        self.usage = usage_of(value) or self.usage
+                        if self._drop_usage and value.get("choices") == []:
+                            continue  # a usage chunk the client did not ask for
             out.append(self._rename(event + _EVENT_END))
         return b"".join(out), None

@@ -242,7 +242,8 @@ class Embedded:
             api_key=self.key,
         )
         self.proxy_server = AppServer(create_app(settings, readiness=self.ready), host=self.opts.host,
-                                      port=self.opts.port, signals=False, loop="none")  # the tree owns the signals
+                                      port=self.opts.port, signals=False, loop="none",  # the tree owns the signals
+                                      log_config=None)  # uvicorn's lines through proxy.logs' handler
         try:
             self.port = await self.proxy_server.start()  # --port 0: the one picked
         except StartFailed:

@@ -20,6 +20,7 @@ from litestar import Request, Response, post
 from adapters.embeddings import EmbeddingFormat, embeddings_response, not_an_embeddings_model
 from adapters.events import JobOutput
 from adapters.openai_protocol import EmbeddingRequest, decode_embedding_request
+from adapters.passthrough import usage_of
 from proxy.cancel import CancelQueue
 from proxy import passthrough
 from proxy.context import RequestContext, get_context
@@ -54,6 +55,8 @@ async def embeddings(request: Request) -> Response:
     except ClientDisconnected:
         # nobody is listening; the job's cancel is already queued
         return Response(content=b"", status_code=499, media_type=_JSON)
+    if (usage := usage_of(body)) is not None:
+        ctx.record_usage(usage.prompt_tokens, 0, estimated="x-podgate-usage-estimated" in ctx.headers)
     return Response(content=body, status_code=200, media_type=_JSON)
 
 

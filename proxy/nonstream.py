@@ -66,10 +66,12 @@ async def run_job(binding: ModelBinding, job_input: Any, new_decoder: Callable[[
             receive, asyncio.wait_for(asyncio.shield(submit), timing.request_timeout_s))
     except ClientDisconnected:
         ctx.note = "client-disconnected"
+        ctx.cancelled = True
         cancels.submit_when_known(submit, binding.client, binding.endpoint)
         raise
     except TimeoutError:
         ctx.note = "timeout"
+        ctx.cancelled = True
         cancels.submit_when_known(submit, binding.client, binding.endpoint)
         raise request_timeout() from None
     ctx.job_id = job.id
@@ -92,6 +94,7 @@ async def run_job(binding: ModelBinding, job_input: Any, new_decoder: Callable[[
     finally:
         if guard.release():
             ctx.note = ctx.note or "cancelled"
+            ctx.cancelled = True
     err = first_error(events)
     if err is not None:
         raise to_exception(err)
@@ -107,6 +110,9 @@ async def _response_body(completion: Completion, ctx: RequestContext, events: li
     usage, reasons = None, None
     if agg.usage is None:
         usage, reasons = await completion.count(ctx, agg.completion_texts(), agg.open_choices())
+        ctx.record_usage(usage.prompt_tokens, usage.completion_tokens, estimated=True)
+    else:
+        ctx.record_usage(agg.usage.prompt_tokens, agg.usage.completion_tokens)
     return _enc.encode(agg.result(usage, reasons))
 
 

@@ -207,6 +207,7 @@ async def relay_body(relay: Relay, ctx: RequestContext) -> AsyncGenerator[bytes,
     when the stream cannot end cleanly."""
     try:
         if relay.first:
+            ctx.first_token()
             yield relay.first
         error = relay.error
         while error is None and not relay.relay.done:
@@ -219,11 +220,17 @@ async def relay_body(relay: Relay, ctx: RequestContext) -> AsyncGenerator[bytes,
             if data is None:
                 yield KEEPALIVE
             elif data:
+                ctx.first_token()
                 yield data
         if error is not None:
             ctx.note = ctx.note or "upstream-error"
             yield sse_error(error, relay.key_mask)
+    except (GeneratorExit, asyncio.CancelledError):
+        ctx.cancelled = True  # the client left: closing the upstream request cancels the job
+        raise
     finally:
+        if relay.relay.usage is not None:
+            ctx.record_usage(relay.relay.usage.prompt_tokens, relay.relay.usage.completion_tokens)
         await relay.close()
 
 

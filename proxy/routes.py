@@ -24,6 +24,7 @@ from litestar.background_tasks import BackgroundTask
 from litestar.response import Stream
 
 from adapters.openai_protocol import ChatCompletionRequest, CompletionRequest, Kind, Model, ModelList
+from adapters.passthrough import usage_of
 from proxy.completion import completion_for, read_request
 from proxy.context import get_context
 from proxy.embeddings import embeddings
@@ -42,6 +43,7 @@ async def _complete(request: Request, body: bytes, kind: Kind) -> Response:
     gateway = request.app.state.gateway
     ctx = get_context(request)
     params, binding = read_request(body, kind, gateway.upstreams, ctx)
+    ctx.stream = bool(params.stream)
     if binding.format is None or binding.passes_through(params.max_output_tokens):
         return await _pass_through(request, params, binding, kind)
     completion = completion_for(params, binding, binding.format, kind, ctx)
@@ -72,8 +74,11 @@ async def _pass_through(request: Request, params: ChatCompletionRequest | Comple
                           background=BackgroundTask(finalize_relay, chunks, relay))
         answer = await relay_nonstream(params.to_body(), kind, binding, receive=request.receive, timing=timing)
     except ClientDisconnected:
-        get_context(request).note = "client-disconnected"
+        ctx = get_context(request)
+        ctx.note, ctx.cancelled = "client-disconnected", True  # closing the upstream request cancels the job
         return Response(content=b"", status_code=499, media_type=_JSON)
+    if (usage := usage_of(answer)) is not None:
+        get_context(request).record_usage(usage.prompt_tokens, usage.completion_tokens)
     return Response(content=answer, status_code=200, media_type=_JSON)
 
 

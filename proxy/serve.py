@@ -9,7 +9,6 @@ anything starts. Without ``--config`` it starts the embedded default
 from __future__ import annotations
 
 import argparse
-import logging
 import sys
 from typing import TYPE_CHECKING
 
@@ -23,17 +22,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--host", default=None, help="bind address (overrides [server] host)")
     parser.add_argument("--port", type=int, default=None, help="port (overrides [server] port; 0 = any free port)")
     parser.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    parser.add_argument("--log-format", default=None, choices=["auto", "text", "json"],
+                        help="text, json, or auto: text on a terminal (overrides [server] log_format)")
     from proxy import embedded  # the embedded default's own options (ignored with --config)
 
     embedded.add_arguments(parser)
 
 
 def run(args: argparse.Namespace) -> int:
-    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per poll otherwise
+    from proxy import logs
+
     if not args.config:
         from proxy import embedded
 
+        logs.configure(args.log_level, args.log_format or "auto")
         return int(embedded.run(args) or 0)
 
     from proxy.settings import SettingsError, load_settings
@@ -47,6 +49,7 @@ def run(args: argparse.Namespace) -> int:
         settings.server.host = args.host
     if args.port is not None:
         settings.server.port = args.port
+    logs.configure(args.log_level, args.log_format or settings.server.log_format)
     serve(settings, log_level=args.log_level)
     return 0
 
@@ -61,6 +64,7 @@ def serve(settings: ProxySettings, *, log_level: str = "info", readiness: Readin
 
     app = create_app(settings, readiness=readiness)
     server = AppServer(app, host=settings.server.host, port=settings.server.port, log_level=log_level,
+                       log_config=None,  # uvicorn's lines go through the process's handler (proxy.logs)
                        timeout_keep_alive=5, timeout_graceful_shutdown=5)
 
     def started(port: int) -> None:

@@ -9,6 +9,7 @@ whose message names the key (``models[1].format``) and what is wrong with it, so
     host = "127.0.0.1"
     port = 8000
     cors_origins = ["https://chat.example.com"]   # optional; default none (no CORS)
+    log_format = "json"                      # auto (default: text on a terminal) | text | json
 
     [runpod]
     base_url = "https://api.runpod.ai/v2"   # default
@@ -88,6 +89,9 @@ class ServerSettings(_Section):
     cors_origins: list[str] = msgspec.field(default_factory=list)
     """Browser origins allowed to call podgate (``["https://chat.example.com"]``, or
     ``["*"]``); none: no CORS headers, preflights refused (the default)."""
+    log_format: Literal["auto", "text", "json"] = "auto"
+    """``json``: one JSON object per log line (the access line carries the request's fields);
+    ``auto``: text on a terminal, JSON otherwise (``proxy.logs``)."""
 
 
 class RunPodSettings(_Section):

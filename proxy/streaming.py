@@ -80,10 +80,13 @@ class SSEWriter:
         asm, completion = self.asm, self.completion
         usage: Usage | None = None
         reasons = None
-        if asm.usage is None and (completion.include_usage or asm.open_choices()):
+        if asm.usage is None:  # counted also when the client did not ask: logs, metrics and tpm need it
             usage, reasons = await completion.count(ctx, asm.completion_texts(), asm.open_choices())
+            ctx.record_usage(usage.prompt_tokens, usage.completion_tokens, estimated=True)
             if completion.include_usage:
                 ctx.note = "usage-estimated"
+        else:
+            ctx.record_usage(asm.usage.prompt_tokens, asm.usage.completion_tokens)
         return b"".join(map(encode_event, asm.finish(usage, reasons)))
 
 
@@ -156,6 +159,7 @@ async def start_stream(completion: Completion, ctx: RequestContext, *, receive: 
         job = await race_disconnect(receive, asyncio.shield(submit))
     except ClientDisconnected:  # the job may exist already: cancel it once its id is known
         ctx.note = "client-disconnected"
+        ctx.cancelled = True
         cancels.submit_when_known(submit, binding.client, binding.endpoint)
         raise
     ctx.job_id = job.id
@@ -166,7 +170,8 @@ async def start_stream(completion: Completion, ctx: RequestContext, *, receive: 
         first = await race_disconnect(receive, stream.pending.get(timing.first_byte_wait_s))
     except BaseException as exc:  # the response never starts: the job is not wanted
         stream.pending.cancel()
-        guard.release()
+        if guard.release():
+            ctx.cancelled = True
         if isinstance(exc, ClientDisconnected):
             ctx.note = "client-disconnected"
         raise
@@ -194,6 +199,7 @@ async def sse_body(stream: StreamJob) -> AsyncGenerator[bytes, None]:
         data, err = stream.render(stream.first)
         stream.first = []
         if data:
+            ctx.first_token()
             yield data
         while err is None and not ended:
             remaining = stream.deadline - time.monotonic()
@@ -215,6 +221,7 @@ async def sse_body(stream: StreamJob) -> AsyncGenerator[bytes, None]:
             if err is None:
                 stream.pending.prefetch()
             if data:
+                ctx.first_token()
                 yield data
         if err is not None:
             yield sse_error(err, stream.completion.binding.key_mask)
@@ -224,6 +231,7 @@ async def sse_body(stream: StreamJob) -> AsyncGenerator[bytes, None]:
         stream.pending.cancel()
         if stream.guard.release():
             ctx.note = ctx.note or "cancelled"
+            ctx.cancelled = True
 
 
 __all__ = ["start_stream", "sse_body", "StreamJob", "SSEWriter", "SSE_HEADERS", "KEEPALIVE", "DONE", "TIMEOUT",

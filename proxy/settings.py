@@ -57,6 +57,7 @@ from typing import Annotated, Any, Literal
 import msgspec
 from msgspec import Meta
 
+from adapters.errors import KeyMask
 from adapters.validation import read_validation_error, type_at, value_at
 
 FormatName = Literal["vllm", "vllm-native", "sglang", "tgi", "text", "openai", "infinity", "infinity-native"]
@@ -186,8 +187,31 @@ class ProxySettings(_Section):
 
 def parse_settings(data: bytes | str, env: Mapping[str, str] | None = None, *,
                    source: str = "settings") -> ProxySettings:
-    """Decode TOML text into ProxySettings and check what decoding cannot; raise SettingsError."""
+    """Decode TOML text into ProxySettings and check what decoding cannot; raise SettingsError.
+    An error never repeats the RunPod key: a value quoted in it (a bad URL, origin …) that is
+    the key (someone pasted it in the wrong place) is masked."""
     env = os.environ if env is None else env
+    try:
+        return _parse_settings(data, env, source)
+    except SettingsError as exc:
+        raise SettingsError(KeyMask(_key_candidates(data, env)).text(str(exc))) from None
+
+
+def _key_candidates(data: bytes | str, env: Mapping[str, str]) -> list[str]:
+    """What the RunPod key may be: the default variable's value and that of the variable the
+    file names (when it names one)."""
+    names = {DEFAULT_KEY_ENV}
+    try:
+        raw = msgspec.toml.decode(data)
+        named = raw.get("runpod", {}).get("api_key_env") if isinstance(raw, dict) else None
+        if isinstance(named, str):
+            names.add(named)
+    except (msgspec.DecodeError, AttributeError):
+        pass
+    return [env[name] for name in names if env.get(name)]
+
+
+def _parse_settings(data: bytes | str, env: Mapping[str, str], source: str) -> ProxySettings:
     try:
         settings = msgspec.toml.decode(data, type=ProxySettings)
     except msgspec.ValidationError as exc:

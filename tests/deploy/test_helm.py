@@ -325,6 +325,7 @@ def test_chart_owned_settings_are_refused() -> None:
 def test_container_runs_podgate_with_its_config(values: str | None) -> None:
     rendered = Rendered(full_values() if values else None)
     container = rendered.container
+    assert container["command"] == ["podgate"]
     assert container["args"] == ["serve", "--config", CONFIG_PATH, "--host", "0.0.0.0", "--port", "8000"]
     assert container["ports"] == [{"name": "http", "containerPort": 8000, "protocol": "TCP"}]
     mounts = {m["mountPath"]: m for m in container["volumeMounts"]}

@@ -150,7 +150,7 @@ class RateLimits:
         shared = self._shared
         if shared is None or not self._may_try_redis():
             return await count(self._local)
-        probe = self._outage
+        probe = self._outage  # only a probe ends an outage (not a call that began before it)
         self._probing = self._probing or probe
         try:
             result = await count(shared)
@@ -160,7 +160,7 @@ class RateLimits:
         finally:
             if probe:
                 self._probing = False
-        if self._outage:
+        if probe:
             self._outage = False
             log.warning("Redis at %s is back: rate limits are shared again", self._redis_url)
         return result
@@ -173,9 +173,8 @@ class RateLimits:
         self._retry_at = time.monotonic() + RETRY_S
         if not self._outage:
             self._outage = True
-            cause = getattr(exc, "storage_error", exc)
             log.warning("Redis at %s is unreachable (%s); rate limits are counted by each process alone "
-                        "until it answers again", self._redis_url, type(cause).__name__)
+                        "until it answers again", self._redis_url, type(exc).__name__)
 
     async def aclose(self) -> None:
         """Finish the token counts under way, then close the Redis connections."""

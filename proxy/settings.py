@@ -52,8 +52,9 @@ sits in a ConfigMap; its errors name it (``keys.toml: keys[0].sha256: …``).
 The API key is read from the environment (``RUNPOD_API_KEY`` or the variable named by
 ``api_key_env``) and kept in ``ProxySettings.api_key``; it is never printed (``repr`` hides it),
 and no error repeats the value of ``api_key_env`` (someone may have put the key itself
-there). Nor does anything show a Redis URL's password (``redacted_url``). ``ProxySettings.secrets()`` lists the configured keys, which the proxy masks by value in
-everything it passes on from upstream.
+there); nor does anything show a Redis URL's password (``redacted_url``).
+``ProxySettings.secrets()`` lists the configured keys (and the Redis password), which the
+proxy masks by value in everything it passes on from upstream.
 """
 
 from __future__ import annotations

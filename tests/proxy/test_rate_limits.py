@@ -153,11 +153,12 @@ def redis_prefix() -> Iterator[str]:
         admin.close()
 
 
-def test_two_processes_share_an_rpm_through_redis(stack, tmp_path, redis_prefix):
+def test_two_processes_share_limits_through_redis(stack, tmp_path, redis_prefix):
     limit = 5
     section = f'\n[redis]\nurl = "{REDIS_URL}"\nkey_prefix = "{redis_prefix}"\n'
-    key = [{"name": "team-shared", "sha256": hash_key(SHARED_KEY), "rpm": limit}]
-    proxies = [keyed_proxy(stack, tmp_path, f"replica{i}", key, section) for i in range(2)]
+    keys = [{"name": "team-shared", "sha256": hash_key(SHARED_KEY), "rpm": limit},
+            {"name": "team-tpm", "sha256": hash_key(TPM_KEY), "tpm": 30}]
+    proxies = [keyed_proxy(stack, tmp_path, f"replica{i}", keys, section) for i in range(2)]
     try:
         def one(i: int) -> int:
             try:
@@ -170,8 +171,14 @@ def test_two_processes_share_an_rpm_through_redis(stack, tmp_path, redis_prefix)
         with ThreadPoolExecutor(6) as pool:
             statuses = list(pool.map(one, range(3 * limit)))
         assert statuses.count(200) == limit and statuses.count(429) == 2 * limit
+        # tokens spent through one replica count in the other
+        ask(proxies[0], TPM_KEY, n=3)  # 32 tokens, over 30
+        for p in proxies:  # (the first replica's own refusal waits for its count to be stored)
+            with pytest.raises(openai.RateLimitError) as info:
+                ask(p, TPM_KEY)
+            assert info.value.body["type"] == "tokens"
         stored = redis.Redis.from_url(REDIS_URL).keys(f"{redis_prefix}:*")
-        assert stored and all(b"team-shared" in k for k in stored)  # counted under the name, never the key
+        assert {k.decode().split("/")[1] for k in stored} == {"team-shared", "team-tpm"}  # names, never keys
         for p in proxies:
             assert "unreachable" not in p.output()
     finally:

@@ -19,6 +19,7 @@ from proxy.cancel import CancelQueue
 from proxy.context import RequestContextMiddleware
 from proxy.errors import EXCEPTION_HANDLERS
 from proxy.keys import ClientKeys
+from proxy.ratelimit import RateLimits
 from proxy.routes import MAX_BODY, ROUTES
 from proxy.settings import ProxySettings
 from proxy.upstreams import Upstreams
@@ -36,6 +37,7 @@ class Gateway:
         self.upstreams: Upstreams | None = None
         t = settings.timing
         self.cancels = CancelQueue(concurrency=t.cancel_concurrency, retries=t.cancel_retries)
+        self.limits = RateLimits(settings.keys, settings.redis)
 
     async def start(self) -> None:
         self.upstreams = Upstreams(self.settings)
@@ -43,6 +45,7 @@ class Gateway:
 
     async def stop(self) -> None:
         await self.cancels.close()
+        await self.limits.aclose()
         if self.upstreams is not None:
             await self.upstreams.aclose()
 
@@ -61,7 +64,8 @@ def create_app(settings: ProxySettings, *, readiness: Readiness | None = None, d
         request_max_body_size=MAX_BODY,
     )
     app.state.gateway = gateway
-    return RequestContextMiddlewareApp(app, ClientKeys(settings.keys))  # type: ignore[return-value]
+    return RequestContextMiddlewareApp(app, ClientKeys(settings.keys), [gateway.limits.observe],  # type: ignore[return-value]
+                                       limits=gateway.limits)
 
 
 def _cors(settings: ProxySettings) -> CORSConfig | None:
@@ -72,7 +76,9 @@ def _cors(settings: ProxySettings) -> CORSConfig | None:
         return None
     return CORSConfig(allow_origins=origins, allow_methods=["GET", "POST", "OPTIONS"],
                       expose_headers=["x-request-id", "x-runpod-job-id", "x-podgate-ignored-params",
-                                      "x-podgate-usage-estimated", "retry-after", "x-should-retry"])
+                                      "x-podgate-usage-estimated", "retry-after", "x-should-retry",
+                                      *(f"x-ratelimit-{h}-{kind}" for h in ("limit", "remaining", "reset")
+                                        for kind in ("requests", "tokens"))])
 
 
 class RequestContextMiddlewareApp(RequestContextMiddleware):

@@ -3,7 +3,8 @@
 ``RequestContextMiddleware`` (pure ASGI, so it costs next to nothing on the hot path)
 gives every HTTP request a ``RequestContext`` in ``scope["state"]``, and with client keys
 configured (``proxy.keys``) answers a ``/v1/`` request without a valid one 401 before
-anything else runs (but a CORS preflight, which never carries one); routes fill in the
+anything else runs (but a CORS preflight, which never carries one), and a key over its
+rpm/tpm 429 (``proxy.ratelimit``); routes fill in the
 RunPod job id, the model, the tokens, the time of the first token and any extra headers as
 they learn them. When the response starts, the middleware adds ``x-request-id`` (podgate's
 id), ``x-runpod-job-id`` and the extra headers — on every response, errors included. When it
@@ -20,7 +21,8 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from proxy.keys import UNAUTHORIZED_MISSING, UNAUTHORIZED_WRONG, ClientKeys
+from proxy.keys import UNAUTHORIZED_MISSING, UNAUTHORIZED_WRONG, ClientKeys, Refusal
+from proxy.ratelimit import RateLimits, limited
 from proxy.settings import KeySettings
 
 log = logging.getLogger("podgate.access")
@@ -121,11 +123,14 @@ Observer = Callable[[RequestContext], None]
 
 
 class RequestContextMiddleware:
-    def __init__(self, app: Any, keys: ClientKeys | None = None, observers: list[Observer] | None = None) -> None:
+    def __init__(self, app: Any, keys: ClientKeys | None = None, observers: list[Observer] | None = None, *,
+                 limits: RateLimits | None = None) -> None:
         self.app = app
         self.keys = keys if keys is not None else ClientKeys([])
         self.observers: list[Observer] = observers if observers is not None else []
         """Called with each finished request's context (after its response ended)."""
+        self.limits = limits
+        """Per-key rpm/tpm, checked once the key is known (only for a key that has one)."""
 
     async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
         if scope["type"] != "http":
@@ -147,13 +152,16 @@ class RequestContextMiddleware:
 
         try:
             refusal = self._refusal(scope, ctx)
+            if refusal is None and self.limits is not None and limited(ctx.key):
+                refusal = await self.limits.admit(ctx)
             if refusal is None:
                 await self.app(scope, receive, send_with_headers)
             else:
-                await send_with_headers({"type": "http.response.start", "status": 401,
+                ctx.note = refusal.note
+                await send_with_headers({"type": "http.response.start", "status": refusal.status,
                                          "headers": [(b"content-type", b"application/json"),
-                                                     (b"content-length", str(len(refusal)).encode())]})
-                await send({"type": "http.response.body", "body": refusal})
+                                                     (b"content-length", str(len(refusal.body)).encode())]})
+                await send({"type": "http.response.body", "body": refusal.body})
         finally:
             for observe in self.observers:
                 try:
@@ -167,14 +175,13 @@ class RequestContextMiddleware:
                          f" key={ctx.key.name}" if ctx.key else "", f" note={ctx.note}" if ctx.note else "",
                          extra=ctx.fields())
 
-    def _refusal(self, scope: dict, ctx: RequestContext) -> bytes | None:
-        """With client keys configured, the 401 body for a ``/v1/`` request without a valid
-        one; None when it may go on (``ctx.key`` set to its key)."""
+    def _refusal(self, scope: dict, ctx: RequestContext) -> Refusal | None:
+        """With client keys configured, the 401 for a ``/v1/`` request without a valid one;
+        None when it may go on (``ctx.key`` set to its key)."""
         if self.keys.open or not scope["path"].startswith("/v1/") or scope["method"] == "OPTIONS":
             return None  # a CORS preflight carries no key
         header = next((v for k, v in scope["headers"] if k == b"authorization"), None)
         ctx.key = self.keys.identify(header)
         if ctx.key is not None:
             return None
-        ctx.note = "unauthorized"
         return UNAUTHORIZED_WRONG if header else UNAUTHORIZED_MISSING

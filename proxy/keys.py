@@ -17,13 +17,14 @@ import argparse
 import hashlib
 import hmac
 import sys
+from typing import NamedTuple
 
 import msgspec
 
 from adapters.openai_protocol import ErrorDetail, ErrorResponse
 from proxy.settings import KeySettings
 
-__all__ = ["ClientKeys", "hash_key", "may_use", "UNAUTHORIZED_MISSING", "UNAUTHORIZED_WRONG"]
+__all__ = ["ClientKeys", "Refusal", "hash_key", "may_use", "UNAUTHORIZED_MISSING", "UNAUTHORIZED_WRONG"]
 
 
 def hash_key(key: str) -> str:
@@ -31,8 +32,19 @@ def hash_key(key: str) -> str:
     return hashlib.sha256(key.encode()).hexdigest()
 
 
-def _unauthorized(message: str) -> bytes:
-    return msgspec.json.encode(ErrorResponse(ErrorDetail(message, "invalid_request_error", None, "invalid_api_key")))
+class Refusal(NamedTuple):
+    """An answer given instead of running the request: 401 here, 429 from ``proxy.ratelimit``."""
+
+    status: int
+    body: bytes
+    """JSON in OpenAI's error shape."""
+    note: str
+    """For the log line (``unauthorized``, ``rate-limited``)."""
+
+
+def _unauthorized(message: str) -> Refusal:
+    body = msgspec.json.encode(ErrorResponse(ErrorDetail(message, "invalid_request_error", None, "invalid_api_key")))
+    return Refusal(401, body, "unauthorized")
 
 
 UNAUTHORIZED_MISSING = _unauthorized(

@@ -31,6 +31,11 @@ whose message names the key (``models[1].format``) and what is wrong with it, so
     name = "team-a"                          # shown in logs, never the key
     sha256 = "<hex>"                         # podgate hash-key < key.txt
     models = ["llama-3-8b"]                  # optional; default: every model
+    rpm = 600                                # optional requests per minute
+    tpm = 200000                             # optional tokens (prompt + completion) per minute
+
+    [redis]                                  # optional: rpm/tpm counters shared by every replica
+    url = "redis://redis:6379/0"             # redis:// rediss:// unix://; env PODGATE_REDIS_URL wins
 
     [[models]]                               # passed through to the endpoint's /openai/v1
     name = "qwen"
@@ -39,11 +44,17 @@ whose message names the key (``models[1].format``) and what is wrong with it, so
     queue_format = "vllm"                    # optional, with passthrough_max_tokens: requests
     passthrough_max_tokens = 4096            #   for more tokens (or no limit) take the queue
 
+A top-level ``keys_file = "/etc/podgate/keys/keys.toml"`` (before any table; relative to
+this file) names a TOML file of more ``[[keys]]`` entries, checked the same way and added
+after the ones above, so that the key hashes can live in a Kubernetes Secret while the rest
+sits in a ConfigMap; its errors name it (``keys.toml: keys[0].sha256: …``).
+
 The API key is read from the environment (``RUNPOD_API_KEY`` or the variable named by
 ``api_key_env``) and kept in ``ProxySettings.api_key``; it is never printed (``repr`` hides it),
 and no error repeats the value of ``api_key_env`` (someone may have put the key itself
-there). ``ProxySettings.secrets()`` lists the configured keys, which the proxy masks by value in
-everything it passes on from upstream.
+there); nor does anything show a Redis URL's password (``redacted_url``).
+``ProxySettings.secrets()`` lists the configured keys (and the Redis password), which the
+proxy masks by value in everything it passes on from upstream.
 """
 
 from __future__ import annotations
@@ -52,7 +63,8 @@ import os
 import re
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, TypeVar
+from urllib.parse import urlsplit
 
 import msgspec
 from msgspec import Meta
@@ -65,6 +77,9 @@ PASSTHROUGH = "openai"
 """The ``format`` of a model passed through to its endpoint's OpenAI gateway (``/openai/v1``)."""
 DEFAULT_BASE_URL = "https://api.runpod.ai/v2"
 DEFAULT_KEY_ENV = "RUNPOD_API_KEY"
+REDIS_URL_ENV = "PODGATE_REDIS_URL"
+"""Overrides ``[redis] url``: the URL (with its password) can come from a Secret."""
+REDIS_SCHEMES = ("redis", "rediss", "unix")
 
 # The ranges are msgspec constraints, so decoding is the validation; ``_range_problem`` words
 # a broken one for the settings' errors.
@@ -74,6 +89,9 @@ Millis = Annotated[int, Meta(ge=0)]
 Count = Annotated[int, Meta(ge=0)]
 PositiveSeconds = Annotated[float, Meta(gt=0)]
 PositiveCount = Annotated[int, Meta(ge=1)]
+
+
+_T = TypeVar("_T")
 
 
 class SettingsError(ValueError):
@@ -161,6 +179,31 @@ class KeySettings(_Section):
     sha256: Sha256Hex
     models: list[str] | None = None
     """The models the key may use (default: every model); others answer 404 as if absent."""
+    rpm: PositiveCount | None = None
+    """Requests per minute (default: no limit); over it, 429 (``proxy.ratelimit``)."""
+    tpm: PositiveCount | None = None
+    """Tokens (prompt + completion) per minute (default: no limit)."""
+
+
+class KeysFile(_Section):
+    """The file ``keys_file`` names: more ``[[keys]]``, nothing else."""
+
+    keys: list[KeySettings] = msgspec.field(default_factory=list)
+
+
+class RedisSettings(_Section):
+    """``[redis]``: where the per-key rpm/tpm counters live, shared by every replica (none:
+    each process counts alone)."""
+
+    url: str | None = None
+    """``redis://[[user]:password@]host:6379/0``, ``rediss://…`` (TLS) or
+    ``unix:///run/redis.sock``; ``PODGATE_REDIS_URL`` overrides it."""
+    key_prefix: str = "podgate"
+    """The prefix of podgate's keys in Redis (deployments sharing one Redis keep apart)."""
+
+    def __repr__(self) -> str:  # never show the password
+        url = redacted_url(self.url) if self.url else None
+        return f"RedisSettings(url={url!r}, key_prefix={self.key_prefix!r})"
 
 
 class ProxySettings(_Section):
@@ -169,7 +212,11 @@ class ProxySettings(_Section):
     timing: TimingSettings = msgspec.field(default_factory=TimingSettings)
     models: list[ModelSettings] = msgspec.field(default_factory=list)
     keys: list[KeySettings] = msgspec.field(default_factory=list)
-    """Client keys; none: podgate is open to whoever reaches it."""
+    """Client keys; none: podgate is open to whoever reaches it. After ``parse_settings``
+    they include those of ``keys_file``."""
+    keys_file: str | None = None
+    """A TOML file of more ``[[keys]]`` (relative to the settings file)."""
+    redis: RedisSettings = msgspec.field(default_factory=RedisSettings)
     api_key: str = ""
     """Filled from the environment by ``load_settings``; not a TOML key."""
 
@@ -179,20 +226,22 @@ class ProxySettings(_Section):
 
     def secrets(self) -> list[str]:
         """The configured keys: values that must never reach a client or a log."""
-        return [self.api_key] if self.api_key else []
+        password = urlsplit(self.redis.url).password if self.redis.url else None
+        return [s for s in (self.api_key, password) if s]
 
     def upstream_url(self, model: ModelSettings) -> str:
         return (model.base_url or self.runpod.base_url).rstrip("/")
 
 
 def parse_settings(data: bytes | str, env: Mapping[str, str] | None = None, *,
-                   source: str = "settings") -> ProxySettings:
+                   source: str = "settings", base_dir: Path | None = None) -> ProxySettings:
     """Decode TOML text into ProxySettings and check what decoding cannot; raise SettingsError.
-    An error never repeats the RunPod key: a value quoted in it (a bad URL, origin …) that is
-    the key (someone pasted it in the wrong place) is masked."""
+    ``base_dir``: where a relative ``keys_file`` is (default: the working directory). An error
+    never repeats the RunPod key: a value quoted in it (a bad URL, origin …) that is the key
+    (someone pasted it in the wrong place) is masked."""
     env = os.environ if env is None else env
     try:
-        return _parse_settings(data, env, source)
+        return _parse_settings(data, env, source, base_dir)
     except SettingsError as exc:
         raise SettingsError(KeyMask(_key_candidates(data, env)).text(str(exc))) from None
 
@@ -211,28 +260,26 @@ def _key_candidates(data: bytes | str, env: Mapping[str, str]) -> list[str]:
     return [env[name] for name in names if env.get(name)]
 
 
-def _parse_settings(data: bytes | str, env: Mapping[str, str], source: str) -> ProxySettings:
-    try:
-        settings = msgspec.toml.decode(data, type=ProxySettings)
-    except msgspec.ValidationError as exc:
-        failure = read_validation_error(exc)
-        problem = failure.problem
-        key = failure.path or ""
-        if failure.unknown is not None:  # the path is the unknown field's parent
-            key = f"{key}.{failure.unknown}" if key else failure.unknown
-            problem = "unknown key"
-        elif failure.bound is not None:
-            problem = _range_problem(key, data)
-        elif key.endswith(".sha256"):
-            problem = "must be the key's SHA-256 in lowercase hex, as `podgate hash-key < key.txt` prints it"
-        raise SettingsError(f"{source}: {key or '(top level)'}: {problem}") from None
-    except msgspec.DecodeError as exc:
-        raise SettingsError(f"{source}: not valid TOML: {exc}") from None
+def _parse_settings(data: bytes | str, env: Mapping[str, str], source: str, base_dir: Path | None) -> ProxySettings:
+    settings = _decode(data, ProxySettings, source)
     # the value of api_key_env is never repeated in an error: it may be the key itself
     if "api_key" in _raw_keys(data):
         raise SettingsError(f"{source}: api_key: the key must not be in the file; set the environment "
                             f"variable that runpod.api_key_env names (default {DEFAULT_KEY_ENV})")
     _check(settings, source)
+    keys = [(source, i, k) for i, k in enumerate(settings.keys)]
+    if settings.keys_file is not None:
+        keys_source = settings.keys_file
+        path = (base_dir or Path()) / settings.keys_file
+        extra = _decode(_read(path, keys_source), KeysFile, keys_source).keys
+        keys += [(keys_source, i, k) for i, k in enumerate(extra)]
+        settings.keys = settings.keys + extra
+    _check_keys(keys, {m.name for m in settings.models})
+    if env.get(REDIS_URL_ENV):
+        settings.redis.url = env[REDIS_URL_ENV]
+        _check_redis_url(settings.redis.url, f"{source}: redis.url (from {REDIS_URL_ENV})")
+    elif settings.redis.url is not None:
+        _check_redis_url(settings.redis.url, f"{source}: redis.url")
     name = settings.runpod.api_key_env
     key = env.get(name, "")
     if not key:
@@ -243,13 +290,36 @@ def _parse_settings(data: bytes | str, env: Mapping[str, str], source: str) -> P
     return settings
 
 
+def _decode(data: bytes | str, cls: type[_T], source: str) -> _T:
+    """``data`` decoded as ``cls``; a problem becomes a SettingsError naming ``source`` and the key."""
+    try:
+        return msgspec.toml.decode(data, type=cls)
+    except msgspec.ValidationError as exc:
+        failure = read_validation_error(exc)
+        problem = failure.problem
+        key = failure.path or ""
+        if failure.unknown is not None:  # the path is the unknown field's parent
+            key = f"{key}.{failure.unknown}" if key else failure.unknown
+            problem = "unknown key"
+        elif failure.bound is not None:
+            problem = _range_problem(key, data, cls)
+        elif key.endswith(".sha256"):
+            problem = "must be the key's SHA-256 in lowercase hex, as `podgate hash-key < key.txt` prints it"
+        raise SettingsError(f"{source}: {key or '(top level)'}: {problem}") from None
+    except msgspec.DecodeError as exc:
+        raise SettingsError(f"{source}: not valid TOML: {exc}") from None
+
+
 def load_settings(path: str | os.PathLike[str], env: Mapping[str, str] | None = None) -> ProxySettings:
     p = Path(path)
+    return parse_settings(_read(p, str(p)), env, source=str(p), base_dir=p.parent)
+
+
+def _read(path: Path, source: str) -> bytes:
     try:
-        data = p.read_bytes()
+        return path.read_bytes()
     except OSError as exc:
-        raise SettingsError(f"{p}: cannot read: {exc.strerror or exc}") from None
-    return parse_settings(data, env, source=str(p))
+        raise SettingsError(f"{source}: cannot read: {exc.strerror or exc}") from None
 
 
 def _raw_keys(data: bytes | str) -> set[str]:
@@ -290,27 +360,75 @@ def _check(s: ProxySettings, source: str) -> None:
             fail(f"models[{i}].queue_format", "must be a queue format (vllm, vllm-native, sglang, tgi or text)")
         if (m.passthrough_max_tokens is None) != (m.queue_format is None):
             fail(f"models[{i}].passthrough_max_tokens", "queue_format and passthrough_max_tokens go together")
-    names = {m.name for m in s.models}
-    key_names: set[str] = set()
-    for i, k in enumerate(s.keys):
-        if not k.name.strip():
-            fail(f"keys[{i}].name", "must not be empty")
-        if k.name in key_names:
-            fail(f"keys[{i}].name", f"duplicate key name {k.name!r}")
-        key_names.add(k.name)
-        unknown = [m for m in k.models or () if m not in names]
-        if unknown:
-            fail(f"keys[{i}].models", f"no such model: {', '.join(map(repr, unknown))}")
     if s.timing.poll_min_ms > s.timing.poll_max_ms:
         fail("timing.poll_min_ms", "must not exceed timing.poll_max_ms")
 
 
-def _range_problem(key: str, data: bytes | str) -> str:
+def _check_keys(keys: list[tuple[str, int, KeySettings]], models: set[str]) -> None:
+    """The client keys of the settings file and of ``keys_file`` (``(source, index, key)``),
+    checked together: a name or a key (hash) used twice is an error wherever each is."""
+    names: dict[str, tuple[str, str]] = {}
+    hashes: dict[str, tuple[str, str]] = {}
+    for source, i, k in keys:
+        problem = _key_problem(k, source, models, names, hashes)
+        if problem is not None:
+            raise SettingsError(f"{source}: keys[{i}].{problem[0]}: {problem[1]}")
+        names[k.name] = hashes[k.sha256] = (source, f"keys[{i}]")
+
+
+def _key_problem(k: KeySettings, source: str, models: set[str], names: dict[str, tuple[str, str]],
+                 hashes: dict[str, tuple[str, str]]) -> tuple[str, str] | None:
+    """``(field, problem)`` for a key that cannot be used, given those before it."""
+
+    def other(seen: tuple[str, str]) -> str:  # "keys[0]", or "podgate.toml: keys[0]" in another file
+        return seen[1] if seen[0] == source else f"{seen[0]}: {seen[1]}"
+
+    if not k.name.strip():
+        return "name", "must not be empty"
+    if k.name in names:
+        return "name", f"duplicate key name {k.name!r} (also {other(names[k.name])})"
+    if k.sha256 in hashes:
+        return "sha256", f"the same key as {other(hashes[k.sha256])}"
+    unknown = [m for m in k.models or () if m not in models]
+    if unknown:
+        return "models", f"no such model: {', '.join(map(repr, unknown))}"
+    return None
+
+
+def redacted_url(url: str) -> str:
+    """``url`` with its password (if any) replaced by ``***``: for logs and reprs."""
+    try:
+        parts = urlsplit(url)
+        if parts.password is None:
+            return url
+    except ValueError:
+        return "(a URL that cannot be parsed)"
+    user = parts.username or ""
+    host = parts.netloc.rpartition("@")[2]
+    return parts._replace(netloc=f"{user}:***@{host}").geturl()
+
+
+def _check_redis_url(url: str, where: str) -> None:
+    """A Redis URL podgate can use; the error repeats only its scheme (never a password)."""
+    scheme = url.partition("://")[0] if "://" in url else ""
+    try:
+        parts = urlsplit(url)
+        usable = scheme in REDIS_SCHEMES and bool(parts.path if scheme == "unix" else parts.hostname)
+        usable = usable and (parts.port is None or parts.port > 0)
+    except ValueError:  # a port that is not a number, a broken [IPv6] host
+        usable = False
+    if not usable:
+        got = f"scheme {scheme!r}" if scheme in REDIS_SCHEMES or scheme.isalpha() else "no scheme"
+        raise SettingsError(f"{where}: must be a redis://host:port[/db], rediss://… or unix:///path URL "
+                            f"(got {got}; the value is not repeated: it may hold a password)")
+
+
+def _range_problem(key: str, data: bytes | str, cls: type = ProxySettings) -> str:
     """A value outside its ``Meta`` range, in the settings' words: ``must be 0..65535, got
     70000`` for a field bounded on both sides, else ``must not be negative`` / ``must be
     positive``."""
     value: Any = value_at(msgspec.toml.decode(data), key)  # decoded once already: it is valid TOML
-    expected: Any = type_at(ProxySettings, key)
+    expected: Any = type_at(cls, key)
     low = expected.ge if expected.ge is not None else expected.gt
     high = expected.le if expected.le is not None else expected.lt
     if low is not None and high is not None:

@@ -60,12 +60,12 @@ def create_app(settings: ProxySettings, *, readiness: Readiness | None = None, d
         debug=debug,
         openapi_config=None,
         logging_config=None,  # the process's own (``podgate serve --log-level``); Litestar's would reset it to INFO
-        cors_config=_cors(settings),
+        cors_config=(cors := _cors(settings)),
         request_max_body_size=MAX_BODY,
     )
     app.state.gateway = gateway
     return RequestContextMiddlewareApp(app, ClientKeys(settings.keys), [gateway.limits.observe],  # type: ignore[return-value]
-                                       limits=gateway.limits)
+                                       limits=gateway.limits, cors=cors)
 
 
 def _cors(settings: ProxySettings) -> CORSConfig | None:

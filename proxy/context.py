@@ -21,6 +21,8 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from litestar.config.cors import CORSConfig
+
 from proxy.keys import UNAUTHORIZED_MISSING, UNAUTHORIZED_WRONG, ClientKeys, Refusal
 from proxy.ratelimit import RateLimits, limited
 from proxy.settings import KeySettings
@@ -124,13 +126,15 @@ Observer = Callable[[RequestContext], None]
 
 class RequestContextMiddleware:
     def __init__(self, app: Any, keys: ClientKeys | None = None, observers: list[Observer] | None = None, *,
-                 limits: RateLimits | None = None) -> None:
+                 limits: RateLimits | None = None, cors: CORSConfig | None = None) -> None:
         self.app = app
         self.keys = keys if keys is not None else ClientKeys([])
         self.observers: list[Observer] = observers if observers is not None else []
         """Called with each finished request's context (after its response ended)."""
         self.limits = limits
         """Per-key rpm/tpm, checked once the key is known (only for a key that has one)."""
+        self.cors = cors
+        """The app's CORS (its own middleware never sees a refusal, answered out here)."""
 
     async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
         if scope["type"] != "http":
@@ -160,7 +164,8 @@ class RequestContextMiddleware:
                 ctx.note = refusal.note
                 await send_with_headers({"type": "http.response.start", "status": refusal.status,
                                          "headers": [(b"content-type", b"application/json"),
-                                                     (b"content-length", str(len(refusal.body)).encode())]})
+                                                     (b"content-length", str(len(refusal.body)).encode()),
+                                                     *self._cors_headers(scope)]})
                 await send({"type": "http.response.body", "body": refusal.body})
         finally:
             for observe in self.observers:
@@ -174,6 +179,17 @@ class RequestContextMiddleware:
                          ctx.request_id, ctx.job_id or "-", ctx.model or "-",
                          f" key={ctx.key.name}" if ctx.key else "", f" note={ctx.note}" if ctx.note else "",
                          extra=ctx.fields())
+
+    def _cors_headers(self, scope: dict) -> list[tuple[bytes, bytes]]:
+        """The CORS headers Litestar's middleware puts on a simple response, for a refusal: a
+        browser client must be able to read that its key was refused (or limited)."""
+        origin = next((v for k, v in scope["headers"] if k == b"origin"), None)
+        if self.cors is None or origin is None:
+            return []
+        headers = [(k.lower().encode(), v.encode()) for k, v in self.cors.simple_headers.items()]
+        if not self.cors.is_allow_all_origins and self.cors.is_origin_allowed(origin.decode("latin-1")):
+            headers += [(b"access-control-allow-origin", origin), (b"vary", b"Origin")]
+        return headers
 
     def _refusal(self, scope: dict, ctx: RequestContext) -> Refusal | None:
         """With client keys configured, the 401 for a ``/v1/`` request without a valid one;

@@ -50,8 +50,13 @@ def test_the_allowed_origins_answer_is_readable_and_others_get_nothing(cors):
         assert "access-control-allow-origin" not in refused.headers
         other = http.post("/chat/completions", json=BODY, headers={"origin": "https://evil.example"})
         assert "access-control-allow-origin" not in other.headers
-        # a preflight needs no key, but the request itself still does
-        assert http.post("/chat/completions", json=BODY, headers={"origin": ALLOWED, "authorization": ""}).status_code == 401
+        # a preflight needs no key, but the request itself still does; the browser can read its 401
+        unauthorized = http.post("/chat/completions", json=BODY, headers={"origin": ALLOWED, "authorization": ""})
+        assert unauthorized.status_code == 401 and unauthorized.headers["access-control-allow-origin"] == ALLOWED
+        assert "x-request-id" in unauthorized.headers["access-control-expose-headers"]
+        elsewhere = http.post("/chat/completions", json=BODY, headers={"origin": "https://evil.example",
+                                                                       "authorization": ""})
+        assert elsewhere.status_code == 401 and "access-control-allow-origin" not in elsewhere.headers
 
 
 def test_off_by_default(http):

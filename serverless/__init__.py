@@ -4,9 +4,9 @@ for callers (``/v2/{endpoint}/run``, ``/status``, ``/stream`` …) and for unmod
 
 Modules: ``jobs`` (job model and wire shapes), ``store`` (the JobStore interface, memory and
 Redis stores), ``service`` (operations, long-polls, sweeper), ``routes`` + ``app`` (HTTP),
-``openai_gateway`` (RunPod's ``/openai/v1`` gateway), ``limits``, ``webhooks``, ``chunks``,
-``settings``; ``cli_endpoint`` / ``cli_worker`` back ``podgate endpoint`` and ``podgate
-worker`` (the workers podgate ships live in ``workers/``).
+``openai_gateway`` (RunPod's ``/openai/v1`` gateway), ``limits``, ``metrics`` (``GET
+/metrics``), ``webhooks``, ``chunks``, ``settings``; ``cli_endpoint`` / ``cli_worker`` back
+``podgate endpoint`` and ``podgate worker`` (the workers podgate ships live in ``workers/``).
 
 In-process use::
 

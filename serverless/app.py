@@ -2,6 +2,8 @@
 
 - :func:`create_app` builds the app for given settings and store; its lifespan starts and
   stops the service (sweeper, webhook client) and closes the store.
+- The app's :class:`serverless.metrics.EndpointMetrics` (its own registry) counts through
+  one middleware around the routes and through the service; ``GET /metrics`` serves it.
 - :func:`make_store` picks the store: memory by default, Redis when ``settings.redis_url``.
 - :func:`serve` runs the app under uvicorn until cancelled or signalled (SIGTERM/SIGINT);
   ``on_ready`` is called with the bound port (so port 0 works). When uvicorn starts shutting
@@ -20,6 +22,7 @@ from litestar import Litestar, Request, Response
 from litestar.exceptions import HTTPException
 
 from serverless.limits import RateLimited
+from serverless.metrics import EndpointMetrics
 from serverless.openai_gateway import OpenAIGateway
 from serverless.routes import JSON, ROUTES
 from serverless.service import ApiError, EndpointService
@@ -76,7 +79,8 @@ def make_store(settings: EndpointSettings) -> JobStore:
 
 def create_app(settings: EndpointSettings, store: JobStore | None = None) -> Litestar:
     """The Litestar app serving every endpoint in ``settings.endpoints``."""
-    service = EndpointService(settings, store if store is not None else make_store(settings))
+    metrics = EndpointMetrics(settings.endpoints)
+    service = EndpointService(settings, store if store is not None else make_store(settings), metrics)
     gateway = OpenAIGateway(service)
 
     @asynccontextmanager
@@ -91,6 +95,7 @@ def create_app(settings: EndpointSettings, store: JobStore | None = None) -> Lit
     app = Litestar(
         route_handlers=ROUTES,
         lifespan=[lifespan],
+        middleware=[metrics.middleware],
         exception_handlers={
             ApiError: _api_error,
             RateLimited: _rate_limited,

@@ -2,7 +2,9 @@
 
 :class:`Limiter` counts requests in a sliding window and requests in flight, per
 (endpoint, operation), in this process. ``acquire`` raises :class:`RateLimited` with the
-number of seconds a client should wait (sent as ``Retry-After``).
+number of seconds a client should wait (sent as ``Retry-After``), after telling
+``on_limited(endpoint, operation, kind)`` (the metrics; ``kind`` is ``"rate"`` for the
+per-window limit, ``"concurrency"`` for the in-flight one).
 """
 
 from __future__ import annotations
@@ -10,7 +12,7 @@ from __future__ import annotations
 import math
 from collections import deque
 from contextlib import contextmanager
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 from serverless.settings import OpLimit
 
@@ -32,10 +34,17 @@ class _Bucket:
 
 
 class Limiter:
-    def __init__(self, limits: dict[str, OpLimit], window: float) -> None:
+    def __init__(self, limits: dict[str, OpLimit], window: float,
+                 on_limited: Callable[[str, str, str], None] | None = None) -> None:
         self._limits = limits
         self._window = window
         self._buckets: dict[tuple[str, str], _Bucket] = {}
+        self._on_limited = on_limited
+
+    def _refuse(self, endpoint: str, operation: str, kind: str, retry_after: int) -> RateLimited:
+        if self._on_limited is not None:
+            self._on_limited(endpoint, operation, kind)
+        return RateLimited(operation, retry_after)
 
     @contextmanager
     def acquire(self, endpoint: str, operation: str, now: float) -> Iterator[None]:
@@ -54,9 +63,9 @@ class Limiter:
             while stamps and stamps[0] <= horizon:
                 stamps.popleft()
             if len(stamps) >= limit.per_window:
-                raise RateLimited(operation, max(1, math.ceil(stamps[0] - horizon)))
+                raise self._refuse(endpoint, operation, "rate", max(1, math.ceil(stamps[0] - horizon)))
         if limit.concurrent > 0 and bucket.in_flight >= limit.concurrent:
-            raise RateLimited(operation, 1)
+            raise self._refuse(endpoint, operation, "concurrency", 1)
         if limit.per_window > 0:
             bucket.stamps.append(now)
         bucket.in_flight += 1

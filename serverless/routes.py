@@ -6,7 +6,11 @@ msgspec (worker posts are JSON under a form content type); every response is JSO
 worker's held polls (job-take, job-take-batch, job-stop) watch for the worker closing the
 connection (:func:`_client_gone`), so that no job is handed to a worker that has gone.
 ``/openai/v1/*`` is RunPod's OpenAI gateway (``serverless.openai_gateway``): JSON, or SSE
-for a streaming request.
+for a streaming request. Each ``/v2`` route names its operation in its ``opt``
+(:func:`serverless.metrics.operation`): the caller routes' limits are that operation's, and
+the metrics middleware counts requests by it. ``GET /metrics`` is the Prometheus text, open
+(no key), as ``/metrics`` of the proxy: it holds counts by configured endpoint id and
+operation only, and a scraper should not need the key that spends the endpoint's jobs.
 """
 
 from __future__ import annotations
@@ -14,7 +18,7 @@ from __future__ import annotations
 import asyncio
 import hmac
 from collections.abc import AsyncIterator
-from contextlib import AbstractContextManager, ExitStack, asynccontextmanager, nullcontext
+from contextlib import AbstractContextManager, ExitStack, asynccontextmanager
 from pathlib import PurePosixPath
 
 import msgspec
@@ -23,6 +27,7 @@ from litestar.background_tasks import BackgroundTask
 from litestar.response import Stream
 from litestar.status_codes import HTTP_200_OK
 
+from serverless.metrics import MEDIA_TYPE, OPERATION, operation
 from serverless.openai_gateway import SSE, OpenAIGateway
 from serverless.service import ApiError, EndpointService
 
@@ -56,15 +61,13 @@ def _authorize(request: Request, key: str | None) -> None:
         raise ApiError(401, "unauthorized")
 
 
-def _caller(request: Request, endpoint_id: str,
-            operation: str | None = None) -> tuple[EndpointService, AbstractContextManager[None]]:
-    """Auth + endpoint check for a caller route; returns the limit context to enter."""
+def _caller(request: Request, endpoint_id: str) -> tuple[EndpointService, AbstractContextManager[None]]:
+    """Auth + endpoint check for a caller route; returns the limit context of the route's
+    operation to enter."""
     svc = _service(request)
     _authorize(request, svc.settings.api_key)
     svc.check_endpoint(endpoint_id)
-    if operation is None:
-        return svc, nullcontext()
-    return svc, svc.limiter.acquire(endpoint_id, operation, svc.clock())
+    return svc, svc.limiter.acquire(endpoint_id, request.route_handler.opt[OPERATION], svc.clock())
 
 
 def _worker(request: Request, endpoint_id: str) -> EndpointService:
@@ -113,75 +116,79 @@ def _no_content() -> Response[bytes]:
 
 # --- caller API ----------------------------------------------------------------------------
 
-@post("/v2/{endpoint_id:str}/run", status_code=200)
+@post("/v2/{endpoint_id:str}/run", status_code=200, opt=operation("run"))
 async def run(request: Request, endpoint_id: str) -> Response[bytes]:
-    svc, limit = _caller(request, endpoint_id, "run")
+    svc, limit = _caller(request, endpoint_id)
     with limit:
         body = await _body(request, svc.settings.max_run_body)
         job = await svc.submit(endpoint_id, body, sync=False)
         return _json(svc.short_json(job))
 
 
-@post("/v2/{endpoint_id:str}/runsync", status_code=200)
+@post("/v2/{endpoint_id:str}/runsync", status_code=200, opt=operation("runsync"))
 async def runsync(request: Request, endpoint_id: str, wait: int | None = None) -> Response[bytes]:
-    svc, limit = _caller(request, endpoint_id, "runsync")
+    svc, limit = _caller(request, endpoint_id)
     with limit:
         body = await _body(request, svc.settings.max_runsync_body)
         return _json(await svc.runsync(endpoint_id, body, wait))
 
 
-@route("/v2/{endpoint_id:str}/status/{job_id:str}", http_method=["GET", "POST"], status_code=200)
+@route("/v2/{endpoint_id:str}/status/{job_id:str}", http_method=["GET", "POST"], status_code=200,
+       opt=operation("status"))
 async def status(request: Request, endpoint_id: str, job_id: str, ttl: int | None = None) -> Response[bytes]:
-    svc, limit = _caller(request, endpoint_id, "status")
+    svc, limit = _caller(request, endpoint_id)
     with limit:
         return _json(await svc.status(endpoint_id, job_id, ttl))
 
 
-@route("/v2/{endpoint_id:str}/status-sync/{job_id:str}", http_method=["GET", "POST"], status_code=200)
+@route("/v2/{endpoint_id:str}/status-sync/{job_id:str}", http_method=["GET", "POST"], status_code=200,
+       opt=operation("status-sync"))
 async def status_sync(request: Request, endpoint_id: str, job_id: str, wait: int | None = None) -> Response[bytes]:
-    svc, limit = _caller(request, endpoint_id, "status-sync")
+    svc, limit = _caller(request, endpoint_id)
     with limit:
         return _json(await svc.status_sync(endpoint_id, job_id, wait))
 
 
-@route("/v2/{endpoint_id:str}/stream/{job_id:str}", http_method=["GET", "POST"], status_code=200)
+@route("/v2/{endpoint_id:str}/stream/{job_id:str}", http_method=["GET", "POST"], status_code=200,
+       opt=operation("stream"))
 async def stream(request: Request, endpoint_id: str, job_id: str, wait: int | None = None) -> Response[bytes]:
-    svc, limit = _caller(request, endpoint_id, "stream")
+    svc, limit = _caller(request, endpoint_id)
     with limit:
         return _json(await svc.stream(endpoint_id, job_id, wait))
 
 
-@post("/v2/{endpoint_id:str}/cancel/{job_id:str}", status_code=200)
+@post("/v2/{endpoint_id:str}/cancel/{job_id:str}", status_code=200, opt=operation("cancel"))
 async def cancel(request: Request, endpoint_id: str, job_id: str) -> Response[bytes]:
-    svc, limit = _caller(request, endpoint_id, "cancel")
+    svc, limit = _caller(request, endpoint_id)
     with limit:
         return _json(await svc.cancel(endpoint_id, job_id))
 
 
-@post("/v2/{endpoint_id:str}/retry/{job_id:str}", status_code=200)
+@post("/v2/{endpoint_id:str}/retry/{job_id:str}", status_code=200, opt=operation("retry"))
 async def retry(request: Request, endpoint_id: str, job_id: str) -> Response[bytes]:
-    svc, limit = _caller(request, endpoint_id, "retry")
+    svc, limit = _caller(request, endpoint_id)
     with limit:
         return _json(await svc.retry(endpoint_id, job_id))
 
 
-@post("/v2/{endpoint_id:str}/purge-queue", status_code=200)
+@post("/v2/{endpoint_id:str}/purge-queue", status_code=200, opt=operation("purge-queue"))
 async def purge_queue(request: Request, endpoint_id: str) -> Response[bytes]:
-    svc, limit = _caller(request, endpoint_id, "purge-queue")
+    svc, limit = _caller(request, endpoint_id)
     with limit:
         return _json(await svc.purge(endpoint_id))
 
 
-@get("/v2/{endpoint_id:str}/health")
+@get("/v2/{endpoint_id:str}/health", opt=operation("health"))
 async def health(request: Request, endpoint_id: str) -> Response[bytes]:
-    svc, limit = _caller(request, endpoint_id, "health")
+    svc, limit = _caller(request, endpoint_id)
     with limit:
         return _json(await svc.health(endpoint_id))
 
 
-@route("/v2/{endpoint_id:str}/openai/v1/{rest:path}", http_method=["GET", "POST"], status_code=200)
+@route("/v2/{endpoint_id:str}/openai/v1/{rest:path}", http_method=["GET", "POST"], status_code=200,
+       opt=operation("openai"))
 async def openai(request: Request, endpoint_id: str, rest: PurePosixPath) -> Response:
-    svc, limit = _caller(request, endpoint_id, "openai")
+    svc, limit = _caller(request, endpoint_id)
     slot = ExitStack()
     slot.enter_context(limit)  # held until the answer ends: a stream's last byte, too
     try:
@@ -200,7 +207,7 @@ async def openai(request: Request, endpoint_id: str, rest: PurePosixPath) -> Res
 
 # --- worker API ----------------------------------------------------------------------------
 
-@get("/v2/{endpoint_id:str}/job-take/{worker_id:str}")
+@get("/v2/{endpoint_id:str}/job-take/{worker_id:str}", opt=operation("job-take"))
 async def job_take(request: Request, endpoint_id: str, worker_id: str) -> Response[bytes]:
     svc = _worker(request, endpoint_id)
     async with _client_gone(request) as gone:
@@ -208,7 +215,7 @@ async def job_take(request: Request, endpoint_id: str, worker_id: str) -> Respon
     return _json(taken[0].payload) if taken else _no_content()
 
 
-@get("/v2/{endpoint_id:str}/job-take-batch/{worker_id:str}")
+@get("/v2/{endpoint_id:str}/job-take-batch/{worker_id:str}", opt=operation("job-take-batch"))
 async def job_take_batch(request: Request, endpoint_id: str, worker_id: str, batch_size: int = 1) -> Response[bytes]:
     svc = _worker(request, endpoint_id)
     async with _client_gone(request) as gone:
@@ -218,7 +225,7 @@ async def job_take_batch(request: Request, endpoint_id: str, worker_id: str, bat
     return _json(b"[" + b",".join([job.payload for job in taken]) + b"]")
 
 
-@get("/v2/{endpoint_id:str}/job-stop/{worker_id:str}")
+@get("/v2/{endpoint_id:str}/job-stop/{worker_id:str}", opt=operation("job-stop"))
 async def job_stop(request: Request, endpoint_id: str, worker_id: str) -> Response[bytes]:
     svc = _worker(request, endpoint_id)
     async with _client_gone(request) as gone:
@@ -228,7 +235,7 @@ async def job_stop(request: Request, endpoint_id: str, worker_id: str) -> Respon
     return _json(msgspec.json.encode({"jobsToStop": ids}))
 
 
-@post("/v2/{endpoint_id:str}/job-done/{worker_id:str}/{job_id:str}", status_code=200)
+@post("/v2/{endpoint_id:str}/job-done/{worker_id:str}/{job_id:str}", status_code=200, opt=operation("job-done"))
 async def job_done(request: Request, endpoint_id: str, worker_id: str, job_id: str) -> Response[bytes]:
     svc = _worker(request, endpoint_id)
     body = await _body(request, svc.settings.max_worker_body)
@@ -236,7 +243,7 @@ async def job_done(request: Request, endpoint_id: str, worker_id: str, job_id: s
     return _json(_EMPTY_OK)
 
 
-@post("/v2/{endpoint_id:str}/job-stream/{worker_id:str}/{job_id:str}", status_code=200)
+@post("/v2/{endpoint_id:str}/job-stream/{worker_id:str}/{job_id:str}", status_code=200, opt=operation("job-stream"))
 async def job_stream(request: Request, endpoint_id: str, worker_id: str, job_id: str) -> Response[bytes]:
     svc = _worker(request, endpoint_id)
     body = await _body(request, svc.settings.max_worker_body)
@@ -244,7 +251,7 @@ async def job_stream(request: Request, endpoint_id: str, worker_id: str, job_id:
     return _json(_EMPTY_OK)
 
 
-@get("/v2/{endpoint_id:str}/ping/{worker_id:str}")
+@get("/v2/{endpoint_id:str}/ping/{worker_id:str}", opt=operation("ping"))
 async def ping(request: Request, endpoint_id: str, worker_id: str) -> Response[bytes]:
     svc = _worker(request, endpoint_id)
     query = request.query_params
@@ -252,5 +259,11 @@ async def ping(request: Request, endpoint_id: str, worker_id: str) -> Response[b
     return _json(_EMPTY_OK)
 
 
+@get("/metrics")
+async def metrics(request: Request) -> Response[bytes]:
+    svc = _service(request)
+    return Response(content=await svc.metrics.render(svc.endpoint_health), media_type=MEDIA_TYPE)
+
+
 ROUTES = [run, runsync, status, status_sync, stream, cancel, retry, purge_queue, health, openai,
-          job_take, job_take_batch, job_stop, job_done, job_stream, ping]
+          job_take, job_take_batch, job_stop, job_done, job_stream, ping, metrics]

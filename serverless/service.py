@@ -5,7 +5,8 @@ what every party downstream can decode, ``serverless.payloads``), long-poll loop
 poll ends, handing back what it took, when the worker closes the connection), webhooks on
 terminal transitions, limits and the background sweeper that applies timeouts, TTLs and
 lost-worker re-queues. Failures are raised as :class:`ApiError` (status + message), which
-the app renders as ``{"error": ...}``.
+the app renders as ``{"error": ...}``. The service tells its :class:`EndpointMetrics` of
+every terminal transition, every hand-out to a worker and every 429 (queue cap, limits).
 
 Shutdown: :meth:`EndpointService.begin_shutdown` (called by ``serverless.app.serve`` as soon
 as uvicorn starts shutting down) ends every held long-poll at once with the answer it would
@@ -26,8 +27,9 @@ import msgspec
 
 from serverless import jobs, payloads
 from serverless.chunks import split_chunk
-from serverless.jobs import COMPLETED, FAILED, IN_PROGRESS, Job, Outcome, SubmitRequest
+from serverless.jobs import COMPLETED, FAILED, IN_PROGRESS, EndpointHealth, Job, Outcome, SubmitRequest
 from serverless.limits import Limiter
+from serverless.metrics import EndpointMetrics
 from serverless.payloads import PayloadError
 from serverless.settings import EndpointSettings
 from serverless.store.base import JobStore
@@ -76,11 +78,12 @@ def _is_object(raw: bytes) -> bool:
 class EndpointService:
     """All operations of every configured endpoint. ``start()``/``stop()`` run the sweeper."""
 
-    def __init__(self, settings: EndpointSettings, store: JobStore) -> None:
+    def __init__(self, settings: EndpointSettings, store: JobStore, metrics: EndpointMetrics | None = None) -> None:
         self.settings = settings
         self.store = store
         self.endpoints = frozenset(settings.endpoints)
-        self.limiter = Limiter(settings.limits, settings.rate_window)
+        self.metrics = metrics if metrics is not None else EndpointMetrics(settings.endpoints)
+        self.limiter = Limiter(settings.limits, settings.rate_window, on_limited=self.metrics.rate_limited)
         self.webhooks: WebhookSender | None = None
         self._sweeper: asyncio.Task[None] | None = None
         self.clock = time.time
@@ -162,8 +165,10 @@ class EndpointService:
             raise ApiError(404, "endpoint not found")
 
     def _terminal(self, job: Job) -> None:
-        """A job just became terminal: fire its webhook (once)."""
+        """A job just became terminal (this call is the only one told of it, in every
+        replica): count it and fire its webhook."""
         log.debug("job %s %s on endpoint %s", job.id, job.status, job.endpoint)
+        self.metrics.job_ended(job)
         if job.webhook and self.webhooks is not None:
             self.webhooks.send(job.webhook, self.status_json(job), job.id)
 
@@ -230,6 +235,7 @@ class EndpointService:
                   retention_ms=s.retention_runsync_ms if sync else s.retention_run_ms,
                   created_at=now, expires_at=now + ttl / 1000.0)
         if not await self.store.submit(job, max_queue=s.queue_cap() + 1, now=now):
+            self.metrics.rate_limited(endpoint, "queue", "size")
             raise ApiError(429, "queue is full", {"Retry-After": "10"})
         return job
 
@@ -313,9 +319,11 @@ class EndpointService:
         removed = await self.store.purge(endpoint, now=self.clock())
         return b'{"removed":' + str(removed).encode() + b',"status":"completed"}'
 
+    async def endpoint_health(self, endpoint: str) -> EndpointHealth:
+        return await self.store.health(endpoint, now=self.clock(), worker_timeout=self.settings.worker_timeout)
+
     async def health(self, endpoint: str) -> bytes:
-        health = await self.store.health(endpoint, now=self.clock(), worker_timeout=self.settings.worker_timeout)
-        return _encode(health)
+        return _encode(await self.endpoint_health(endpoint))
 
     # --- worker operations ---------------------------------------------------------------------
 
@@ -335,8 +343,10 @@ class EndpointService:
             if taken and gone is not None and gone.done():
                 await self.store.abandon_poll(endpoint, worker_id, [job.id for job in taken], now=self.clock())
                 return []
-            if (taken or now >= deadline
-                    or not await self._hold(self.store.wait_queue(endpoint, deadline - now), gone)):
+            if taken:
+                self.metrics.jobs_taken(taken)
+                return taken
+            if now >= deadline or not await self._hold(self.store.wait_queue(endpoint, deadline - now), gone):
                 return taken
 
     async def stop_signals(self, endpoint: str, worker_id: str, gone: asyncio.Future[None] | None = None) -> list[str]:

@@ -10,12 +10,15 @@ flows, cookies, hooks) podgate does not use and which cost about 0.35 ms of CPU 
 connection or timeout error — into one ``RunPodError`` (status + RunPod's message, read once
 here; never the key). Calls that ask the upstream to hold (``wait_ms``) get a read timeout
 longer than the wait. ``open`` gives a 2xx answer's body as it arrives (decoded if the
-upstream compressed it; for the passthrough's SSE), closed by the caller.
+upstream compressed it; for the passthrough's SSE), closed by the caller. ``on_answer``
+(optional) hears of every call once — its operation and the answer's HTTP status, 0 when
+none came — so the proxy can count RunPod's answers (``proxy.metrics``) without this
+module knowing of metrics.
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import contextmanager
 from functools import lru_cache
 
@@ -44,13 +47,19 @@ class _ErrorBody(msgspec.Struct):
 
 _error_dec = msgspec.json.Decoder(_ErrorBody)
 
+AnswerHook = Callable[[str, int], None]
+"""``on_answer(operation, status)``: one call answered with ``status`` (0: no answer came —
+unreachable, timed out, connection broken). ``operation`` is ``UpstreamRequest.operation``
+(``run``, ``stream``, ``openai/v1/chat/completions`` …: never an id)."""
+
 
 class HTTPUpstream:
     """The RunPod endpoints under one base URL (``…/v2``), over one httpx transport."""
 
     def __init__(self, transport: httpx.AsyncBaseTransport, base_url: str, api_key: str, *,
-                 connect_timeout: float = 10.0, read_timeout: float = 30.0):
+                 connect_timeout: float = 10.0, read_timeout: float = 30.0, on_answer: AnswerHook | None = None):
         self._transport = transport
+        self.on_answer = on_answer
         base = base_url.rstrip("/") + "/"
         self._url = lru_cache(maxsize=1024)(lambda path: httpx.URL(base + path))
         self._headers = {"content-type": "application/json", "user-agent": "podgate",
@@ -63,19 +72,23 @@ class HTTPUpstream:
         await self._transport.aclose()
 
     async def send(self, request: UpstreamRequest) -> bytes:
-        with _mapped(request.operation):
+        with _mapped(request.operation, self.on_answer):
             resp = await self._transport.handle_async_request(self._request(request))
             try:
                 await resp.aread()
             finally:
                 await resp.aclose()
+        if self.on_answer is not None:
+            self.on_answer(request.operation, resp.status_code)
         if resp.status_code >= 400:
             raise _answer_error(resp, request.operation)
         return resp.content
 
     async def open(self, request: UpstreamRequest) -> UpstreamBody:
-        with _mapped(request.operation):
+        with _mapped(request.operation, self.on_answer):
             resp = await self._transport.handle_async_request(self._request(request))
+        if self.on_answer is not None:
+            self.on_answer(request.operation, resp.status_code)
         if resp.status_code >= 400:
             try:
                 with _mapped(request.operation):
@@ -122,20 +135,25 @@ class _StreamedBody:
 
 
 @contextmanager
-def _mapped(operation: str) -> Iterator[None]:
-    """httpx's failures as ``RunPodError``: nothing sent (502, ``reached`` False), a timeout
-    (504) or a broken connection (502)."""
+def _mapped(operation: str, on_answer: AnswerHook | None = None) -> Iterator[None]:
+    """httpx's failures as ``RunPodError`` (``_failure``); ``on_answer`` hears of them as
+    status 0."""
     try:
         yield
-    except (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout) as exc:  # nothing was sent
-        raise RunPodError(502, f"upstream unreachable ({type(exc).__name__})", operation=operation,
-                          answered=False, reached=False) from None
-    except httpx.TimeoutException as exc:
-        raise RunPodError(504, f"upstream timed out ({type(exc).__name__})", operation=operation,
-                          answered=False) from None
     except httpx.HTTPError as exc:
-        raise RunPodError(502, f"upstream connection failed ({type(exc).__name__})", operation=operation,
-                          answered=False) from None
+        if on_answer is not None:
+            on_answer(operation, 0)
+        raise _failure(exc, operation) from None
+
+
+def _failure(exc: httpx.HTTPError, operation: str) -> RunPodError:
+    """Nothing sent (502, ``reached`` False), a timeout (504) or a broken connection (502)."""
+    name = type(exc).__name__
+    if isinstance(exc, (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout)):  # nothing was sent
+        return RunPodError(502, f"upstream unreachable ({name})", operation=operation, answered=False, reached=False)
+    if isinstance(exc, httpx.TimeoutException):
+        return RunPodError(504, f"upstream timed out ({name})", operation=operation, answered=False)
+    return RunPodError(502, f"upstream connection failed ({name})", operation=operation, answered=False)
 
 
 _MAX_ERROR_BODY = 100_000

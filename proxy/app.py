@@ -1,7 +1,8 @@
 """The proxy's Litestar app: ``create_app(settings) -> Litestar``.
 
 The app owns, from startup to shutdown, the ``Gateway``: the settings, one RunPod client
-per upstream base URL (``Upstreams``) and the cancel queue. Routes reach it through
+per upstream base URL (``Upstreams``), the cancel queue, the ``/health`` poller and the
+metrics (``proxy.metrics``, fed by hooks wired here). Routes reach it through
 ``request.app.state.gateway``. ``readiness`` (optional; sync or async, returns bool)
 backs ``GET /readyz`` — the embedded default passes a check that its worker is up.
 """
@@ -14,11 +15,14 @@ from typing import Any
 
 from litestar import Litestar
 from litestar.config.cors import CORSConfig
+from litestar.middleware import DefineMiddleware
 
 from proxy.cancel import CancelQueue
 from proxy.context import RequestContextMiddleware
 from proxy.errors import EXCEPTION_HANDLERS
+from proxy.health import HealthPoller
 from proxy.keys import ClientKeys
+from proxy.metrics import Metrics, StreamGauge, metrics_route
 from proxy.ratelimit import RateLimits
 from proxy.routes import MAX_BODY, ROUTES
 from proxy.settings import ProxySettings
@@ -38,12 +42,17 @@ class Gateway:
         t = settings.timing
         self.cancels = CancelQueue(concurrency=t.cancel_concurrency, retries=t.cancel_retries)
         self.limits = RateLimits(settings.keys, settings.redis)
+        self.health = HealthPoller(settings.metrics.health_interval_s)
+        self.metrics = Metrics(settings, self.health)
+        self.cancels.on_done = self.metrics.cancel_done
 
     async def start(self) -> None:
-        self.upstreams = Upstreams(self.settings)
+        self.upstreams = Upstreams(self.settings, on_answer=self.metrics.runpod_answer)
         self.cancels.start()
+        self.health.start({b.endpoint: b.client for b in self.upstreams}, self.upstreams.key_mask)
 
     async def stop(self) -> None:
+        await self.health.stop()
         await self.cancels.close()
         await self.limits.aclose()
         if self.upstreams is not None:
@@ -53,7 +62,8 @@ class Gateway:
 def create_app(settings: ProxySettings, *, readiness: Readiness | None = None, debug: bool = False) -> Litestar:
     gateway = Gateway(settings, readiness)
     app = Litestar(
-        route_handlers=ROUTES,
+        route_handlers=[*ROUTES, metrics_route],
+        middleware=[DefineMiddleware(StreamGauge, metrics=gateway.metrics)],
         exception_handlers=EXCEPTION_HANDLERS,  # type: ignore[arg-type]
         on_startup=[gateway.start],
         on_shutdown=[gateway.stop],
@@ -64,7 +74,8 @@ def create_app(settings: ProxySettings, *, readiness: Readiness | None = None, d
         request_max_body_size=MAX_BODY,
     )
     app.state.gateway = gateway
-    return RequestContextMiddlewareApp(app, ClientKeys(settings.keys), [gateway.limits.observe],  # type: ignore[return-value]
+    return RequestContextMiddlewareApp(app, ClientKeys(settings.keys),  # type: ignore[return-value]
+                                       observers=[gateway.limits.observe, gateway.metrics.observe],
                                        limits=gateway.limits, cors=cors)
 
 

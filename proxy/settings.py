@@ -18,6 +18,9 @@ whose message names the key (``models[1].format``) and what is wrong with it, so
     [timing]                                 # every knob optional (defaults below)
     keepalive_s = 10.0
 
+    [metrics]
+    health_interval_s = 15.0                 # /health poll per endpoint (0 = none)
+
     [[models]]
     name = "llama-3-8b"                      # the model id clients send
     endpoint = "abc123xyz"                   # the RunPod endpoint id
@@ -153,6 +156,14 @@ class TimingSettings(_Section):
     cancel_retries: Count = 3
 
 
+class MetricsSettings(_Section):
+    """What ``GET /metrics`` reports beyond the requests (``proxy.metrics``)."""
+
+    health_interval_s: Seconds = 15.0
+    """Every this many seconds, one ``/health`` call per RunPod endpoint (never one per
+    request) feeds the queue-depth and worker gauges (``proxy.health``); 0: no poll."""
+
+
 class ModelSettings(_Section):
     name: str
     endpoint: str
@@ -210,6 +221,7 @@ class ProxySettings(_Section):
     server: ServerSettings = msgspec.field(default_factory=ServerSettings)
     runpod: RunPodSettings = msgspec.field(default_factory=RunPodSettings)
     timing: TimingSettings = msgspec.field(default_factory=TimingSettings)
+    metrics: MetricsSettings = msgspec.field(default_factory=MetricsSettings)
     models: list[ModelSettings] = msgspec.field(default_factory=list)
     keys: list[KeySettings] = msgspec.field(default_factory=list)
     """Client keys; none: podgate is open to whoever reaches it. After ``parse_settings``

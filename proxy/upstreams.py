@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 from adapters.errors import KeyMask
 from adapters.formats import WorkerFormat, get_format
-from adapters.http_upstream import HTTPUpstream, make_transport
+from adapters.http_upstream import AnswerHook, HTTPUpstream, make_transport
 from adapters.passthrough import OpenAIPassthrough
 from adapters.runpod_client import RunPodQueueClient
 from proxy.keys import may_use
@@ -63,7 +63,9 @@ class ModelBinding:
 
 
 class Upstreams:
-    def __init__(self, settings: ProxySettings):
+    """The settings' upstreams and models; ``on_answer`` hears of every upstream call (metrics)."""
+
+    def __init__(self, settings: ProxySettings, *, on_answer: AnswerHook | None = None):
         t = settings.timing
         self._upstreams: dict[str, tuple[HTTPUpstream, RunPodQueueClient, OpenAIPassthrough]] = {}
         self._bindings: dict[str, ModelBinding] = {}
@@ -73,7 +75,8 @@ class Upstreams:
             clients = self._upstreams.get(base)
             if clients is None:
                 upstream = HTTPUpstream(make_transport(max_connections=t.max_connections), base, settings.api_key,
-                                        connect_timeout=t.connect_timeout_s, read_timeout=t.upstream_timeout_s)
+                                        connect_timeout=t.connect_timeout_s, read_timeout=t.upstream_timeout_s,
+                                        on_answer=on_answer)
                 clients = self._upstreams[base] = (upstream, RunPodQueueClient(upstream), OpenAIPassthrough(upstream))
             queue_format = m.queue_format if m.format == PASSTHROUGH else m.format
             fmt = None if queue_format is None else get_format(queue_format)

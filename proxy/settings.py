@@ -9,6 +9,7 @@ whose message names the key (``models[1].format``) and what is wrong with it, so
     host = "127.0.0.1"
     port = 8000
     cors_origins = ["https://chat.example.com"]   # optional; default none (no CORS)
+    drain_s = 20.0                           # after SIGTERM, running requests may finish this long
 
     [runpod]
     base_url = "https://api.runpod.ai/v2"   # default
@@ -88,6 +89,11 @@ class ServerSettings(_Section):
     cors_origins: list[str] = msgspec.field(default_factory=list)
     """Browser origins allowed to call podgate (``["https://chat.example.com"]``, or
     ``["*"]``); none: no CORS headers, preflights refused (the default)."""
+    drain_s: Seconds = 20.0
+    """Graceful shutdown (``proxy.drain``): after SIGTERM, requests already running may finish
+    for this long; then streams still running end with an in-stream ``server_shutting_down``
+    error and ``[DONE]``, waiting requests get 503, and their jobs are cancelled. Keep
+    Kubernetes' ``terminationGracePeriodSeconds`` above ``preStop`` + ``drain_s`` + 10."""
 
 
 class RunPodSettings(_Section):

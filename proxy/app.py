@@ -1,14 +1,17 @@
 """The proxy's Litestar app: ``create_app(settings) -> Litestar``.
 
 The app owns, from startup to shutdown, the ``Gateway``: the settings, one RunPod client
-per upstream base URL (``Upstreams``), the cancel queue, the ``/health`` poller and the
-metrics (``proxy.metrics``, fed by hooks wired here). Routes reach it through
-``request.app.state.gateway``. ``readiness`` (optional; sync or async, returns bool)
-backs ``GET /readyz`` — the embedded default passes a check that its worker is up.
+per upstream base URL (``Upstreams``), the cancel queue, the ``/health`` poller, the
+metrics (``proxy.metrics``, fed by hooks wired here), the per-key limits and the drain
+(``proxy.drain``: graceful shutdown; whoever runs the app calls ``gateway.drain.begin`` when
+shutdown begins). Routes reach it through ``request.app.state.gateway``. ``readiness``
+(optional; sync or async, returns bool) backs ``GET /readyz`` — the embedded default passes a
+check that its worker is up; while the app drains it is never ready.
 """
 
 from __future__ import annotations
 
+import inspect
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -19,6 +22,7 @@ from litestar.middleware import DefineMiddleware
 
 from proxy.cancel import CancelQueue
 from proxy.context import RequestContextMiddleware
+from proxy.drain import Drain
 from proxy.errors import EXCEPTION_HANDLERS
 from proxy.health import HealthPoller
 from proxy.keys import ClientKeys
@@ -31,12 +35,17 @@ from proxy.upstreams import Upstreams
 Readiness = Callable[[], "bool | Awaitable[bool]"]
 
 
+CANCEL_FLUSH_S = 5.0
+"""At shutdown, how long the cancel queue may take to send the cancels still queued (the
+jobs of the requests the drain ended); a cancel that cannot be sent by then is given up."""
+
+
 class Gateway:
     """What the app holds while it runs."""
 
     def __init__(self, settings: ProxySettings, readiness: Readiness | None = None):
         self.settings = settings
-        self.readiness = readiness
+        self._check = readiness
         self.created = int(time.time())
         self.upstreams: Upstreams | None = None
         t = settings.timing
@@ -45,6 +54,18 @@ class Gateway:
         self.health = HealthPoller(settings.metrics.health_interval_s)
         self.metrics = Metrics(settings, self.health)
         self.cancels.on_done = self.metrics.cancel_done
+        self.drain = Drain(settings.server.drain_s)
+
+    async def readiness(self) -> bool:
+        """``/readyz``: never while draining; else the app's check (none: ready once started)."""
+        if self.drain.draining:
+            return False
+        if self._check is None:
+            return True
+        ready = self._check()
+        if inspect.isawaitable(ready):
+            ready = await ready
+        return bool(ready)
 
     async def start(self) -> None:
         self.upstreams = Upstreams(self.settings, on_answer=self.metrics.runpod_answer)
@@ -52,8 +73,12 @@ class Gateway:
         self.health.start({b.endpoint: b.client for b in self.upstreams}, self.upstreams.key_mask)
 
     async def stop(self) -> None:
+        """Lifespan shutdown (after every connection closed): send the cancels still queued
+        (bounded by ``CANCEL_FLUSH_S``), then close the poller, the limits' Redis and the
+        upstream clients."""
+        self.drain.expire()  # nothing may wait for a job any more (it would never be cancelled)
         await self.health.stop()
-        await self.cancels.close()
+        await self.cancels.close(CANCEL_FLUSH_S)
         await self.limits.aclose()
         if self.upstreams is not None:
             await self.upstreams.aclose()

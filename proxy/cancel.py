@@ -51,6 +51,8 @@ class CancelQueue:
 
     async def close(self, timeout: float = 5.0) -> None:
         """Send what is queued (bounded by ``timeout``), then stop."""
+        if self._pending:
+            log.info("sending %d queued cancel(s) before closing", len(self._pending))
         try:
             await asyncio.wait_for(self._drain(), timeout)
         except TimeoutError:

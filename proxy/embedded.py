@@ -15,7 +15,11 @@ shows progress; ``/readyz`` says ready only once the endpoint counts a worker th
 and takes jobs (the handler loads the model in a runpod fitness check, before the SDK's
 heartbeat and job-take loop start). A worker that dies is restarted under a new worker id;
 the endpoint re-queues the job it held once its pings stop (``worker_timeout``). Ctrl-C or
-SIGTERM stops the tree in order: proxy, workers, endpoint.
+SIGTERM stops the tree in order: the proxy first, draining as ``podgate serve --config``
+does (``proxy.drain``: running requests may finish for ``[server] drain_s``, its default,
+while the workers and the endpoint still run; then what is left is cut with an in-stream
+error and its jobs cancelled on the endpoint), then the workers, then the endpoint. A
+second Ctrl-C ends the drain at once.
 
 Readiness passes through ``supervisor.readiness`` (a pipe per child, not log lines): the
 endpoint announces its URL once listening; a worker announces itself once its handler's
@@ -42,6 +46,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import httpx
 import msgspec
@@ -53,6 +58,9 @@ from supervisor.restart import RestartPolicy, keep_running
 from supervisor.server import AppServer, StartFailed
 from workers.defaults import HANDLER, MODEL_ID, MODEL_TITLE, default_model_path
 from workers.defaults import threads as worker_threads
+
+if TYPE_CHECKING:
+    from proxy.drain import Drain
 
 ENDPOINT_ID = "smollm2"
 DEFAULT_HOST = "127.0.0.1"
@@ -151,6 +159,7 @@ class Embedded:
         self.slots = [_Slot(i + 1) for i in range(opts.workers)]
         self.http: httpx.AsyncClient | None = None
         self.proxy_server: AppServer | None = None
+        self.drain: Drain | None = None
 
     # ---- lifecycle ---------------------------------------------------------------------------
 
@@ -158,7 +167,7 @@ class Embedded:
         logging.getLogger("httpx").setLevel(logging.WARNING)  # no line per readiness poll
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(sig, self.stopping.set)
+            loop.add_signal_handler(sig, self._on_signal)
         t0 = time.monotonic()
         print(self._loading_line(), end="" if sys.stdout.isatty() else "\n", flush=True)
         try:
@@ -180,6 +189,17 @@ class Embedded:
             print(f"podgate serve: {self.failed}", file=sys.stderr, flush=True)
             return 1
         return 0
+
+    def _on_signal(self) -> None:
+        """The first signal stops the tree (the proxy drains first); a second one ends the
+        drain at once."""
+        if not self.stopping.is_set():
+            self.stopping.set()
+            if self.drain is not None and self.proxy_server is not None and self.proxy_server.server_state.connections:
+                print(f"Stopping: running requests may finish within {self.drain.drain_s:.0f} s "
+                      "(Ctrl-C again to stop them now) …", file=sys.stderr, flush=True)
+        elif self.drain is not None:
+            self.drain.expire()
 
     async def _start_endpoint(self) -> None:
         self.endpoint = Child("endpoint", [
@@ -241,9 +261,13 @@ class Embedded:
             models=[ModelSettings(name=self.model_id, endpoint=ENDPOINT_ID, format="vllm")],
             api_key=self.key,
         )
-        self.proxy_server = AppServer(create_app(settings, readiness=self.ready), host=self.opts.host,
-                                      port=self.opts.port, signals=False, loop="none",  # the tree owns the signals
-                                      log_config=None)  # uvicorn's lines through proxy.logs' handler
+        app = create_app(settings, readiness=self.ready)
+        self.drain = app.state.gateway.drain
+        self.proxy_server = AppServer(app, host=self.opts.host, port=self.opts.port,
+                                      signals=False, loop="none",  # the tree owns the signals
+                                      log_config=None,  # uvicorn's lines through proxy.logs' handler
+                                      on_shutdown=self.drain.begin,
+                                      timeout_graceful_shutdown=self.drain.server_timeout())
         try:
             self.port = await self.proxy_server.start()  # --port 0: the one picked
         except StartFailed:
@@ -341,13 +365,17 @@ Press Ctrl-C to stop.
             task.cancel()
 
     async def _shutdown(self) -> None:
-        """Proxy first (no new requests), then every child at once. In-flight jobs cannot
-        outlive the tree (the endpoint's memory store goes with it), so children get a
-        short grace: idle SDK workers and the endpoint sit in long-polls and are killed
-        (with their process groups) when it ends."""
+        """Proxy first: no new requests, the running ones drain (the workers still serve
+        them) and the cancels of those cut are sent; then every child at once. In-flight
+        jobs cannot outlive the tree (the endpoint's memory store goes with it), so children
+        get a short grace (an idle worker exits at once: ``serverless.worker_exit``); what is
+        left then is killed with its process group."""
+        from proxy.app import CANCEL_FLUSH_S
+
         self.stopping.set()
         if self.proxy_server is not None:
-            await self.proxy_server.stop(self.opts.grace_s)
+            assert self.drain is not None
+            await self.proxy_server.stop(self.drain.server_timeout() + CANCEL_FLUSH_S + self.opts.grace_s)
         for slot in self.slots:
             if slot.task is not None:
                 slot.task.cancel()

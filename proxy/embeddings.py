@@ -24,6 +24,7 @@ from adapters.passthrough import usage_of
 from proxy.cancel import CancelQueue
 from proxy import passthrough
 from proxy.context import RequestContext, get_context
+from proxy.drain import Drain
 from proxy.errors import model_not_found
 from proxy.jobs import ClientDisconnected
 from proxy.nonstream import run_job
@@ -47,11 +48,11 @@ async def embeddings(request: Request) -> Response:
     try:
         if binding.passthrough:  # embeddings are never cut: no queue fallback
             answer = await passthrough.post(params.to_body(), "embeddings", binding, receive=request.receive,
-                                            timing=timing)
+                                            timing=timing, drain=gateway.drain)
             body = await embeddings_response(answer, params, binding.name, headers=ctx.headers)
         else:
             body = await run_embeddings(params, binding, ctx, receive=request.receive, cancels=gateway.cancels,
-                                        timing=timing)
+                                        timing=timing, drain=gateway.drain)
     except ClientDisconnected:
         # nobody is listening; the job's cancel is already queued
         return Response(content=b"", status_code=499, media_type=_JSON)
@@ -61,13 +62,13 @@ async def embeddings(request: Request) -> Response:
 
 
 async def run_embeddings(params: EmbeddingRequest, binding: ModelBinding, ctx: RequestContext, *, receive: Any,
-                         cancels: CancelQueue, timing: TimingSettings) -> bytes:
+                         cancels: CancelQueue, timing: TimingSettings, drain: Drain) -> bytes:
     """The response body for an embeddings request on the queue path (module docstring)."""
     fmt = binding.format
     if fmt is None or not isinstance(fmt, EmbeddingFormat):
         raise not_an_embeddings_model()
     job_input = await fmt.embeddings_input(params, binding.served_model)
     events = await run_job(binding, job_input, lambda: fmt.decoder("completion"), ctx, receive=receive,
-                           cancels=cancels, timing=timing)
+                           cancels=cancels, timing=timing, drain=drain)
     output = next((ev.value for ev in reversed(events) if type(ev) is JobOutput), None)
     return await embeddings_response(output, params, binding.name, headers=ctx.headers)

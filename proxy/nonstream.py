@@ -15,7 +15,8 @@ The client may leave at any moment: the whole wait races ``http.disconnect``. If
 leaves while ``/runsync`` is in flight (the job id is not known yet), the cancel queue
 takes over that call and cancels the job it returns; afterwards the job id is known and
 ``/cancel`` is queued at once. A request that outlives ``request_timeout_s`` is cancelled
-upstream and answered 504.
+upstream and answered 504; one still waiting when the server's drain expires
+(``proxy.drain``) is cancelled the same way and answered 503 with ``Retry-After``.
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ from adapters.runpod_client import JobStatus
 from proxy.cancel import CancelQueue
 from proxy.completion import Completion
 from proxy.context import RequestContext
+from proxy.drain import Drain, ShuttingDown
 from proxy.errors import request_timeout
 from proxy.jobs import ClientDisconnected, JobEvents, JobGuard, events_of_final, first_error, race_disconnect
 from proxy.settings import TimingSettings
@@ -44,28 +46,35 @@ _enc = msgspec.json.Encoder()
 
 
 async def run_nonstream(completion: Completion, ctx: RequestContext, *, receive: Any, cancels: CancelQueue,
-                        timing: TimingSettings) -> bytes:
+                        timing: TimingSettings, drain: Drain) -> bytes:
     """The response body (JSON bytes) for a non-streaming request; raises ``OpenAIError``
     or ``RunPodError`` (rendered by ``proxy.errors``), or ``ClientDisconnected`` when nobody
     is waiting any more."""
     events = await run_job(completion.binding, completion.job_input, completion.new_decoder, ctx,
-                           receive=receive, cancels=cancels, timing=timing)
+                           receive=receive, cancels=cancels, timing=timing, drain=drain)
     return await _response_body(completion, ctx, events)
 
 
 async def run_job(binding: ModelBinding, job_input: Any, new_decoder: Callable[[], Any], ctx: RequestContext, *,
-                  receive: Any, cancels: CancelQueue, timing: TimingSettings) -> list[Event]:
+                  receive: Any, cancels: CancelQueue, timing: TimingSettings, drain: Drain) -> list[Event]:
     """Run one job for a request that waits for the whole answer (module docstring): its
     events, decoded by a fresh ``new_decoder()`` per run. Raises the job's first error
-    (``OpenAIError``), ``RunPodError`` when RunPod failed, ``ClientDisconnected``, or the
-    request timeout (504); the job is cancelled whenever the request ends before it."""
+    (``OpenAIError``), ``RunPodError`` when RunPod failed, ``ClientDisconnected``, the
+    request timeout (504) or ``ShuttingDown`` (503); the job is cancelled whenever the
+    request ends before it."""
     deadline = time.monotonic() + timing.request_timeout_s
+    drain.check()
     submit = asyncio.ensure_future(binding.client.runsync(binding.endpoint, job_input, wait_ms=timing.runsync_wait_ms))
     try:
         job: JobStatus = await race_disconnect(
-            receive, asyncio.wait_for(asyncio.shield(submit), timing.request_timeout_s))
+            receive, drain.bound(asyncio.wait_for(asyncio.shield(submit), timing.request_timeout_s)))
     except ClientDisconnected:
         ctx.note = "client-disconnected"
+        ctx.cancelled = True
+        cancels.submit_when_known(submit, binding.client, binding.endpoint)
+        raise
+    except ShuttingDown:
+        ctx.note = "shutdown"
         ctx.cancelled = True
         cancels.submit_when_known(submit, binding.client, binding.endpoint)
         raise
@@ -84,9 +93,12 @@ async def run_job(binding: ModelBinding, job_input: Any, new_decoder: Callable[[
             source = JobEvents(binding.client, binding.endpoint, job.id, new_decoder, timing, guard,
                                on_rerun="restart")
             collect = asyncio.wait_for(_collect(source), max(0.0, deadline - time.monotonic()))
-            events = await race_disconnect(receive, collect)
+            events = await race_disconnect(receive, drain.bound(collect))
     except ClientDisconnected:
         ctx.note = "client-disconnected"
+        raise
+    except ShuttingDown:
+        ctx.note = "shutdown"
         raise
     except TimeoutError:
         ctx.note = "timeout"

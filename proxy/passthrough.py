@@ -9,7 +9,10 @@ Streams are relayed as the bytes arrive (``SSERelay``), with ``: keep-alive`` co
 nothing does. The response starts only once the upstream answered 2xx and its first events
 came (or ``first_byte_wait_s`` passed), so that an early error still gets a real status.
 A stream that the upstream cuts, that breaks, or that outlives ``request_timeout_s`` ends
-with an in-stream error and ``[DONE]``.
+with an in-stream error and ``[DONE]``; so does one still running when the server's drain
+expires (``proxy.drain``: ``server_shutting_down``), and a non-streaming call still waiting
+then is answered 503. Either way the upstream request is closed, which is how a
+passed-through job is cancelled (see below).
 
 Disconnects: the upstream request is closed the moment the client goes. A non-streaming call
 races ``http.disconnect``; a stream's body generator, cancelled by Litestar, closes the
@@ -33,6 +36,7 @@ from adapters.openai_protocol import Kind
 from adapters.passthrough import ModelRename, SSERelay, answer_body, request_body, stream_cut, upstream_error
 from adapters.upstream import RunPodError, UpstreamBody
 from proxy.context import RequestContext
+from proxy.drain import Drain, ShuttingDown
 from proxy.errors import request_timeout, sse_error
 from proxy.jobs import race_disconnect
 from proxy.settings import TimingSettings
@@ -56,19 +60,23 @@ class _Reader:
     def __init__(self, body: UpstreamBody):
         self._chunks: list[bytes] = []
         self._size = 0
-        self._arrived = asyncio.Event()
+        self._arrived: asyncio.Future[None] | None = None  # while ``take`` waits
         self._drained = asyncio.Event()
         self.ended = False
         """The body ended (or broke: ``error``); what was read may still be waiting."""
         self.error: RunPodError | None = None
         self._task = asyncio.ensure_future(self._read(body))
 
+    def _wake(self) -> None:
+        if self._arrived is not None and not self._arrived.done():
+            self._arrived.set_result(None)
+
     async def _read(self, body: UpstreamBody) -> None:
         try:
             async for chunk in body:
                 self._chunks.append(chunk)
                 self._size += len(chunk)
-                self._arrived.set()
+                self._wake()
                 if self._size > self.AHEAD:
                     self._drained.clear()
                     await self._drained.wait()
@@ -76,17 +84,19 @@ class _Reader:
             self.error = exc
         finally:
             self.ended = True
-            self._arrived.set()
+            self._wake()
 
-    async def take(self, timeout: float) -> bytes | TimedOut:
+    async def take(self, timeout: float, stop: asyncio.Future[None] | None = None) -> bytes | TimedOut:
         """What has arrived (``b""``: nothing more will), or ``TIMEOUT`` when nothing came
-        within ``timeout``."""
+        within ``timeout`` (or ``stop`` resolved first)."""
         if not self._chunks and not self.ended:
-            self._arrived.clear()
+            self._arrived = arrived = asyncio.get_running_loop().create_future()
             try:
-                async with asyncio.timeout(timeout):
-                    await self._arrived.wait()
-            except TimeoutError:
+                await asyncio.wait((arrived,) if stop is None else (arrived, stop), timeout=timeout,
+                                   return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                self._arrived = None
+            if not self._chunks and not self.ended:
                 return TIMEOUT
         data = b"".join(self._chunks)
         self._chunks.clear()
@@ -106,14 +116,16 @@ class _Reader:
 class Relay:
     """One passthrough stream while it runs: the upstream body, its reader and the relay."""
 
-    __slots__ = ("body", "reader", "relay", "key_mask", "timing", "deadline", "first", "error")
+    __slots__ = ("body", "reader", "relay", "key_mask", "timing", "drain", "deadline", "first", "error")
 
-    def __init__(self, body: UpstreamBody, relay: SSERelay, binding: ModelBinding, timing: TimingSettings):
+    def __init__(self, body: UpstreamBody, relay: SSERelay, binding: ModelBinding, timing: TimingSettings,
+                 drain: Drain | None = None):
         self.body = body
         self.reader = _Reader(body)
         self.relay = relay
         self.key_mask = binding.key_mask
         self.timing = timing
+        self.drain = drain if drain is not None else Drain(0.0)  # never begun: never expires
         self.deadline = time.monotonic() + timing.request_timeout_s
         self.first = b""
         self.error: ErrorEvent | OpenAIError | None = None
@@ -138,7 +150,7 @@ class Relay:
         """What has arrived: ``(bytes to send, error that ends the stream)``; ``(None, None)``
         when nothing came within ``timeout``."""
         reader = self.reader
-        chunk = await reader.take(timeout)
+        chunk = await reader.take(timeout, self.drain.expiry())
         if chunk is TIMEOUT:
             return None, None
         error: ErrorEvent | OpenAIError | None
@@ -153,33 +165,35 @@ class Relay:
 
 
 async def post(raw: dict[str, Any], route: str, binding: ModelBinding, *, receive: Any,
-               timing: TimingSettings) -> bytes:
+               timing: TimingSettings, drain: Drain) -> bytes:
     """The upstream's 2xx answer to a non-streaming request, as it came (raises the
-    ``OpenAIError`` of a failed call, or ``ClientDisconnected`` after closing the upstream
-    request)."""
+    ``OpenAIError`` of a failed call, ``ClientDisconnected`` after closing the upstream
+    request, or ``ShuttingDown`` when the drain expired first)."""
+    drain.check()
     call = binding.openai.post(binding.endpoint, route, request_body(raw, binding.served_model),
                                read_timeout=timing.request_timeout_s)
     try:
-        return await race_disconnect(receive, call)
+        return await race_disconnect(receive, drain.bound(call))
     except RunPodError as exc:
         raise upstream_error(exc) from None
 
 
 async def relay_nonstream(raw: dict[str, Any], kind: Kind, binding: ModelBinding, *, receive: Any,
-                          timing: TimingSettings) -> bytes:
+                          timing: TimingSettings, drain: Drain) -> bytes:
     """The client's answer to a non-streaming completion request (``post``, then
     ``answer_body``: errors answered with 200 raised, the client's model name)."""
-    answer = await post(raw, ROUTES[kind], binding, receive=receive, timing=timing)
+    answer = await post(raw, ROUTES[kind], binding, receive=receive, timing=timing, drain=drain)
     return answer_body(answer, ModelRename(binding.served_model, binding.name))
 
 
 async def open_relay(raw: dict[str, Any], kind: Kind, binding: ModelBinding, include_usage: bool, *, receive: Any,
-                     timing: TimingSettings) -> Relay:
+                     timing: TimingSettings, drain: Drain) -> Relay:
     """Open the upstream stream and read its first events (errors here → HTTP status)."""
+    drain.check()
     call = binding.openai.open(binding.endpoint, ROUTES[kind], request_body(raw, binding.served_model),
                                read_timeout=timing.request_timeout_s)
     try:
-        body = await race_disconnect(receive, call)
+        body = await race_disconnect(receive, drain.bound(call))
     except RunPodError as exc:
         raise upstream_error(exc) from None
     rename = ModelRename(binding.served_model, binding.name)
@@ -193,9 +207,10 @@ async def open_relay(raw: dict[str, Any], kind: Kind, binding: ModelBinding, inc
         answer_body(answer, rename)  # raises the error it holds
         raise OpenAIError("The upstream answered a streaming request without a stream.", status=502,
                           type="server_error", code="upstream_bad_answer")
-    relay = Relay(body, SSERelay(rename, include_usage), binding, timing)
+    relay = Relay(body, SSERelay(rename, include_usage), binding, timing, drain)
     try:
         await race_disconnect(receive, relay.read_first())
+        drain.check()
     except BaseException:
         await relay.close()
         raise
@@ -205,6 +220,7 @@ async def open_relay(raw: dict[str, Any], kind: Kind, binding: ModelBinding, inc
 async def relay_body(relay: Relay, ctx: RequestContext) -> AsyncGenerator[bytes, None]:
     """The SSE body: what the relay passes on, keep-alives, and an in-stream error + ``[DONE]``
     when the stream cannot end cleanly."""
+    drain = relay.drain
     try:
         if relay.first:
             ctx.first_token()
@@ -216,9 +232,15 @@ async def relay_body(relay: Relay, ctx: RequestContext) -> AsyncGenerator[bytes,
                 error = request_timeout()
                 ctx.note = "timeout"
                 break
+            if drain.expired:
+                error = ShuttingDown()
+                ctx.note = "shutdown"
+                ctx.cancelled = True  # closing the upstream request cancels the job
+                break
             data, error = await relay.step(min(relay.timing.keepalive_s, remaining))
             if data is None:
-                yield KEEPALIVE
+                if not drain.expired:
+                    yield KEEPALIVE
             elif data:
                 ctx.first_token()
                 yield data

@@ -47,7 +47,8 @@ async def _complete(request: Request, body: bytes, kind: Kind) -> Response:
     if binding.format is None or binding.passes_through(params.max_output_tokens):
         return await _pass_through(request, params, binding, kind)
     completion = completion_for(params, binding, binding.format, kind, ctx)
-    run_with = {"receive": request.receive, "cancels": gateway.cancels, "timing": gateway.settings.timing}
+    run_with = {"receive": request.receive, "cancels": gateway.cancels, "timing": gateway.settings.timing,
+                "drain": gateway.drain}
     try:
         if completion.stream:
             stream = await start_stream(completion, ctx, **run_with)
@@ -64,15 +65,15 @@ async def _complete(request: Request, body: bytes, kind: Kind) -> Response:
 async def _pass_through(request: Request, params: ChatCompletionRequest | CompletionRequest, binding: ModelBinding,
                         kind: Kind) -> Response:
     """A model served by its endpoint's OpenAI gateway (``proxy.passthrough``)."""
-    timing = request.app.state.gateway.settings.timing
+    gateway = request.app.state.gateway
+    run_with = {"receive": request.receive, "timing": gateway.settings.timing, "drain": gateway.drain}
     try:
         if params.stream:
-            relay = await open_relay(params.to_body(), kind, binding, params.include_usage, receive=request.receive,
-                                     timing=timing)
+            relay = await open_relay(params.to_body(), kind, binding, params.include_usage, **run_with)
             chunks = relay_body(relay, get_context(request))
             return Stream(chunks, media_type="text/event-stream", headers=SSE_HEADERS,
                           background=BackgroundTask(finalize_relay, chunks, relay))
-        answer = await relay_nonstream(params.to_body(), kind, binding, receive=request.receive, timing=timing)
+        answer = await relay_nonstream(params.to_body(), kind, binding, **run_with)
     except ClientDisconnected:
         ctx = get_context(request)
         ctx.note, ctx.cancelled = "client-disconnected", True  # closing the upstream request cancels the job

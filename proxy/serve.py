@@ -4,6 +4,12 @@ With ``--config podgate.toml`` it serves the models of that file (``proxy.settin
 a bad file is reported with the key and the problem, and the command exits 2 before
 anything starts. Without ``--config`` it starts the embedded default
 (``proxy.embedded.run``: local endpoint + SmolLM2 worker + proxy).
+
+SIGTERM or SIGINT (uvicorn's own handling) shuts it down gracefully (``proxy.drain``):
+the listeners close, ``/readyz`` answers 503, running requests may finish for
+``[server] drain_s``, then what still runs ends and its jobs are cancelled; the process
+exits once those cancels are sent (at most ``proxy.app.CANCEL_FLUSH_S`` later). A second
+signal ends the drain at once.
 """
 
 from __future__ import annotations
@@ -63,9 +69,11 @@ def serve(settings: ProxySettings, *, log_level: str = "info", readiness: Readin
     from supervisor.server import AppServer
 
     app = create_app(settings, readiness=readiness)
+    drain = app.state.gateway.drain
     server = AppServer(app, host=settings.server.host, port=settings.server.port, log_level=log_level,
                        log_config=None,  # uvicorn's lines go through the process's handler (proxy.logs)
-                       timeout_keep_alive=5, timeout_graceful_shutdown=5)
+                       timeout_keep_alive=5, timeout_graceful_shutdown=drain.server_timeout(),
+                       on_shutdown=drain.begin, on_second_signal=drain.expire)
 
     def started(port: int) -> None:
         host = server.servers[0].sockets[0].getsockname()[0]

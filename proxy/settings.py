@@ -10,6 +10,7 @@ whose message names the key (``models[1].format``) and what is wrong with it, so
     port = 8000
     cors_origins = ["https://chat.example.com"]   # optional; default none (no CORS)
     log_format = "json"                      # auto (default: text on a terminal) | text | json
+    drain_s = 20.0                           # after SIGTERM, running requests may finish this long
 
     [runpod]
     base_url = "https://api.runpod.ai/v2"   # default
@@ -114,6 +115,11 @@ class ServerSettings(_Section):
     log_format: Literal["auto", "text", "json"] = "auto"
     """``json``: one JSON object per log line (the access line carries the request's fields);
     ``auto``: text on a terminal, JSON otherwise (``proxy.logs``)."""
+    drain_s: Seconds = 20.0
+    """Graceful shutdown (``proxy.drain``): after SIGTERM, requests already running may finish
+    for this long; then streams still running end with an in-stream ``server_shutting_down``
+    error and ``[DONE]``, waiting requests get 503, and their jobs are cancelled. Keep
+    Kubernetes' ``terminationGracePeriodSeconds`` above ``preStop`` + ``drain_s`` + 10."""
 
 
 class RunPodSettings(_Section):

@@ -19,6 +19,11 @@ worker reported no usage and the client asked for usage or a choice needs a fini
 Disconnects: Litestar cancels the body generator the moment the client goes away; its
 ``finally`` only queues ``/cancel`` (``JobGuard.release`` → the app's cancel queue),
 never awaits it.
+
+Shutdown (``proxy.drain``): a stream may go on while the server drains; once the drain
+expires, its wait for the next batch ends at once and the stream closes with an in-stream
+``server_shutting_down`` error and ``[DONE]``, its job cancelled as above. Before the response
+started, the request is answered 503 (``ShuttingDown``).
 """
 
 from __future__ import annotations
@@ -37,6 +42,7 @@ from adapters.upstream import RunPodError
 from proxy.cancel import CancelQueue
 from proxy.completion import Completion
 from proxy.context import RequestContext
+from proxy.drain import Drain, ShuttingDown
 from proxy.errors import request_timeout, sse_error
 from proxy.jobs import ClientDisconnected, JobEvents, JobGuard, first_error, race_disconnect
 from proxy.settings import TimingSettings
@@ -105,13 +111,16 @@ class _Pending:
         if self.task is None and not self.source.ended:
             self.task = asyncio.ensure_future(self.source.next())
 
-    async def get(self, timeout: float | None) -> list[Event] | TimedOut | None:
-        """The next batch (``None``: the job ended), or ``TIMEOUT`` when none came within ``timeout``."""
+    async def get(self, timeout: float | None, stop: asyncio.Future[None] | None = None
+                  ) -> list[Event] | TimedOut | None:
+        """The next batch (``None``: the job ended), or ``TIMEOUT`` when none came within
+        ``timeout`` (or ``stop`` resolved first)."""
         if self.task is None:
             self.task = asyncio.ensure_future(self.source.next())
         if not self.task.done():  # a prefetched poll may have finished while we wrote
-            done, _ = await asyncio.wait((self.task,), timeout=timeout)
-            if not done:
+            await asyncio.wait((self.task,) if stop is None else (self.task, stop), timeout=timeout,
+                               return_when=asyncio.FIRST_COMPLETED)
+            if not self.task.done():
                 return TIMEOUT
         task, self.task = self.task, None
         return task.result()
@@ -125,13 +134,14 @@ class _Pending:
 class StreamJob:
     """Everything one streaming request holds while its job runs."""
 
-    __slots__ = ("completion", "ctx", "timing", "guard", "pending", "first", "deadline", "writer", "ended")
+    __slots__ = ("completion", "ctx", "timing", "drain", "guard", "pending", "first", "deadline", "writer", "ended")
 
     def __init__(self, completion: Completion, ctx: RequestContext, timing: TimingSettings, guard: JobGuard,
-                 source: JobEvents):
+                 source: JobEvents, drain: Drain):
         self.completion = completion
         self.ctx = ctx
         self.timing = timing
+        self.drain = drain
         self.guard = guard
         self.pending = _Pending(source)
         self.first: list[Event] = []
@@ -151,29 +161,31 @@ class StreamJob:
 
 
 async def start_stream(completion: Completion, ctx: RequestContext, *, receive: Any, cancels: CancelQueue,
-                       timing: TimingSettings) -> StreamJob:
+                       timing: TimingSettings, drain: Drain) -> StreamJob:
     """Submit the job and wait briefly for its first events (errors here → HTTP status)."""
     binding = completion.binding
+    drain.check()
     submit = asyncio.ensure_future(binding.client.run(binding.endpoint, completion.job_input))
     try:
-        job = await race_disconnect(receive, asyncio.shield(submit))
-    except ClientDisconnected:  # the job may exist already: cancel it once its id is known
-        ctx.note = "client-disconnected"
+        job = await race_disconnect(receive, drain.bound(asyncio.shield(submit)))
+    except (ClientDisconnected, ShuttingDown) as exc:  # the job may exist already: cancel it once its id is known
+        ctx.note = _note(exc)
         ctx.cancelled = True
         cancels.submit_when_known(submit, binding.client, binding.endpoint)
         raise
     ctx.job_id = job.id
     guard = JobGuard(cancels, binding.client, binding.endpoint, job.id)
     source = JobEvents(binding.client, binding.endpoint, job.id, completion.new_decoder, timing, guard, on_rerun="fail")
-    stream = StreamJob(completion, ctx, timing, guard, source)
+    stream = StreamJob(completion, ctx, timing, guard, source, drain)
     try:
-        first = await race_disconnect(receive, stream.pending.get(timing.first_byte_wait_s))
+        first = await race_disconnect(receive, stream.pending.get(timing.first_byte_wait_s, drain.expiry()))
+        drain.check()
     except BaseException as exc:  # the response never starts: the job is not wanted
         stream.pending.cancel()
         if guard.release():
             ctx.cancelled = True
-        if isinstance(exc, ClientDisconnected):
-            ctx.note = "client-disconnected"
+        if isinstance(exc, (ClientDisconnected, ShuttingDown)):
+            ctx.note = _note(exc)
         raise
     if first is None:
         stream.ended = True
@@ -186,6 +198,10 @@ async def start_stream(completion: Completion, ctx: RequestContext, *, receive: 
     return stream
 
 
+def _note(exc: ClientDisconnected | ShuttingDown) -> str:
+    return "shutdown" if isinstance(exc, ShuttingDown) else "client-disconnected"
+
+
 def _has_content(events: list[Event]) -> bool:
     return any(type(ev) is not ErrorEvent and type(ev) is not Usage for ev in events)
 
@@ -193,6 +209,7 @@ def _has_content(events: list[Event]) -> bool:
 async def sse_body(stream: StreamJob) -> AsyncGenerator[bytes, None]:
     ctx = stream.ctx
     keepalive = stream.timing.keepalive_s
+    drain = stream.drain
     ended = stream.ended
     err: ErrorEvent | OpenAIError | RunPodError | None
     try:
@@ -207,13 +224,18 @@ async def sse_body(stream: StreamJob) -> AsyncGenerator[bytes, None]:
                 err = request_timeout()
                 ctx.note = "timeout"
                 break
+            if drain.expired:
+                err = ShuttingDown()
+                ctx.note = "shutdown"
+                break
             try:
-                got = await stream.pending.get(min(keepalive, remaining))
+                got = await stream.pending.get(min(keepalive, remaining), drain.expiry())
             except RunPodError as exc:
                 err = exc
                 break
             if got is TIMEOUT:
-                yield KEEPALIVE
+                if not drain.expired:
+                    yield KEEPALIVE
                 continue
             if got is None:
                 break

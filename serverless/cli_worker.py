@@ -8,7 +8,9 @@ A thin wrapper: it sets the SDK's environment (reference/runpod-protocol.md §2.
 templates, ``RUNPOD_POD_ID``, ``RUNPOD_AI_API_KEY``, ``RUNPOD_PING_INTERVAL``, skipped
 fitness checks) *before* importing ``runpod``, imports the handler, binds the SDK's
 heartbeat process to this one's life (``serverless.orphans``: it must not ping on for a
-worker whose main process was killed) and calls ``runpod.serverless.start(config)``.
+worker whose main process was killed), makes SIGTERM/SIGINT end the SDK's worker loop as
+soon as its jobs are handed back (``serverless.worker_exit``: the SDK alone waits for its
+held long-polls, 20–30 s) and calls ``runpod.serverless.start(config)``.
 
 Readiness: a fitness check registered after the handler's own ones (the SDK runs them in
 order, before its heartbeat and job-take loop start) tells a parent that listens
@@ -100,10 +102,12 @@ def run(args: argparse.Namespace) -> int:
 
     import runpod.serverless
 
+    from serverless import worker_exit
     from serverless.orphans import bind_heartbeat
 
     runpod.serverless.register_fitness_check(announce_ready)  # after the handler's own checks
     bind_heartbeat()
+    worker_exit.install()
     sys.argv = sys.argv[:1]  # the SDK parses sys.argv for its own --rp_* flags
     runpod.serverless.start(config)
     return 0

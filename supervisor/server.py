@@ -26,10 +26,18 @@ class AppServer(uvicorn.Server):
     - ``signals=False``: leave SIGINT/SIGTERM to the caller (uvicorn otherwise takes them
       while it serves, shuts down gracefully, then re-raises them);
     - ``on_started(port)``: called once listening, with the bound port;
-    - ``on_shutdown()``: called when shutdown begins, after the listeners closed and before
-      uvicorn waits for open connections;
+    - ``on_shutdown()``: called when shutdown begins, just before uvicorn closes its
+      listeners and waits for open connections;
+    - ``on_second_signal()``: with ``signals``, called (on the loop) for a second
+      SIGINT/SIGTERM during shutdown, instead of uvicorn's force quit (which skips the
+      lifespan shutdown); a third SIGINT force-quits;
     - other keywords go to ``uvicorn.Config`` (defaults: log level warning, no access log,
       lifespan on, keep-alive 75 s).
+
+    uvicorn's shutdown, in order: the listeners close; idle keep-alive connections close at
+    once, the others once their response ended; it waits for them up to
+    ``timeout_graceful_shutdown`` (None: forever), then cancels the request tasks left; then
+    the lifespan shutdown runs (the app's ``on_shutdown``).
 
     Blocking: ``run()`` (uvicorn's). In a running loop: ``await start()`` (returns the port),
     ``await wait()``, ``await stop(grace)``; or ``await serve()``.
@@ -37,11 +45,13 @@ class AppServer(uvicorn.Server):
 
     def __init__(self, app: Any, *, host: str, port: int, signals: bool = True,
                  on_started: Callable[[int], None] | None = None, on_shutdown: Callable[[], None] | None = None,
-                 **config: Any):
+                 on_second_signal: Callable[[], None] | None = None, **config: Any):
         options = {"log_level": "warning", "access_log": False, "lifespan": "on", "timeout_keep_alive": 75, **config}
         super().__init__(uvicorn.Config(app, host=host, port=port, **options))
         self.signals, self.on_started, self.on_shutdown = signals, on_started, on_shutdown
+        self.on_second_signal = on_second_signal
         self.port = port
+        self._loop: asyncio.AbstractEventLoop | None = None
         self._task: asyncio.Task | None = None
         self._listening: asyncio.Event | None = None
 
@@ -53,7 +63,16 @@ class AppServer(uvicorn.Server):
         else:
             yield
 
+    def handle_exit(self, sig: int, frame: Any) -> None:
+        """uvicorn's signal handler (``signal.signal``: only flags and a loop wake-up here)."""
+        if self.should_exit and self.on_second_signal is not None and self._loop is not None:
+            hook, self.on_second_signal = self.on_second_signal, None
+            self._loop.call_soon_threadsafe(hook)
+            return
+        super().handle_exit(sig, frame)
+
     async def startup(self, sockets: Any = None) -> None:
+        self._loop = asyncio.get_running_loop()
         await super().startup(sockets=sockets)  # exits (SystemExit) when it cannot start
         if self.servers and self.servers[0].sockets:
             self.port = self.servers[0].sockets[0].getsockname()[1]

@@ -16,10 +16,8 @@ with ``proxy.settings.parse_settings``; the client keys Secret decodes as ``[[ke
 grace period covers preStop + drain; probes, security context, Secrets and Redis are wired
 as the contract (/work/briefs/contract.md) says.
 
-Some settings of the chart's TOML are added to ``proxy.settings`` by other branches of issue
-10 (``CONTRACT_SETTINGS``). Where the decoder on this branch does not know one yet, it is
-taken out of the TOML before decoding, and the test that asserts its value is skipped with
-the reason; once the branches are merged nothing is taken out and every assertion runs.
+The settings the chart itself writes (``CHART_SETTINGS``: the drain, the log format, the
+/health poll, Redis, ``keys_file``) are each checked to decode to what the values asked for.
 """
 
 from __future__ import annotations
@@ -27,13 +25,11 @@ from __future__ import annotations
 import base64
 import copy
 import tomllib
-import typing
 from pathlib import Path
 from typing import Any
 
 import helm_python as helm
 import kubernetes_validate
-import msgspec
 import pytest
 import yaml
 
@@ -48,9 +44,8 @@ CONFIG_PATH = "/etc/podgate/podgate.toml"
 KEYS_PATH = "/etc/podgate/keys/keys.toml"
 ENV = {"RUNPOD_API_KEY": "x"}
 
-# Settings of the issue-10 contract that the chart writes and other branches add to
-# proxy/settings.py; (path, value the full values file gives them).
-CONTRACT_SETTINGS: list[tuple[tuple[str, ...], Any]] = [
+# Settings the chart writes from its own values; (path, value the full values file gives them).
+CHART_SETTINGS: list[tuple[tuple[str, ...], Any]] = [
     (("server", "drain_s"), 45.5),
     (("server", "log_format"), "json"),
     (("metrics", "health_interval_s"), 30),
@@ -59,7 +54,6 @@ CONTRACT_SETTINGS: list[tuple[tuple[str, ...], Any]] = [
     (("keys", "rpm"), None),  # checked on the keys (test_keys_secret_decodes_as_keys)
     (("keys", "tpm"), None),
 ]
-PENDING_PATHS = {path for path, _ in CONTRACT_SETTINGS} | {("metrics",), ("redis",)}
 
 
 # --- rendering ---------------------------------------------------------------------------
@@ -136,38 +130,6 @@ def full() -> Rendered:
 
 # --- decoding with podgate's own settings decoder ------------------------------------------
 
-def _field_type(struct: Any, name: str) -> Any:
-    for field in msgspec.structs.fields(struct):
-        if field.name == name:
-            kind = field.type
-            return typing.get_args(kind)[0] if typing.get_origin(kind) is list else kind
-    return None
-
-
-def decoder_knows(path: tuple[str, ...]) -> bool:
-    """Whether proxy.settings has the setting at ``path`` (("server", "drain_s"), ("redis",))."""
-    kind: Any = ProxySettings
-    for name in path:
-        kind = _field_type(kind, name)
-        if kind is None:
-            return False
-    return True
-
-
-def unknown_contract_settings(toml: str) -> set[tuple[str, ...]]:
-    """The settings in ``toml`` that this branch's decoder does not know; each must be a
-    contract setting (a misspelt key must still fail)."""
-    found: set[tuple[str, ...]] = set()
-    for table, entries in tomllib.loads(toml).items():
-        found.add((table,))
-        for entry in entries if isinstance(entries, list) else [entries]:
-            if isinstance(entry, dict):
-                found.update((table, key) for key in entry)
-    unknown = {path for path in found if not decoder_knows(path) and decoder_knows(path[:-1])}
-    assert unknown <= PENDING_PATHS, f"unknown to podgate and to the contract: {unknown - PENDING_PATHS}"
-    return unknown
-
-
 def without(toml: str, paths: set[tuple[str, ...]]) -> str:
     """``toml`` (as the chart writes it: one ``key = value`` a line) without ``paths``: a
     top-level key ``(key,)`` or a whole table, or a key of a table ``(table, key)``."""
@@ -184,12 +146,10 @@ def without(toml: str, paths: set[tuple[str, ...]]) -> str:
 
 
 def decode(toml: str, *, keys_file: bool = False) -> ProxySettings:
-    """podgate's settings from the chart's TOML, less the contract settings this branch's
-    decoder does not know yet (the other branches of issue 10 add them), and less
-    ``keys_file`` unless asked: that file is the keys Secret mounted in the pod, absent here
-    (test_contract_setting_decodes[keys_file] reads a copy of it)."""
-    leave_out = unknown_contract_settings(toml) | (set() if keys_file else {("keys_file",)})
-    return parse_settings(without(toml, leave_out), ENV, source="podgate.toml")
+    """podgate's settings from the chart's TOML, less ``keys_file`` unless asked: that file is
+    the keys Secret mounted in the pod, absent here (test_chart_setting_decodes[keys_file]
+    reads a copy of it)."""
+    return parse_settings(toml if keys_file else without(toml, {("keys_file",)}), ENV, source="podgate.toml")
 
 
 def value_at(settings: ProxySettings, path: tuple[str, ...]) -> Any:
@@ -272,13 +232,9 @@ def test_full_config_decodes(full: Rendered) -> None:
     assert settings.keys == []  # the client keys are in the Secret (keys_file), not here
 
 
-@pytest.mark.parametrize("path, expected", [(p, v) for p, v in CONTRACT_SETTINGS if v is not None],
+@pytest.mark.parametrize("path, expected", [(p, v) for p, v in CHART_SETTINGS if v is not None],
                          ids=lambda p: ".".join(p) if isinstance(p, tuple) else None)
-def test_contract_setting_decodes(full: Rendered, path: tuple[str, ...], expected: Any,
-                                  tmp_path: Path) -> None:
-    if not decoder_knows(path):
-        pytest.skip(f"{'.'.join(path)} is not in proxy.settings on this branch yet: another "
-                    "branch of issue 10 adds it (the chart writes it; see test_helm's docstring)")
+def test_chart_setting_decodes(full: Rendered, path: tuple[str, ...], expected: Any, tmp_path: Path) -> None:
     toml = full.toml
     if path == ("keys_file",):  # the file must exist to be read: the Secret's, on disk
         keys_file = tmp_path / "keys.toml"
@@ -301,9 +257,7 @@ def test_keys_secret_decodes_as_keys(full: Rendered) -> None:
     assert [(k.name, k.sha256, k.models) for k in settings.keys] == [
         ("team-a", "8879f6a4ae35c420a15d35fed3b8dd07577207803d404f6d4cc4fa829dafa910", ["llama-3-8b"]),
         ("team-b", "292d075b18c9240a48b848c521422c5f418f7dd16b5c66755fe58d0fb6a43e1f", None)]
-    if not decoder_knows(("keys", "rpm")):
-        pytest.skip("keys.rpm/tpm are not in proxy.settings on this branch yet (another branch of issue 10)")
-    assert [(k.rpm, k.tpm) for k in settings.keys] == [(600, 200000), (None, None)]  # type: ignore[attr-defined]
+    assert [(k.rpm, k.tpm) for k in settings.keys] == [(600, 200000), (None, None)]
 
 
 def test_toml_values_survive_any_characters() -> None:

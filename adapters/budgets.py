@@ -18,10 +18,12 @@ budget, the theoretical arrival time (TAT). A call reserves the next slot at onc
 ``max(TAT, now) - tolerance`` and moves TAT one interval on. Reserving (rather than trying
 again later) makes the wait first-come, first-served and costs one step per call. The interval
 and the tolerance are chosen so that **no window of ``per_s`` seconds ever holds more than
-``rate`` calls** (RunPod's window is not documented; this is the strictest reading): a burst
-of ``burst`` calls goes at once, then one per ``per_s / (rate - burst)`` — which leaves one
-call of headroom for the network's jitter (``Limit.interval``). A waiter that gives up hands
-its slot back when nobody reserved after it.
+``rate`` calls** (RunPod's window is not documented; this is the strictest reading), even when
+each call reaches RunPod up to ``headroom_s`` (0.25 s) later than its slot — a call's lateness
+varies (the network, a busy event loop, a cold connection), and a late call can land in the
+next call's window: a burst of ``burst`` calls goes at once, then one per
+``(per_s + headroom_s) / (rate - burst + 1)`` (``Limit.interval``; about 98 % of RunPod's rate for
+``/stream``). A waiter that gives up hands its slot back when nobody reserved after it.
 
 **Concurrency**: an ``asyncio.Semaphore`` (FIFO since Python 3.11.1: a newcomer never passes
 a waiter), taken before the rate, so a call is sent the moment its rate slot comes (taking the
@@ -78,12 +80,14 @@ REDIS_TIMEOUT_S = 0.5
 class Limit:
     """One operation's limit: ``rate`` calls per ``per_s`` seconds (0: no rate limit), of which
     ``burst`` may go at once (default: a tenth of the rate), and ``concurrency`` calls at once
-    (0: no cap)."""
+    (0: no cap); ``headroom_s``: how much later than its slot a call may reach the upstream
+    with the rate still kept."""
 
     rate: int = 0
     per_s: float = 10.0
     concurrency: int = 0
     burst: int | None = None
+    headroom_s: float = 0.25
 
     @property
     def bursting(self) -> int:
@@ -91,9 +95,10 @@ class Limit:
 
     @property
     def interval(self) -> float:
-        """Seconds between calls after a burst: ``per_s / (rate - burst)``, so that a window
-        of ``per_s`` holds the burst and ``rate - burst - 1`` more — one under the rate."""
-        return self.per_s / max(1, self.rate - self.bursting)
+        """Seconds between calls after a burst: a window of ``per_s + headroom_s`` holds the
+        burst and ``rate - burst`` more (GCRA lets ``burst + span / interval`` calls into a
+        span)."""
+        return (self.per_s + self.headroom_s) / (self.rate - self.bursting + 1)
 
     @property
     def tolerance(self) -> float:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import bisect
+import itertools
 
 import httpx
 import pytest
@@ -67,7 +68,7 @@ def test_gcra_lets_a_burst_through_then_spaces_the_rest():
     waits = [gcra.reserve()[0] for _ in range(40)]
     assert waits[:2] == [0.0, 0.0]
     assert waits[2] == pytest.approx(limit.interval)
-    assert all(b - a == pytest.approx(limit.interval) for a, b in zip(waits[2:], waits[3:]))
+    assert all(b - a == pytest.approx(limit.interval) for a, b in itertools.pairwise(waits[2:]))
     clock.now += 100  # idle long enough: the burst is back
     assert gcra.reserve()[0] == 0.0
 
@@ -97,12 +98,13 @@ def test_a_replicas_share():
 async def test_callers_over_the_rate_wait_in_arrival_order():
     clock = Clock()
     slept: list[tuple[int, float]] = []
+    caller = [0]
 
     async def sleep(seconds: float) -> None:
-        slept.append((current, seconds))
+        slept.append((caller[0], seconds))
 
     budget = Budget(Limit(10, 1.0, burst=2), clock=clock, sleep=sleep)
-    for current in range(6):
+    for caller[0] in range(6):
         await budget.acquire()
         budget.release()
     assert [who for who, _ in slept] == [2, 3, 4, 5]  # the burst went at once; nobody failed

@@ -4,7 +4,9 @@ endpoint's ``/stream`` as fast as they can through a tiny budget (20 per 2 s) on
 Redis at 127.0.0.1:6379 (a key prefix of their own per test). A raw loopback server plays the
 endpoint and notes when each call reaches it: no window of 2 s ever holds more than 20, and
 both replicas get through. With Redis unreachable the calls still go, each replica keeping its
-share (``replicas = 2``: 10 per 2 s each), and each logs one warning for the whole outage."""
+share (``replicas = 2``: 10 per 2 s each), and each logs one warning for the whole outage;
+when Redis comes back (through a forwarder that is cut and restored) the budget is shared
+again, and that is logged once too."""
 
 from __future__ import annotations
 
@@ -17,6 +19,7 @@ from dataclasses import dataclass, field
 
 import pytest
 from aiohttp import web
+from redis.asyncio import Redis
 
 import adapters.budgets
 from proxy.settings import parse_settings
@@ -136,3 +139,75 @@ async def test_with_redis_down_calls_go_at_each_replicas_share_with_one_warning(
     warnings = [r for r in caplog.records if r.name == "podgate.budgets"]
     assert len(warnings) == 2  # one per replica for the whole outage
     assert all("unreachable" in r.getMessage() and "127.0.0.1:1" in r.getMessage() for r in warnings)
+
+
+class Forwarder:
+    """A TCP forwarder to the real Redis that can be cut and restored (a Redis outage)."""
+
+    def __init__(self) -> None:
+        self.port = 0
+        self._server: asyncio.Server | None = None
+        self._writers: set[asyncio.StreamWriter] = set()
+
+    async def start(self) -> None:
+        self._server = await asyncio.start_server(self._pipe, "127.0.0.1", self.port)
+        self.port = self._server.sockets[0].getsockname()[1]
+
+    async def cut(self) -> None:
+        assert self._server is not None
+        self._server.close()
+        for w in self._writers:
+            w.close()
+        await self._server.wait_closed()
+
+    async def _pipe(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        up_reader, up_writer = await asyncio.open_connection("127.0.0.1", 6379)
+        self._writers |= {writer, up_writer}
+
+        async def copy(src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
+            try:
+                while data := await src.read(65536):
+                    dst.write(data)
+                    await dst.drain()
+            except OSError:
+                pass
+            finally:
+                dst.close()
+
+        await asyncio.gather(copy(reader, up_writer), copy(up_reader, writer))
+
+
+async def test_a_redis_outage_falls_back_and_recovers(endpoint: Endpoint, caplog: pytest.LogCaptureFixture,
+                                                     monkeypatch: pytest.MonkeyPatch):
+    monkeypatch.setattr(adapters.budgets, "RETRY_S", 0.1)
+    caplog.set_level(logging.WARNING, logger="podgate.budgets")
+    redis = Forwarder()
+    await redis.start()
+    prefix = f"podgate-test-{uuid.uuid4().hex}"
+    upstreams = replica(endpoint, f"redis://127.0.0.1:{redis.port}/0", prefix)
+    binding = upstreams.binding("m")
+    assert binding is not None
+    direct = Redis.from_url("redis://127.0.0.1:6379/0")
+    assert await direct.keys(f"{prefix}:budget:*") == []
+    await binding.client.stream("ep", "j")  # shared: the budget's TAT is in Redis
+    [tat_key] = await direct.keys(f"{prefix}:budget:*")
+    shared_tat = await direct.get(tat_key)
+
+    await redis.cut()
+    for _ in range(5):  # the calls still go, on this replica's share
+        await binding.client.stream("ep", "j")
+        await asyncio.sleep(0.05)
+    assert await direct.get(tat_key) == shared_tat
+    assert [r.getMessage().split(";")[0] for r in caplog.records] == [
+        f"Redis at redis://127.0.0.1:{redis.port}/0 is unreachable (ConnectionError)"]
+
+    await redis.start()  # back on the same port
+    await asyncio.sleep(0.15)
+    await binding.client.stream("ep", "j")
+    assert await direct.get(tat_key) != shared_tat  # shared again
+    assert "is back" in caplog.records[-1].getMessage() and len(caplog.records) == 2
+    assert len(endpoint.arrivals) == 7
+    await upstreams.aclose()
+    await redis.cut()
+    await direct.delete(tat_key)
+    await direct.aclose()

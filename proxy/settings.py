@@ -41,6 +41,13 @@ whose message names the key (``models[1].format``) and what is wrong with it, so
     [redis]                                  # optional: rpm/tpm counters shared by every replica
     url = "redis://redis:6379/0"             # redis:// rediss:// unix://; env PODGATE_REDIS_URL wins
 
+    [budgets]                                # optional: RunPod's per-endpoint limits (adapters.budgets)
+    replicas = 1                             # replicas sharing each endpoint's limits
+    [budgets.stream]                         # per operation: run runsync status stream cancel
+    rate = 2000                              #   retry purge-queue health openai; every key
+    per_s = 10                               #   optional (default: RunPod's table); rate = 0 or
+    concurrency = 400                        #   concurrency = 0: none
+
     [[models]]                               # passed through to the endpoint's /openai/v1
     name = "qwen"
     endpoint = "def456uvw"
@@ -73,6 +80,7 @@ from urllib.parse import urlsplit
 import msgspec
 from msgspec import Meta
 
+from adapters.budgets import DEFAULT_LIMITS, Limit
 from adapters.errors import KeyMask
 from adapters.validation import read_validation_error, type_at, value_at
 
@@ -223,6 +231,59 @@ class RedisSettings(_Section):
         return f"RedisSettings(url={url!r}, key_prefix={self.key_prefix!r})"
 
 
+class OperationBudget(_Section):
+    """``[budgets.<operation>]``: one operation's limit, per endpoint; a key left out keeps
+    RunPod's value (``adapters.budgets.DEFAULT_LIMITS``)."""
+
+    rate: Count | None = None
+    """Calls per ``per_s`` seconds; 0: no rate limit."""
+    per_s: PositiveSeconds | None = None
+    concurrency: Count | None = None
+    """Calls at once (all replicas together); 0: no cap."""
+    burst: PositiveCount | None = None
+    """Calls of the rate that may go at once (default: a tenth of it)."""
+
+
+_NO_OVERRIDE = OperationBudget()
+
+
+class BudgetSettings(_Section):
+    """``[budgets]``: what podgate lets itself send to each RunPod endpoint, per operation,
+    so that RunPod never answers 429 (``adapters.budgets``): calls over budget wait."""
+
+    replicas: PositiveCount = 1
+    """How many podgate replicas share each endpoint's limits: each replica's concurrency cap
+    is its share, and so is its rate without Redis (or while Redis is out); with ``[redis]
+    url`` the rate is shared exactly."""
+    run: OperationBudget = msgspec.field(default_factory=OperationBudget)
+    runsync: OperationBudget = msgspec.field(default_factory=OperationBudget)
+    status: OperationBudget = msgspec.field(default_factory=OperationBudget)
+    stream: OperationBudget = msgspec.field(default_factory=OperationBudget)
+    cancel: OperationBudget = msgspec.field(default_factory=OperationBudget)
+    retry: OperationBudget = msgspec.field(default_factory=OperationBudget)
+    purge_queue: OperationBudget = msgspec.field(default_factory=OperationBudget, name="purge-queue")
+    health: OperationBudget = msgspec.field(default_factory=OperationBudget)
+    openai: OperationBudget = msgspec.field(default_factory=OperationBudget)
+    """The ``/openai/*`` gateway, all routes together."""
+
+    def limits(self) -> dict[str, Limit]:
+        """Every operation's limit: RunPod's, with these overrides."""
+        limits = dict(DEFAULT_LIMITS)
+        for name, field in _BUDGET_FIELDS.items():
+            o = getattr(self, field)
+            if o != _NO_OVERRIDE:
+                base = limits.get(name, Limit())
+                limits[name] = Limit(rate=base.rate if o.rate is None else o.rate,
+                                     per_s=base.per_s if o.per_s is None else o.per_s,
+                                     concurrency=base.concurrency if o.concurrency is None else o.concurrency,
+                                     burst=o.burst)
+        return limits
+
+
+_BUDGET_FIELDS = {f.encode_name: f.name for f in msgspec.structs.fields(BudgetSettings) if f.name != "replicas"}
+"""``[budgets]`` operation tables: the operation's name → the field's."""
+
+
 class ProxySettings(_Section):
     server: ServerSettings = msgspec.field(default_factory=ServerSettings)
     runpod: RunPodSettings = msgspec.field(default_factory=RunPodSettings)
@@ -235,6 +296,7 @@ class ProxySettings(_Section):
     keys_file: str | None = None
     """A TOML file of more ``[[keys]]`` (relative to the settings file)."""
     redis: RedisSettings = msgspec.field(default_factory=RedisSettings)
+    budgets: BudgetSettings = msgspec.field(default_factory=BudgetSettings)
     api_key: str = ""
     """Filled from the environment by ``load_settings``; not a TOML key."""
 
@@ -380,6 +442,11 @@ def _check(s: ProxySettings, source: str) -> None:
             fail(f"models[{i}].passthrough_max_tokens", "queue_format and passthrough_max_tokens go together")
     if s.timing.poll_min_ms > s.timing.poll_max_ms:
         fail("timing.poll_min_ms", "must not exceed timing.poll_max_ms")
+    limits = s.budgets.limits()
+    for name, field in _BUDGET_FIELDS.items():
+        o = getattr(s.budgets, field)
+        if o.burst is not None and o.burst > limits[name].rate:
+            fail(f"budgets.{name}.burst", f"must not exceed the rate ({limits[name].rate})")
 
 
 def _check_keys(keys: list[tuple[str, int, KeySettings]], models: set[str]) -> None:

@@ -1,6 +1,8 @@
-"""The upstreams: one ``HTTPUpstream`` per distinct base URL, with its two clients (the
-queue client ``RunPodQueueClient`` and the ``/openai/*`` passthrough ``OpenAIPassthrough``),
-and the model table.
+"""The upstreams: one ``HTTPUpstream`` per distinct base URL behind its budgets
+(``adapters.budgets.BudgetedUpstream``: RunPod's per-endpoint limits, ``[budgets]``, shared
+through Redis with ``[redis] url``), with its two clients (the queue client
+``RunPodQueueClient`` and the ``/openai/*`` passthrough ``OpenAIPassthrough``), and the model
+table.
 
 Created at app startup from the settings, closed at shutdown. A route asks
 ``Upstreams.binding(model_name)`` for the model's ``ModelBinding``: everything it needs to
@@ -15,13 +17,14 @@ from __future__ import annotations
 from collections.abc import Iterator
 from dataclasses import dataclass
 
+from adapters.budgets import BudgetedUpstream, Budgets, SharedRates
 from adapters.errors import KeyMask
 from adapters.formats import WorkerFormat, get_format
 from adapters.http_upstream import AnswerHook, HTTPUpstream, make_transport
 from adapters.passthrough import OpenAIPassthrough
 from adapters.runpod_client import RunPodQueueClient
 from proxy.keys import may_use
-from proxy.settings import PASSTHROUGH, KeySettings, ModelSettings, ProxySettings
+from proxy.settings import PASSTHROUGH, KeySettings, ModelSettings, ProxySettings, redacted_url
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,9 +70,12 @@ class Upstreams:
 
     def __init__(self, settings: ProxySettings, *, on_answer: AnswerHook | None = None):
         t = settings.timing
-        self._upstreams: dict[str, tuple[HTTPUpstream, RunPodQueueClient, OpenAIPassthrough]] = {}
+        self._upstreams: dict[str, tuple[BudgetedUpstream, RunPodQueueClient, OpenAIPassthrough]] = {}
         self._bindings: dict[str, ModelBinding] = {}
         self.key_mask = KeyMask(settings.secrets())
+        r = settings.redis
+        self._shared = None if not r.url else SharedRates(r.url, key_prefix=r.key_prefix, shown_url=redacted_url(r.url))
+        limits = settings.budgets.limits()
         for m in settings.models:
             base = settings.upstream_url(m)
             clients = self._upstreams.get(base)
@@ -77,7 +83,9 @@ class Upstreams:
                 upstream = HTTPUpstream(make_transport(max_connections=t.max_connections), base, settings.api_key,
                                         connect_timeout=t.connect_timeout_s, read_timeout=t.upstream_timeout_s,
                                         on_answer=on_answer)
-                clients = self._upstreams[base] = (upstream, RunPodQueueClient(upstream), OpenAIPassthrough(upstream))
+                budgeted = BudgetedUpstream(upstream, Budgets(base, limits, replicas=settings.budgets.replicas,
+                                                              shared=self._shared))
+                clients = self._upstreams[base] = (budgeted, RunPodQueueClient(budgeted), OpenAIPassthrough(budgeted))
             queue_format = m.queue_format if m.format == PASSTHROUGH else m.format
             fmt = None if queue_format is None else get_format(queue_format)
             self._bindings[m.name] = ModelBinding(m, fmt, clients[1], clients[2], self.key_mask)
@@ -97,3 +105,5 @@ class Upstreams:
     async def aclose(self) -> None:
         for upstream, _, _ in self._upstreams.values():
             await upstream.aclose()
+        if self._shared is not None:
+            await self._shared.aclose()

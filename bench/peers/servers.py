@@ -153,10 +153,14 @@ def start_upstream(logdir: Path, *, core: int, chunks: int) -> Server:
 
 
 def podgate_config(path: Path, port: int, upstream_port: int) -> Path:
-    """One passthrough model: ``format = "openai"`` on endpoint ``bench`` of the upstream's ``/v2``."""
+    """One passthrough model: ``format = "openai"`` on endpoint ``bench`` of the upstream's ``/v2``.
+    Its ``/openai`` budget is off: RunPod's 2,000 calls per 10 s would cap the bench at 200
+    requests/s, and the figures are podgate's cost per request (``bench/bench_budgets.py``
+    measures the budget's own)."""
     path.write_text("\n".join([
         "[server]", 'host = "127.0.0.1"', f"port = {port}", "",
         "[runpod]", f'base_url = "http://127.0.0.1:{upstream_port}/v2"', 'api_key_env = "PODGATE_BENCH_KEY"', "",
+        "[budgets.openai]", "rate = 0", "concurrency = 0", "",
         "[[models]]", f'name = "{MODEL}"', f'endpoint = "{ENDPOINT}"', 'format = "openai"',
         f'base_url = "http://127.0.0.1:{upstream_port}/v2"', "",
     ]))

@@ -111,6 +111,8 @@ def _start_proxy(tmp: Path, base_url: str, endpoint: str, key: str, timing: dict
     from tests.proxy.conftest import start_proxy, write_config
 
     cfg = write_config(tmp / f"bench-{endpoint}.toml", base_url, endpoint, timing=timing, models={"m": ("vllm", "m")})
+    # RunPod's /stream budget (200 polls/s) would set the chunk rate; the figures are podgate's cost
+    cfg.write_text(cfg.read_text() + "\n[budgets.stream]\nrate = 0\nconcurrency = 0\n")
     p = start_proxy(cfg, key, tmp)
     return p, p.base_url
 

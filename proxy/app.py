@@ -4,6 +4,7 @@ The app owns, from startup to shutdown, the ``Gateway``: the settings, one RunPo
 per upstream base URL (``Upstreams``) and the cancel queue. Routes reach it through
 ``request.app.state.gateway``. ``readiness`` (optional; sync or async, returns bool)
 backs ``GET /readyz`` — the embedded default passes a check that its worker is up.
+``app.state.openapi`` holds the OpenAPI document's bytes (``proxy.openapi``), built here once.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from proxy.cancel import CancelQueue
 from proxy.context import RequestContextMiddleware
 from proxy.errors import EXCEPTION_HANDLERS
 from proxy.keys import ClientKeys
+from proxy.openapi import document_bytes
 from proxy.routes import MAX_BODY, ROUTES
 from proxy.settings import ProxySettings
 from proxy.upstreams import Upstreams
@@ -61,7 +63,9 @@ def create_app(settings: ProxySettings, *, readiness: Readiness | None = None, d
         request_max_body_size=MAX_BODY,
     )
     app.state.gateway = gateway
-    return RequestContextMiddlewareApp(app, ClientKeys(settings.keys))  # type: ignore[return-value]
+    keys = ClientKeys(settings.keys)
+    app.state.openapi = document_bytes(secured=not keys.open)
+    return RequestContextMiddlewareApp(app, keys)  # type: ignore[return-value]
 
 
 def _cors(settings: ProxySettings) -> CORSConfig | None:

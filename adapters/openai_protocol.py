@@ -37,6 +37,9 @@ body nested deeper than ``MAX_DEPTH`` levels is refused (400) right after decodi
 An embeddings ``input`` must be one of OpenAI's four shapes, never empty, with at most
 ``MAX_EMBEDDING_INPUTS`` inputs; each problem is a 400 naming the item (``input[3]``).
 
+A number with a zero fraction (``"max_tokens": 5.0``) is an integer, as JSON Schema reads
+it: the body is decoded with integral floats as ints (a float field takes an int too).
+
 Both ``max_tokens`` and ``max_completion_tokens`` are accepted, also together
 (``max_output_tokens`` prefers the latter, as vLLM does). ``req._raw`` (the decoded body)
 lives in the instance ``__dict__``: ``copy``/``msgspec.structs.replace`` do not keep it.
@@ -486,11 +489,22 @@ def _invalid(exc: msgspec.ValidationError, raw: Any) -> Exception:
     return InvalidRequest(failure.message, param=field_path or None)
 
 
+def _number(literal: str) -> int | float:
+    """A JSON number written with a fraction or exponent: an int when it is integral (``5.0``,
+    ``1e3``), as JSON has one number type and JSON Schema's ``integer`` includes them (as
+    pydantic, vLLM's parser, reads them), else a float."""
+    value = float(literal)
+    return int(value) if value.is_integer() else value
+
+
+_body_decoder = msgspec.json.Decoder(float_hook=_number)
+
+
 def _decode_request(body: bytes | str | dict, cls: type[_Request]) -> Any:
     from adapters.errors import InvalidRequest
 
     try:
-        raw = msgspec.json.decode(body) if isinstance(body, (bytes, bytearray, memoryview, str)) else body
+        raw = _body_decoder.decode(body) if isinstance(body, (bytes, bytearray, memoryview, str)) else body
     except msgspec.DecodeError as exc:
         raise InvalidRequest(f"The request body is not valid JSON: {exc}") from None
     except RecursionError:  # deeper than the interpreter can decode: deeper than MAX_DEPTH

@@ -51,6 +51,7 @@ AGREEMENT = [
     (CHAT, {"model": "m", "messages": USER, "temperature": 2.5}, False),
     (CHAT, {"model": "m", "messages": USER, "n": 0}, False),
     (CHAT, {"model": "m", "messages": USER, "n": 1.5}, False),
+    (CHAT, {"model": "m", "messages": USER, "n": 2.0, "max_tokens": 5.0, "seed": -1e3}, True),  # integers
     (CHAT, {"model": "m", "messages": USER, "vendor_extra": {"a": 1}}, True),  # unknown keys are kept
     (CHAT, {"model": "m", "messages": USER, "stream_options": {"include_usage": True}}, False),
     (CHAT, {"model": "m", "messages": USER, "stream": False, "stream_options": {"include_usage": True}}, False),
@@ -80,6 +81,7 @@ AGREEMENT = [
     (EMBEDDING, {"model": "m", "input": ["a", ""]}, False),
     (EMBEDDING, {"model": "m", "input": ["a", 1]}, False),
     (EMBEDDING, {"model": "m", "input": [1, -1]}, False),
+    (EMBEDDING, {"model": "m", "input": [1, 2.0]}, True),
     (EMBEDDING, {"model": "m", "input": [1, 2.5]}, False),
     (EMBEDDING, {"model": "m", "input": [[1], []]}, False),
     (EMBEDDING, {"model": "m", "input": ["a"] * 2049}, False),

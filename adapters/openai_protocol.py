@@ -551,14 +551,15 @@ class UsageInfo(msgspec.Struct):
 
 class ChatMessageOut(msgspec.Struct, kw_only=True):
     """``choices[].message``. ``content`` and ``refusal`` are always written (``null``
-    when empty); ``tool_calls`` and the reasoning fields only when set."""
+    when empty); ``tool_calls`` and the reasoning fields only when set. The reasoning
+    fields may be ``null`` in a message passed through from vLLM, which always writes them."""
 
     role: str = "assistant"
     content: str | None
     refusal: str | None = None
     tool_calls: list[ToolCall] | UnsetType = UNSET
-    reasoning_content: str | UnsetType = UNSET
-    reasoning: str | UnsetType = UNSET
+    reasoning_content: str | UnsetType | None = UNSET
+    reasoning: str | UnsetType | None = UNSET
 
 
 class ChatChoice(msgspec.Struct):

@@ -126,6 +126,20 @@ def test_the_request_schemas_refuse_what_podgate_refuses(request_kind, body, acc
     assert _validator(document, component).is_valid(body) is accepted, "the schema"
 
 
+@pytest.mark.parametrize("scenario", ["hello", "reasoning", "tools_whole", "length"])
+def test_answers_as_vllm_writes_them_conform(scenario):
+    """A passed-through answer is the worker's own: the test workers write vLLM's shapes
+    (``reasoning: null`` and extra fields included)."""
+    from tests.proxy.handlers.workers import _chat_chunks, _chat_response, _completion_response, _plan
+
+    document = build_document(secured=False)
+    plan = _plan(scenario, {"n": 2, "logprobs": True})
+    _validator(document, "ChatCompletion").validate(_chat_response(plan, "m"))
+    _validator(document, "TextCompletion").validate(_completion_response(plan, "m"))
+    for chunk in _chat_chunks(plan, "m", include_usage=True):
+        _validator(document, "ChatCompletionChunk").validate(chunk)
+
+
 def test_the_schemas_are_the_structs_own():
     """Generated from the Structs: a field added to one shows in the document."""
     document = build_document(secured=False)

@@ -347,9 +347,10 @@ class ChatCompletionRequest(_SamplingFields, kw_only=True):
 
 class CompletionRequest(_SamplingFields, kw_only=True):
     """``POST /v1/completions`` body. ``prompt`` is a string, a list of strings, a list of
-    token ids or a list of token-id lists."""
+    token ids or a list of token-id lists; never an empty list (there is nothing to
+    complete)."""
 
-    prompt: str | list[str | int | list[int]]
+    prompt: str | Annotated[list[str | int | list[int]], Meta(min_length=1)]
     logprobs: Annotated[int, Meta(ge=0, le=20)] | None = None
     echo: bool | None = None
     suffix: str | None = None

@@ -70,6 +70,7 @@ AGREEMENT = [
     (COMPLETION, {"model": "m", "prompt": "Say hello"}, True),
     (COMPLETION, {"model": "m", "prompt": [[1, 2], [3]]}, True),
     (COMPLETION, {"model": "m"}, False),
+    (COMPLETION, {"model": "m", "prompt": []}, False),
     (COMPLETION, {"model": "m", "prompt": "x", "best_of": 0}, False),
     (COMPLETION, {"model": "m", "prompt": "x", "stream_options": {}}, False),
     (EMBEDDING, {"model": "m", "input": "hello"}, True),

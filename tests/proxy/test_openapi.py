@@ -1,12 +1,17 @@
-"""``GET /openapi.json`` (``proxy.openapi``).
+"""``GET /openapi.json`` (``proxy.openapi``) and a schemathesis run over it.
 
 The document is valid OpenAPI 3.1; its request schemas refuse what podgate's decoders
 refuse and accept what they accept (``AGREEMENT``: each rule, including ``REFINEMENTS``,
-held against the decoder).
+held against the decoder). Then schemathesis fuzzes every operation of a podgate with a
+client key, in front of the shared stack's endpoint and its SDK workers, and checks every
+answer: no 5xx, statuses, content types, headers and bodies (SSE events included) as
+documented, valid data accepted, invalid data refused, no answer without the key.
 """
 
 from __future__ import annotations
 
+import zlib
+from collections.abc import Iterator
 from typing import Any
 
 import httpx
@@ -14,11 +19,18 @@ import jsonschema_rs
 import msgspec
 import pytest
 import schemathesis
+from schemathesis.openapi.checks import RejectedPositiveData
 
 from adapters.errors import InvalidRequest
 from adapters.openai_protocol import decode_chat_request, decode_completion_request, decode_embedding_request
+from proxy.keys import hash_key
 from proxy.openapi import build_document
+from tests.proxy.conftest import ProxyProcess, start_proxy, write_config
 
+KEY = "pg-fuzz-0123456789abcdef"
+#: the models the fuzzed requests name (besides the names schemathesis makes up: 404)
+COMPLETION_MODELS = ["vllm-c", "vllm-b", "sglang", "native", "tgi", "text", "pass-c", "pass-same"]
+EMBEDDING_MODELS = ["embed", "embed-native", "embed-pass"]
 USER = [{"role": "user", "content": "Say hello"}]
 
 
@@ -149,3 +161,84 @@ def test_the_schemas_are_the_structs_own():
     assert chat["properties"]["temperature"]["anyOf"][0] == {"type": "number", "minimum": 0, "maximum": 2}
     error = document["components"]["schemas"]["ErrorDetail"]
     assert set(error["properties"]) == {"message", "type", "param", "code"}
+
+
+# -- schemathesis ------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def fuzzed(stack, tmp_path_factory) -> Iterator[ProxyProcess]:
+    """A podgate with one client key, every worker format on the stack's endpoints."""
+    from tests.proxy.conftest import EMBED_MODELS, MODELS
+
+    tmp = tmp_path_factory.mktemp("openapi")
+    config = write_config(tmp / "fuzzed.toml", stack.endpoint.base, "ep",
+                          models={m: MODELS[m] for m in COMPLETION_MODELS},
+                          extra_endpoints={"emb": {m: EMBED_MODELS[m] for m in EMBEDDING_MODELS}})
+    with open(config, "a") as f:
+        f.write(f'\n[[keys]]\nname = "fuzz"\nsha256 = "{hash_key(KEY)}"\n')
+    proxy = start_proxy(config, stack.endpoint.api_key, tmp)
+    try:
+        yield proxy
+    finally:
+        proxy.stop()
+
+
+#: bounded and reproducible: 40 examples an operation (besides the coverage phase's own
+#: cases), one seed, no example database (each run the same, wherever it runs), every check
+CONFIG = schemathesis.Config.from_dict({
+    "seed": 10,
+    "request-timeout": 60,
+    "generation": {"mode": "all", "max-examples": 40, "database": "none"},
+    "auth": {"openapi": {"bearer": {"bearer": KEY}}},
+})
+#: the document the fuzzed podgate serves (``test_the_fuzzed_podgate_serves_the_schema``),
+#: loaded here, before the podgate runs, so that pytest collects one test per operation
+#: (``schemathesis.pytest.from_fixture``, which would read it from the running podgate,
+#: fails on pytest 9.2: schemathesis 4.32 sets ``_nodeid``, which pytest's nodes lost)
+schema = schemathesis.openapi.from_dict(build_document(secured=True), config=CONFIG)
+
+
+def _token_ids(body: dict[str, Any]) -> bool:
+    inp = body.get("input")
+    return isinstance(inp, list) and bool(inp) and not isinstance(inp[0], str)
+
+
+def _name_a_served_model(case: schemathesis.Case) -> None:
+    """A body that names a model names one the podgate serves, or keeps its own made-up one
+    (404), picked by the body's hash (every phase's cases, the same on every run). A body
+    whose model is not a string is left as it is: that is what is wrong with it. Token ids
+    to embed never go to ``embed-pass``: its infinity worker, as the real one, takes text
+    only, and the passthrough hands them to it untouched (it answers 400)."""
+    body = case.body
+    if not isinstance(body, dict) or not isinstance(body.get("model"), str):
+        return
+    models = COMPLETION_MODELS
+    if case.operation.path == "/v1/embeddings":
+        models = [m for m in EMBEDDING_MODELS if not (m == "embed-pass" and _token_ids(body))]
+    pick = zlib.crc32(repr(body).encode("utf-8", "surrogatepass")) % (len(models) + 1)
+    if pick < len(models):
+        body["model"] = models[pick]
+
+
+@schema.hook
+def filter_failure(ctx: schemathesis.HookContext, failure: Any, case: schemathesis.Case,
+                   response: schemathesis.Response) -> bool:
+    """Every failure counts but one: a valid request refused because the model's worker
+    cannot honour one of its parameters (400 ``unsupported_parameter``, e.g. ``tools`` for a
+    TGI model, ``dimensions`` for infinity). What a worker honours depends on the model's
+    format, not on the request, so no request schema can say it (DESIGN.md: podgate refuses
+    what would change the answer's meaning)."""
+    if isinstance(failure, RejectedPositiveData) and response.status_code == 400:
+        return response.json()["error"]["code"] != "unsupported_parameter"
+    return True
+
+
+def test_the_fuzzed_podgate_serves_the_schema(fuzzed):
+    served = httpx.get(f"http://127.0.0.1:{fuzzed.port}/openapi.json", timeout=10).json()
+    assert served == build_document(secured=True)
+
+
+@schema.parametrize()
+def test_schemathesis_finds_nothing(case, fuzzed):
+    _name_a_served_model(case)
+    case.call_and_validate(base_url=f"http://127.0.0.1:{fuzzed.port}")

@@ -94,8 +94,9 @@ def _decode_tokens(inp: str | list[Any]) -> str | list[str]:
             texts.append(enc.decode(ids))
         except Exception:  # an id cl100k does not have (KeyError, or the Rust side's error)
             where = f"input[{i}]" if lists is inp else "input"
-            raise InvalidRequest(f"Invalid '{where}': a token id is not in the cl100k_base vocabulary, which "
-                                 "this model's worker takes token ids in.", param="input") from None
+            # the ids may be right for another model: this one's worker cannot take them
+            raise UnsupportedParameter("input", f"Invalid '{where}': a token id is not in the cl100k_base "
+                                       "vocabulary, which this model's worker takes token ids in.") from None
     return texts if lists is inp else texts[0]
 
 

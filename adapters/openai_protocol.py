@@ -37,6 +37,9 @@ body nested deeper than ``MAX_DEPTH`` levels is refused (400) right after decodi
 An embeddings ``input`` must be one of OpenAI's four shapes, never empty, with at most
 ``MAX_EMBEDDING_INPUTS`` inputs; each problem is a 400 naming the item (``input[3]``).
 
+A number with a zero fraction (``"max_tokens": 5.0``) is an integer, as JSON Schema reads
+it: the body is decoded with integral floats as ints (a float field takes an int too).
+
 Both ``max_tokens`` and ``max_completion_tokens`` are accepted, also together
 (``max_output_tokens`` prefers the latter, as vLLM does). ``req._raw`` (the decoded body)
 lives in the instance ``__dict__``: ``copy``/``msgspec.structs.replace`` do not keep it.
@@ -344,9 +347,10 @@ class ChatCompletionRequest(_SamplingFields, kw_only=True):
 
 class CompletionRequest(_SamplingFields, kw_only=True):
     """``POST /v1/completions`` body. ``prompt`` is a string, a list of strings, a list of
-    token ids or a list of token-id lists."""
+    token ids or a list of token-id lists; never an empty list (there is nothing to
+    complete)."""
 
-    prompt: str | list[str | int | list[int]]
+    prompt: str | Annotated[list[str | int | list[int]], Meta(min_length=1)]
     logprobs: Annotated[int, Meta(ge=0, le=20)] | None = None
     echo: bool | None = None
     suffix: str | None = None
@@ -486,11 +490,22 @@ def _invalid(exc: msgspec.ValidationError, raw: Any) -> Exception:
     return InvalidRequest(failure.message, param=field_path or None)
 
 
+def _number(literal: str) -> int | float:
+    """A JSON number written with a fraction or exponent: an int when it is integral (``5.0``,
+    ``1e3``), as JSON has one number type and JSON Schema's ``integer`` includes them (as
+    pydantic, vLLM's parser, reads them), else a float."""
+    value = float(literal)
+    return int(value) if value.is_integer() else value
+
+
+_body_decoder = msgspec.json.Decoder(float_hook=_number)
+
+
 def _decode_request(body: bytes | str | dict, cls: type[_Request]) -> Any:
     from adapters.errors import InvalidRequest
 
     try:
-        raw = msgspec.json.decode(body) if isinstance(body, (bytes, bytearray, memoryview, str)) else body
+        raw = _body_decoder.decode(body) if isinstance(body, (bytes, bytearray, memoryview, str)) else body
     except msgspec.DecodeError as exc:
         raise InvalidRequest(f"The request body is not valid JSON: {exc}") from None
     except RecursionError:  # deeper than the interpreter can decode: deeper than MAX_DEPTH
@@ -537,14 +552,15 @@ class UsageInfo(msgspec.Struct):
 
 class ChatMessageOut(msgspec.Struct, kw_only=True):
     """``choices[].message``. ``content`` and ``refusal`` are always written (``null``
-    when empty); ``tool_calls`` and the reasoning fields only when set."""
+    when empty); ``tool_calls`` and the reasoning fields only when set. The reasoning
+    fields may be ``null`` in a message passed through from vLLM, which always writes them."""
 
     role: str = "assistant"
     content: str | None
     refusal: str | None = None
     tool_calls: list[ToolCall] | UnsetType = UNSET
-    reasoning_content: str | UnsetType = UNSET
-    reasoning: str | UnsetType = UNSET
+    reasoning_content: str | UnsetType | None = UNSET
+    reasoning: str | UnsetType | None = UNSET
 
 
 class ChatChoice(msgspec.Struct):

@@ -6,7 +6,8 @@ metrics (``proxy.metrics``, fed by hooks wired here), the per-key limits and the
 (``proxy.drain``: graceful shutdown; whoever runs the app calls ``gateway.drain.begin`` when
 shutdown begins). Routes reach it through ``request.app.state.gateway``. ``readiness``
 (optional; sync or async, returns bool) backs ``GET /readyz`` — the embedded default passes a
-check that its worker is up; while the app drains it is never ready.
+check that its worker is up; while the app drains it is never ready. ``app.state.openapi``
+holds the OpenAPI document's bytes (``proxy.openapi``), built here once.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from proxy.errors import EXCEPTION_HANDLERS
 from proxy.health import HealthPoller
 from proxy.keys import ClientKeys
 from proxy.metrics import Metrics, StreamGauge, metrics_route
+from proxy.openapi import document_bytes
 from proxy.ratelimit import RateLimits
 from proxy.routes import MAX_BODY, ROUTES
 from proxy.settings import ProxySettings
@@ -99,7 +101,9 @@ def create_app(settings: ProxySettings, *, readiness: Readiness | None = None, d
         request_max_body_size=MAX_BODY,
     )
     app.state.gateway = gateway
-    return RequestContextMiddlewareApp(app, ClientKeys(settings.keys),  # type: ignore[return-value]
+    keys = ClientKeys(settings.keys)
+    app.state.openapi = document_bytes(secured=not keys.open)
+    return RequestContextMiddlewareApp(app, keys,  # type: ignore[return-value]
                                        observers=[gateway.limits.observe, gateway.metrics.observe],
                                        limits=gateway.limits, cors=cors)
 

@@ -4,7 +4,7 @@
 (``adapters.openai_protocol``) and finds the model's binding (404 when unknown); a model
 passed through to RunPod's OpenAI gateway goes on from there (``proxy.passthrough``).
 ``completion_for(params, binding, kind, ctx)`` asks the model's worker format for the job input (400 for parameters it cannot honour; ignored
-ones go to ``x-podgate-ignored-params``) and returns the ``Completion``: what the client
+ones go to ``x-podgate-ignored-params``, percent-encoded) and returns the ``Completion``: what the client
 asked for (``params``), the model's binding (``binding``: its settings, worker format,
 RunPod client and key mask), the encoded job input, and the response's id and creation
 time. ``new_decoder`` is the factory of the worker format's output decoders.
@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import time
 from typing import Any
+from urllib.parse import quote
 
 import msgspec
 
@@ -99,8 +100,8 @@ def completion_for(params: ChatCompletionRequest | CompletionRequest, binding: M
         job_input = fmt.chat_input(params, binding.served_model, stream=stream)
     else:
         job_input = fmt.completion_input(params, binding.served_model, stream=stream)
-    if job_input.ignored:
-        ctx.headers["x-podgate-ignored-params"] = ",".join(job_input.ignored)
+    if job_input.ignored:  # a client's own key may hold any character: percent-encoded, as a header allows
+        ctx.headers["x-podgate-ignored-params"] = ",".join(quote(name, safe="") for name in job_input.ignored)
     prefix = "chatcmpl-" if kind == "chat" else "cmpl-"
     return Completion(kind, params, binding, fmt, job_input.input, prefix + ctx.request_id.removeprefix("req_"),
                       int(time.time()))

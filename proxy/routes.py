@@ -8,6 +8,7 @@ from RunPod.
 - ``POST /v1/embeddings`` (``proxy.embeddings``)
 - ``GET /v1/models``, ``GET /v1/models/{id}``
 - ``GET /healthz`` (alive), ``GET /readyz`` (ready: the app's readiness check)
+- ``GET /openapi.json`` (``proxy.openapi``)
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ from proxy.embeddings import embeddings
 from proxy.errors import model_not_found
 from proxy.jobs import ClientDisconnected
 from proxy.nonstream import run_nonstream
+from proxy.openapi import openapi_json
 from proxy.passthrough import finalize as finalize_relay
 from proxy.passthrough import open_relay, relay_body, relay_nonstream
 from proxy.streaming import SSE_HEADERS, StreamJob, sse_body, start_stream
@@ -175,4 +177,4 @@ async def readyz(request: Request) -> Response:
     return Response(content=body, status_code=200 if ready else 503, media_type=_JSON)
 
 
-ROUTES = [chat_completions, completions, embeddings, list_models, retrieve_model, healthz, readyz]
+ROUTES = [chat_completions, completions, embeddings, list_models, retrieve_model, healthz, readyz, openapi_json]

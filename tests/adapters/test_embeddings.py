@@ -85,8 +85,9 @@ async def test_job_inputs_and_token_ids():
     assert native_job_input("served", "x") == {"model": "served", "input": "x"}
     assert await get_format("infinity-native").embeddings_input(req(input=ids), "m") == \
         {"model": "m", "input": "hello wörld"}
-    with pytest.raises(InvalidRequest):
+    with pytest.raises(UnsupportedParameter) as info:  # 400, as every parameter the model cannot take
         await worker_texts(req(input=[10**9]))
+    assert (info.value.status, info.value.code, info.value.param) == (400, "unsupported_parameter", "input")
 
 
 def test_formats_refuse_completions():

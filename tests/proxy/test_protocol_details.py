@@ -8,6 +8,7 @@ wrong methods."""
 from __future__ import annotations
 
 import json
+from urllib.parse import unquote
 
 import openai
 import pytest
@@ -120,6 +121,17 @@ def test_tgi_names_the_sampling_params_it_drops(client):
     ignored = raw.headers["x-podgate-ignored-params"].split(",")
     assert set(ignored) == {"presence_penalty", "frequency_penalty", "min_p", "not_a_param"}
     assert raw.parse().choices[0].message.content == EXPECTED_TEXT
+
+
+def test_ignored_names_are_percent_encoded_in_the_header(http):
+    """A client's unknown key may hold any character (found by schemathesis: one outside
+    latin-1 broke the response, a CR LF in one made the server drop the connection): the
+    header names it percent-encoded, and no header of its own starts at the CR LF."""
+    r = http.post("/chat/completions", json={"model": "tgi", "messages": USER, "日本\U000ab5aa": 1,
+                                             "a,b\r\nx-injected: 1": 2})
+    assert r.status_code == 200 and "x-injected" not in r.headers
+    ignored = r.headers["x-podgate-ignored-params"].split(",")
+    assert [unquote(name) for name in ignored] == ["a,b\r\nx-injected: 1", "日本\U000ab5aa"]
 
 
 def test_passthrough_format_names_nothing(client):

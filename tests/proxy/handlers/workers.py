@@ -40,7 +40,7 @@ def _last_text(inp: dict) -> str:
         msgs = body.get("messages")
         if msgs:
             c = msgs[-1].get("content") or ""
-            return c if isinstance(c, str) else " ".join(p.get("text", "") for p in c)
+            return c if isinstance(c, str) else " ".join(p.get("text") or "" for p in c)  # text may be null
         p = body.get("prompt", "")
         return p if isinstance(p, str) else str(p[0])
     if inp.get("messages"):

@@ -132,9 +132,11 @@ async def test_with_redis_down_calls_go_at_each_replicas_share_with_one_warning(
     await asyncio.gather(poll_hard(a, "a"), poll_hard(b, "b"))
     times = endpoint.times()
     assert len(times) >= RATE  # the calls went
-    for name in "ab":  # each replica kept its share: half the rate
+    for name in "ab":  # each replica kept its share: half the rate (the whole rate would be 20)
         mine = sorted(t for t, job in endpoint.arrivals if job.startswith(name))
-        assert 0 < most_in_a_window(mine, PER_S) <= RATE // 2
+        # + 1: the share's spacing allows 0.25 s of lateness per call (Limit.headroom_s); on a
+        # loaded 2-core machine a call reaching the server later than that puts one more in a window
+        assert 0 < most_in_a_window(mine, PER_S) <= RATE // 2 + 1
     assert most_in_a_window(times, PER_S) <= RATE
     warnings = [r for r in caplog.records if r.name == "podgate.budgets"]
     assert len(warnings) == 2  # one per replica for the whole outage

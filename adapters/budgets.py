@@ -39,9 +39,9 @@ polling); for ``/stream`` polls that is two to three times the Redis traffic of 
 a limit that ``rate`` mostly keeps anyway (a poll is short). Each replica's cap is the cap
 divided by ``replicas`` (the assumed number of replicas, ``[budgets] replicas``).
 
-**Redis out** (unreachable, slow past ``REDIS_TIMEOUT_S``, or an error): each replica
+**Redis out** (unreachable, slow past ``redis_link.TIMEOUT_S``, or an error): each replica
 degrades to its share, ``rate / replicas``, in memory — never a refused or failed call — logs
-one warning for the outage, tries Redis again (one call at a time) every ``RETRY_S``, and
+one warning for the outage, tries Redis again (one call at a time) every ``redis_link.RETRY_S``, and
 logs once when it is back. ``replicas`` defaults to 1: a lone replica (the default
 deployment) must not be throttled for a guess, while a deployment of N replicas that leaves
 it at 1 risks, during an outage only, RunPod's 429s, which the retry policy absorbs; a Helm
@@ -60,20 +60,15 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass, replace
 
-from redis.asyncio import ConnectionPool, Redis
-from redis.asyncio.retry import Retry
-from redis.backoff import NoBackoff
+from redis.asyncio import Redis
 
+from adapters import redis_link
 from adapters.upstream import Upstream, UpstreamBody, UpstreamRequest
 
 __all__ = ["Limit", "DEFAULT_LIMITS", "Budget", "Budgets", "BudgetedUpstream", "SharedRates", "budget_operation"]
 
 log = logging.getLogger("podgate.budgets")
 
-RETRY_S = 5.0
-"""While Redis is out, how often one call tries it again."""
-REDIS_TIMEOUT_S = 0.5
-"""Connect and read timeout of a Redis call; slower counts as an outage."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -180,14 +175,11 @@ class SharedRates:
     ``reserve`` answers the wait, or None while Redis is out (the caller uses its share)."""
 
     def __init__(self, url: str, *, key_prefix: str = "podgate", shown_url: str = "Redis"):
-        self._pool = ConnectionPool.from_url(url, socket_connect_timeout=REDIS_TIMEOUT_S,
-                                             socket_timeout=REDIS_TIMEOUT_S, retry=Retry(NoBackoff(), 1))
+        self._pool = redis_link.pool(url)
         self._script = Redis(connection_pool=self._pool).register_script(_GCRA)
         self.key_prefix = key_prefix
-        self._shown_url = shown_url
-        self._outage = False
-        self._retry_at = 0.0  # monotonic: while out, when Redis is tried again
-        self._probing = False
+        self._outage = redis_link.Outage(shown_url, fallback="each process keeps its share of the upstream budgets",
+                                         back="upstream budgets are shared again", logger=log)
 
     def key(self, base_url: str, endpoint: str, operation: str) -> str:
         """The Redis key of one budget's rate (the base URL as a short hash)."""
@@ -196,32 +188,12 @@ class SharedRates:
 
     @property
     def out(self) -> bool:
-        return self._outage
+        return self._outage.out
 
     async def reserve(self, key: str, limit: Limit) -> float | None:
-        if self._outage and (self._probing or time.monotonic() < self._retry_at):
-            return None
-        probe = self._outage  # only a probe ends an outage (not a call that began before it)
-        self._probing = self._probing or probe
-        try:
-            wait_us = await self._script(keys=[key], args=[round(limit.interval * 1e6), round(limit.tolerance * 1e6)])
-        except Exception as exc:  # whatever Redis does, no call is refused or failed for it
-            self._went_out(exc)
-            return None
-        finally:
-            if probe:
-                self._probing = False
-        if probe:
-            self._outage = False
-            log.warning("Redis at %s is back: upstream budgets are shared again", self._shown_url)
-        return int(wait_us) / 1e6
-
-    def _went_out(self, exc: Exception) -> None:
-        self._retry_at = time.monotonic() + RETRY_S
-        if not self._outage:
-            self._outage = True
-            log.warning("Redis at %s is unreachable (%s); each process keeps its share of the upstream "
-                        "budgets until it answers again", self._shown_url, type(exc).__name__)
+        wait_us = await self._outage.attempt(
+            lambda: self._script(keys=[key], args=[round(limit.interval * 1e6), round(limit.tolerance * 1e6)]))
+        return None if wait_us is redis_link.OUT else int(wait_us) / 1e6
 
     async def aclose(self) -> None:
         await self._pool.aclose()

@@ -24,7 +24,7 @@ when the next request or token frees up, as ``1s``, ``6m0s``, ``20ms``).
 Redis is a shared convenience, never a gate: when it is unreachable or errs, the counting falls
 back to this process's memory (so each replica enforces the limits alone), one warning is
 logged for the whole outage, and Redis is tried again (by one request at a time) every
-``RETRY_S`` until it answers. Keys without rpm/tpm, and an open podgate, never reach this
+``redis_link.RETRY_S`` until it answers. Keys without rpm/tpm, and an open podgate, never reach this
 module. Counters are kept under the key's name, never the key or its hash.
 """
 
@@ -43,9 +43,8 @@ from limits.aio.storage import MemoryStorage, RedisStorage, Storage
 from limits.aio.strategies import MovingWindowRateLimiter, SlidingWindowCounterRateLimiter
 from limits.util import WindowStats
 from redis.asyncio import ConnectionPool
-from redis.asyncio.retry import Retry
-from redis.backoff import NoBackoff
 
+from adapters import redis_link
 from adapters.openai_protocol import ErrorDetail, ErrorResponse
 from proxy.keys import Refusal
 from proxy.settings import KeySettings, RedisSettings, redacted_url
@@ -57,10 +56,6 @@ __all__ = ["RateLimits", "limited"]
 
 log = logging.getLogger("podgate.ratelimit")
 
-RETRY_S = 5.0
-"""While Redis is out, how often one request tries it again."""
-REDIS_TIMEOUT_S = 0.5
-"""Connect and read timeout of a Redis call; slower counts as an outage (the local count goes on)."""
 _UNBOUNDED = 2**52
 """A limit no count reaches: ``_Counters.add_tokens`` adds tokens without a check."""
 
@@ -105,14 +100,12 @@ class RateLimits:
         self._local = _Counters(MemoryStorage())
         self._pool: ConnectionPool | None = None
         self._shared: _Counters | None = None
-        self._redis_url = redacted_url(redis.url) if redis.url else ""
         if redis.url and self._limits:
-            self._pool = ConnectionPool.from_url(redis.url, socket_connect_timeout=REDIS_TIMEOUT_S,
-                                                 socket_timeout=REDIS_TIMEOUT_S, retry=Retry(NoBackoff(), 1))
+            self._pool = redis_link.pool(redis.url)
             self._shared = _Counters(_redis_storage(redis.url, redis.key_prefix, self._pool))
-        self._outage = False
-        self._retry_at = 0.0  # monotonic: while out, when Redis is tried again
-        self._probing = False
+        self._outage = redis_link.Outage(redacted_url(redis.url) if redis.url else "",
+                                         fallback="rate limits are counted by each process alone",
+                                         back="rate limits are shared again", logger=log)
         self._recording: dict[str, set[asyncio.Task[None]]] = {}
 
     async def admit(self, ctx: RequestContext) -> Refusal | None:
@@ -148,39 +141,17 @@ class RateLimits:
     async def _counting(self, count: Callable[[_Counters], Awaitable[_T]]) -> _T:
         """``count`` on Redis, or on this process's memory while Redis is out (or not set)."""
         shared = self._shared
-        if shared is None or not self._may_try_redis():
-            return await count(self._local)
-        probe = self._outage  # only a probe ends an outage (not a call that began before it)
-        self._probing = self._probing or probe
-        try:
-            result = await count(shared)
-        except Exception as exc:  # whatever Redis does, no request is refused or failed for it
-            self._went_out(exc)
-            return await count(self._local)
-        finally:
-            if probe:
-                self._probing = False
-        if probe:
-            self._outage = False
-            log.warning("Redis at %s is back: rate limits are shared again", self._redis_url)
-        return result
-
-    def _may_try_redis(self) -> bool:
-        """Redis is not out; or it is, a new try is due and no other request is trying."""
-        return not self._outage or (time.monotonic() >= self._retry_at and not self._probing)
-
-    def _went_out(self, exc: Exception) -> None:
-        self._retry_at = time.monotonic() + RETRY_S
-        if not self._outage:
-            self._outage = True
-            log.warning("Redis at %s is unreachable (%s); rate limits are counted by each process alone "
-                        "until it answers again", self._redis_url, type(exc).__name__)
+        if shared is not None:
+            result = await self._outage.attempt(lambda: count(shared))
+            if result is not redis_link.OUT:
+                return result
+        return await count(self._local)
 
     async def aclose(self) -> None:
         """Finish the token counts under way, then close the Redis connections."""
         pending = [t for tasks in self._recording.values() for t in tasks]
         if pending:
-            await asyncio.wait(pending, timeout=2 * REDIS_TIMEOUT_S + 1)
+            await asyncio.wait(pending, timeout=2 * redis_link.TIMEOUT_S + 1)
         if self._pool is not None:
             await self._pool.aclose()
 

@@ -21,7 +21,7 @@ import pytest
 from aiohttp import web
 from redis.asyncio import Redis
 
-import adapters.budgets
+import adapters.redis_link
 from proxy.settings import parse_settings
 from proxy.upstreams import Upstreams
 from tests.adapters.test_budgets import most_in_a_window
@@ -124,7 +124,7 @@ async def test_each_replica_takes_its_own_share_of_the_budget_without_redis_shar
 
 async def test_with_redis_down_calls_go_at_each_replicas_share_with_one_warning(
         endpoint: Endpoint, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch):
-    monkeypatch.setattr(adapters.budgets, "RETRY_S", 0.2)  # Redis is tried again (and again fails) in the run
+    monkeypatch.setattr(adapters.redis_link, "RETRY_S", 0.2)  # Redis is tried again (and again fails) in the run
     caplog.set_level(logging.WARNING, logger="podgate.budgets")
     down = "redis://127.0.0.1:1/0"  # nothing listens there
     a = replica(endpoint, down, "podgate-test-down", replicas=2)
@@ -181,7 +181,7 @@ class Forwarder:
 
 async def test_a_redis_outage_falls_back_and_recovers(endpoint: Endpoint, caplog: pytest.LogCaptureFixture,
                                                      monkeypatch: pytest.MonkeyPatch):
-    monkeypatch.setattr(adapters.budgets, "RETRY_S", 0.1)
+    monkeypatch.setattr(adapters.redis_link, "RETRY_S", 0.1)
     caplog.set_level(logging.WARNING, logger="podgate.budgets")
     redis = Forwarder()
     await redis.start()

@@ -110,6 +110,12 @@ class Engine:
         path = model_path or default_model_path()
         return cls(load_llama(path, n_ctx=n_ctx, n_threads=n_threads), path)
 
+    def close(self) -> None:
+        """Free the model now (a ``Llama`` left to the interpreter's exit is freed after
+        llama_cpp's module is torn down, and prints a traceback)."""
+        self._executor.shutdown(wait=True, cancel_futures=True)
+        self.llm.close()
+
     # ---- prompts --------------------------------------------------------------------------
 
     def chat_prompt(self, messages: list[dict]) -> list[int]:

@@ -26,6 +26,7 @@ posted). The defaults live in ``workers.defaults``.
 from __future__ import annotations
 
 import asyncio
+import atexit
 import os
 import sys
 import threading
@@ -65,6 +66,7 @@ def get_server(threads: int | None = None) -> OpenAIServer:
                                  n_threads=threads or defaults.threads())
             interval_ms = float(os.environ.get("PODGATE_STREAM_INTERVAL_MS") or defaults.STREAM_INTERVAL_MS)
             _server = OpenAIServer(engine, model_name(), stream_interval=interval_ms / 1000)
+            atexit.register(engine.close)  # before the interpreter tears llama_cpp down
         return _server
 
 

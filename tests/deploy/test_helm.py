@@ -248,6 +248,16 @@ def test_chart_setting_decodes(full: Rendered, path: tuple[str, ...], expected: 
         assert [k.name for k in settings.keys] == ["team-a", "team-b"]
 
 
+def test_budgets_are_split_between_the_most_replicas_there_may_be(default: Rendered, full: Rendered) -> None:
+    """RunPod's per-endpoint limits, split between the replicas: replicaCount, or the HPA's
+    maximum; config.budgets.replicas wins."""
+    models = {"models": [{"name": "m", "endpoint": "abc123", "format": "vllm"}]}
+    assert decode(Rendered({"config": models}).toml).budgets.replicas == 2  # replicaCount
+    assert decode(full.toml).budgets.replicas == 12  # autoscaling.maxReplicas
+    chosen = Rendered({"config": {**models, "budgets": {"replicas": 5}}})
+    assert decode(chosen.toml).budgets.replicas == 5
+
+
 def test_keys_secret_decodes_as_keys(full: Rendered) -> None:
     """keys.toml holds ``[[keys]]`` entries that podgate's decoder takes (checked inline in
     podgate.toml, so that the models they name are checked too)."""

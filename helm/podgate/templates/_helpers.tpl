@@ -122,6 +122,13 @@ The chart adds what it owns: [server] drain_s, keys_file, [redis] url (the subch
 {{- if .Values.redis.enabled -}}
 {{- $_ := set $doc "redis" (dict "url" (include "podgate.redisSubchartUrl" .)) -}}
 {{- end -}}
+{{- /* RunPod's per-endpoint limits are shared by the replicas: each keeps its share (the most
+       replicas there may be), unless config.budgets.replicas says otherwise */ -}}
+{{- $budgets := $doc.budgets | default dict -}}
+{{- if not (hasKey $budgets "replicas") -}}
+{{- $_ := set $budgets "replicas" (ternary .Values.autoscaling.maxReplicas .Values.replicaCount .Values.autoscaling.enabled) -}}
+{{- end -}}
+{{- $_ := set $doc "budgets" $budgets -}}
 {{- include "podgate.tomlDocument" (list $doc "config.") | trim -}}
 {{- end -}}
 

@@ -10,7 +10,7 @@ of 0 turns it off.
 
 ``latest`` keeps the last reading per endpoint (``HealthReading``: the answer and when it
 came), readable by anyone at any time: the metrics (``proxy.metrics``: the
-``podgate_endpoint_*`` gauges, read at scrape time), and later the fallbacks across
+``podgate_runpod_endpoint_*`` gauges, read at scrape time), and later the fallbacks across
 endpoints and the console's charts. A failed poll keeps the last reading and puts the
 endpoint in ``failing``; the outage is logged once when it starts and once when it ends,
 never per poll (an endpoint down for an hour at a 15 s interval must not write 240 lines).

@@ -54,7 +54,7 @@ class Gateway:
         self.cancels = CancelQueue(concurrency=t.cancel_concurrency, retries=t.cancel_retries)
         self.limits = RateLimits(settings.keys, settings.redis)
         self.health = HealthPoller(settings.metrics.health_interval_s)
-        self.metrics = Metrics(settings, self.health)
+        self.metrics = Metrics(settings, self.health, self.cancels)
         self.cancels.on_done = self.metrics.cancel_done
         self.drain = Drain(settings.server.drain_s)
 

@@ -67,6 +67,11 @@ class CancelQueue:
         while self._pending or self._tasks:
             await asyncio.sleep(0.01)
 
+    @property
+    def depth(self) -> int:
+        """Cancels queued or in flight (not yet sent, or being retried)."""
+        return len(self._pending)
+
     # -- submit -----------------------------------------------------------------------
     def submit(self, client: RunPodQueueClient, endpoint: str, job_id: str) -> None:
         """Queue ``/cancel/{job_id}``; returns at once (safe inside a dying request)."""

@@ -13,7 +13,8 @@ route, transport or queue knows of metrics:
   time-to-first-token histograms, ``podgate_tokens_total``, ``podgate_requests_cancelled_total``;
 - the upstream seam (``runpod_answer``, ``HTTPUpstream.on_answer``, once per RunPod call):
   ``podgate_runpod_calls_total`` and ``podgate_runpod_rate_limited_total`` (its 429s);
-- the cancel queue (``cancel_done``, ``CancelQueue.on_done``): ``podgate_cancels_total``;
+- the cancel queue (``cancel_done``, ``CancelQueue.on_done``): ``podgate_cancels_total``, and
+  its depth read at scrape time, ``podgate_cancel_queue_depth``;
 - ``StreamGauge`` (ASGI middleware around the routes): ``podgate_active_streams``, the SSE
   responses that started and have not ended (queue and passthrough paths alike);
 - the ``/health`` poller (``proxy.health``), read at scrape time: ``podgate_runpod_endpoint_jobs``,
@@ -47,6 +48,7 @@ from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.exposition import choose_encoder
 from prometheus_client.registry import Collector
 
+from proxy.cancel import CancelQueue
 from proxy.context import RequestContext, get_context
 from proxy.health import HealthPoller
 from proxy.settings import ProxySettings
@@ -83,7 +85,7 @@ class _Children(dict[tuple, Any]):
 class Metrics:
     """The app's registry and the hooks that feed it (module docstring)."""
 
-    def __init__(self, settings: ProxySettings, health: HealthPoller | None = None):
+    def __init__(self, settings: ProxySettings, health: HealthPoller | None = None, cancel_queue: CancelQueue | None = None):
         self.registry = CollectorRegistry()
         r = self.registry
         self._models = {m.name: m.name for m in settings.models}
@@ -107,6 +109,10 @@ class Metrics:
                           "already gone; failed: retries exhausted).", ["result"], registry=r)
         active = Gauge("podgate_active_streams", "Streaming responses started and not yet ended.", ["model"],
                        registry=r)
+        if cancel_queue is not None:
+            Gauge("podgate_cancel_queue_depth", "Cancels of abandoned jobs queued or in flight (RunPod allows "
+                  "100 per 10 s per endpoint: a burst of leaving clients shows here).",
+                  registry=r).set_function(lambda: cancel_queue.depth)
         self._requests = _Children(requests)
         self._duration = _Children(duration)
         self._ttft = _Children(ttft)

@@ -18,7 +18,9 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from adapters.http_upstream import HTTPUpstream, make_transport
+from adapters.runpod_client import RunPodQueueClient
 from adapters.upstream import RunPodError, UpstreamRequest
+from proxy.cancel import CancelQueue
 from proxy.keys import hash_key
 from proxy.metrics import Metrics
 from proxy.settings import SettingsError, parse_settings
@@ -224,6 +226,26 @@ async def test_a_call_that_got_no_answer_is_counted_as_error():
                for s in f.samples}
     assert value(samples, "podgate_runpod_calls_total", operation="run", status="error") == 2
     assert "rpa_SECRET" not in body.decode()
+
+
+def test_the_cancel_queue_depth_is_read_at_scrape_time():
+    """Cancels queued and not sent yet (a queue that is not running, as while a burst waits
+    for RunPod's /cancel budget) show in ``podgate_cancel_queue_depth``; a coalesced duplicate
+    does not count twice."""
+    settings = parse_settings('[[models]]\nname = "m"\nendpoint = "ep"\nformat = "vllm"\n', env={"RUNPOD_API_KEY": "x"})
+    queue = CancelQueue()
+    metrics = Metrics(settings, cancel_queue=queue)
+
+    def depth() -> float:
+        body, _ = metrics.exposition(None)
+        families = {f.name: f for f in text_string_to_metric_families(body.decode())}
+        return families["podgate_cancel_queue_depth"].samples[0].value
+
+    assert depth() == 0
+    client = RunPodQueueClient(HTTPUpstream(make_transport(), "http://127.0.0.1:9/v2", "x"))
+    for job in ("j1", "j2", "j1"):
+        queue.submit(client, "ep", job)
+    assert depth() == 2
 
 
 @pytest.mark.parametrize("line, problem", [("health_interval_s = -1", "metrics.health_interval_s: must not be negative"),

@@ -83,8 +83,10 @@ class RunPodQueueClient:
         body = _enc.encode({"input": job_input})
         return await self._call(_status_dec, UpstreamRequest("POST", f"{endpoint}/runsync", "runsync", body, wait_ms))
 
-    async def status(self, endpoint: str, job_id: str) -> JobStatus:
-        return await self._call(_status_dec, UpstreamRequest("GET", f"{endpoint}/status/{job_id}", "status"))
+    async def status(self, endpoint: str, job_id: str, *, ttl_ms: int | None = None) -> JobStatus:
+        """The job's status; ``ttl_ms`` also re-sets how long RunPod keeps it (``?ttl=``)."""
+        query = "" if ttl_ms is None else f"?ttl={ttl_ms}"
+        return await self._call(_status_dec, UpstreamRequest("GET", f"{endpoint}/status/{job_id}{query}", "status"))
 
     async def stream(self, endpoint: str, job_id: str, *, wait_ms: int | None = None) -> StreamPoll:
         return await self._call(_stream_dec, UpstreamRequest("GET", f"{endpoint}/stream/{job_id}", "stream",

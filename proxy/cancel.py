@@ -1,4 +1,6 @@
-"""The app-owned cancel queue: ``/cancel/{id}`` for jobs nobody is waiting for any more.
+"""The app-owned cancel queue: ``/cancel/{id}`` for jobs nobody is waiting for any more,
+and ``/status/{id}?ttl=`` for jobs whose result was read (``retain``): the calls about a job
+that outlive its request.
 
 A request whose client went away (or that timed out) must not await its own ``/cancel``:
 under uvicorn its generator/handler is being cancelled at that moment (DESIGN.md
@@ -14,6 +16,12 @@ queue's own task sends the cancel, outliving the request.
 - ``submit_when_known(task, ...)`` handles a job whose id is not known yet (a
   ``/runsync`` still in flight when the client left): when the call returns a
   non-terminal job, that job is cancelled.
+
+``retain(client, endpoint, job_id, ttl_ms)`` shortens RunPod's retention of a result podgate
+has read (RunPod keeps a ``/runsync`` result for a minute, a ``/run`` one for 30 minutes;
+nobody will read it again, and it holds the prompt and the answer). Best effort and cheap: at
+most ``RETAIN_CONCURRENCY`` calls at once, at most ``RETAIN_PENDING`` waiting (more are
+dropped), no retries, failures logged at debug level, and none sent at shutdown.
 """
 
 from __future__ import annotations
@@ -29,6 +37,9 @@ from adapters.upstream import RunPodError
 
 log = logging.getLogger("podgate.cancel")
 
+RETAIN_CONCURRENCY = 4
+RETAIN_PENDING = 1000
+
 
 class CancelQueue:
     def __init__(self, *, concurrency: int = 20, retries: int = 3, backoff_s: float = 0.5):
@@ -43,6 +54,9 @@ class CancelQueue:
         self.failed = 0
         self.on_done: Callable[[str, str, bool], None] | None = None
         """Test/metrics hook: called with (endpoint, job_id, ok) after each cancel."""
+        self._retaining: set[asyncio.Task] = set()
+        self._retain_sem = asyncio.Semaphore(RETAIN_CONCURRENCY)
+        self.retained = 0
 
     # -- lifecycle --------------------------------------------------------------------
     def start(self) -> None:
@@ -57,7 +71,7 @@ class CancelQueue:
             await asyncio.wait_for(self._drain(), timeout)
         except TimeoutError:
             log.warning("cancel queue closed with %d cancels unsent", len(self._pending))
-        tasks = [*self._tasks, *([self._runner] if self._runner else [])]
+        tasks = [*self._tasks, *self._retaining, *([self._runner] if self._runner else [])]
         for t in tasks:
             t.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
@@ -98,6 +112,22 @@ class CancelQueue:
 
         self._tasks.add(task)
         task.add_done_callback(done)
+
+    def retain(self, client: RunPodQueueClient, endpoint: str, job_id: str, ttl_ms: int) -> None:
+        """Shorten the retention of a job's result to ``ttl_ms`` (module docstring); returns at once."""
+        if not job_id or ttl_ms <= 0 or len(self._retaining) >= RETAIN_PENDING:
+            return
+        task = asyncio.get_running_loop().create_task(self._retain(client, endpoint, job_id, ttl_ms))
+        self._retaining.add(task)
+        task.add_done_callback(self._retaining.discard)
+
+    async def _retain(self, client: RunPodQueueClient, endpoint: str, job_id: str, ttl_ms: int) -> None:
+        try:
+            async with self._retain_sem:
+                await client.status(endpoint, job_id, ttl_ms=ttl_ms)
+            self.retained += 1
+        except RunPodError as exc:  # gone already, or RunPod busy: the result expires on its own
+            log.debug("status?ttl for %s/%s failed: %s", endpoint, job_id, exc.message)
 
     # -- the sender -------------------------------------------------------------------
     async def _cancel(self, client: RunPodQueueClient, endpoint: str, job_id: str) -> None:

@@ -68,25 +68,30 @@ class ClientDisconnected(Exception):
 
 
 class JobGuard:
-    """Cancels the job when the request ends before the job did."""
+    """Cancels the job when the request ends before the job did; when it did, shortens the
+    retention of its result to ``result_ttl_ms`` (0: RunPod's own)."""
 
-    __slots__ = ("client", "endpoint", "job_id", "cancels", "finished", "released")
+    __slots__ = ("client", "endpoint", "job_id", "cancels", "finished", "released", "result_ttl_ms")
 
-    def __init__(self, cancels: CancelQueue, client: RunPodQueueClient, endpoint: str, job_id: str):
+    def __init__(self, cancels: CancelQueue, client: RunPodQueueClient, endpoint: str, job_id: str, *,
+                 result_ttl_ms: int = 0):
         self.cancels = cancels
         self.client = client
         self.endpoint = endpoint
         self.job_id = job_id
         self.finished = False
         self.released = False
+        self.result_ttl_ms = result_ttl_ms
 
     def release(self) -> bool:
-        """End of the request: queue ``/cancel`` unless the job finished. Idempotent.
-        Returns True when a cancel was queued. Never blocks, never raises."""
+        """End of the request: queue ``/cancel`` unless the job finished (then its result's
+        ``/status?ttl=``). Idempotent. Returns True when a cancel was queued. Never blocks,
+        never raises."""
         if self.released:
             return False
         self.released = True
         if self.finished:
+            self.cancels.retain(self.client, self.endpoint, self.job_id, self.result_ttl_ms)
             return False
         self.cancels.submit(self.client, self.endpoint, self.job_id)
         return True

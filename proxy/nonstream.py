@@ -84,7 +84,7 @@ async def run_job(binding: ModelBinding, job_input: Any, new_decoder: Callable[[
         cancels.submit_when_known(submit, binding.client, binding.endpoint)
         raise request_timeout() from None
     ctx.job_id = job.id
-    guard = JobGuard(cancels, binding.client, binding.endpoint, job.id)
+    guard = JobGuard(cancels, binding.client, binding.endpoint, job.id, result_ttl_ms=timing.result_ttl_ms)
     guard.finished = job.terminal
     try:
         if job.terminal and not _output_on_stream(job):

@@ -165,6 +165,12 @@ class TimingSettings(_Section):
     """Read timeout for one upstream call, on top of any ``wait`` it asked the upstream for."""
     max_connections: PositiveCount = 400
     """Per upstream base URL: RunPod allows 400 concurrent ``/runsync``/``/status``/``/stream``."""
+    result_ttl_ms: Millis = 10_000
+    """Once podgate has read a ``/runsync`` job's result, RunPod keeps it only this much longer
+    (``/status?ttl=``; RunPod's own: a minute); 0 leaves it."""
+    stream_result_ttl_ms: Millis = 0
+    """The same for a streamed (``/run``) job's result (RunPod's own: 30 minutes): one more
+    call per stream, so off (0) by default."""
     cancel_concurrency: PositiveCount = 20
     """Concurrent ``/cancel`` calls (RunPod allows 20 per endpoint)."""
     cancel_retries: Count = 3

@@ -174,7 +174,7 @@ async def start_stream(completion: Completion, ctx: RequestContext, *, receive: 
         cancels.submit_when_known(submit, binding.client, binding.endpoint)
         raise
     ctx.job_id = job.id
-    guard = JobGuard(cancels, binding.client, binding.endpoint, job.id)
+    guard = JobGuard(cancels, binding.client, binding.endpoint, job.id, result_ttl_ms=timing.stream_result_ttl_ms)
     source = JobEvents(binding.client, binding.endpoint, job.id, completion.new_decoder, timing, guard, on_rerun="fail")
     stream = StreamJob(completion, ctx, timing, guard, source, drain)
     try:

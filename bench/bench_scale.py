@@ -1,0 +1,288 @@
+"""The scale run of issue 11: many concurrent streaming clients through one podgate process.
+
+On loopback: the local endpoint (``podgate endpoint``) with real ``runpod`` SDK workers whose
+handler streams ``--tokens`` tokens at ``--rate`` tokens/s (each first token carries the wall
+clock of its yield), one ``podgate serve --config`` in front (RunPod's budgets on, as in
+production), and ``--streams`` clients that each stream one completion after another for
+``--seconds``. Printed:
+
+- ``/stream`` calls per 10 s that podgate made (from its ``/metrics``; RunPod allows 2,000),
+  and the most in any 10 s window;
+- time to first token: from the worker's first yield to the client's read of it (p50, p99),
+  and the gap between tokens as the client reads them (p50, p99);
+- errors (anything but a whole answer ending in ``[DONE]``);
+- podgate's peak RSS and its CPU-seconds per stream-second;
+- then the disconnect storm: ``--streams`` long streams, all clients gone at once; how long
+  until every job is CANCELLED on the endpoint, and the most ``/cancel`` calls podgate made in
+  any 10 s window (RunPod allows 100).
+
+    .venv/bin/python bench/bench_scale.py [--streams 200] [--seconds 30] [--workers 4]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import math
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+TOKENS = int(os.environ.get("BENCH_SCALE_TOKENS", "20"))
+RATE = float(os.environ.get("BENCH_SCALE_RATE", "20"))
+
+
+async def paced_handler(job):
+    """Era C style SSE text, one token every 1/RATE s; the first token is the wall clock of its
+    yield. ``input.openai_input.max_tokens`` (when set) replaces ``TOKENS``."""
+    body = (job.get("input") or {}).get("openai_input") or {}
+    tokens = int(body.get("max_tokens") or TOKENS)
+    base = {"id": "c", "object": "chat.completion.chunk", "created": 0, "model": "m"}
+
+    def ev(delta, finish=None):
+        return "data: " + json.dumps({**base, "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]}) + "\n\n"
+
+    yield ev({"role": "assistant", "content": repr(time.time())})
+    for _ in range(tokens - 1):
+        await asyncio.sleep(1 / RATE)
+        yield ev({"content": " tok"})
+    yield ev({}, "stop") + "data: [DONE]\n\n"
+
+
+def _pct(values: list[float], q: float) -> float:
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, math.ceil(q * len(ordered)) - 1)]
+
+
+def _proc_stats(pid: int) -> tuple[float, int]:
+    """(CPU-seconds so far, peak RSS in bytes) of a process, from /proc."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    cpu = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    peak = 0
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmHWM:"):
+                peak = int(line.split()[1]) * 1024
+    return cpu, peak
+
+
+def _counter(metrics_text: str, name: str, **labels: str) -> float:
+    from prometheus_client.parser import text_string_to_metric_families
+
+    total = 0.0
+    for family in text_string_to_metric_families(metrics_text):
+        for s in family.samples:
+            if s.name == name and all(s.labels.get(k) == v for k, v in labels.items()):
+                total += s.value
+    return total
+
+
+class Sampler:
+    """podgate's cumulative RunPod calls of one operation, read from /metrics every second."""
+
+    def __init__(self, metrics_url: str, operation: str):
+        self.url, self.operation = metrics_url, operation
+        self.samples: list[tuple[float, float]] = []
+        self._task: asyncio.Task | None = None
+
+    async def _run(self, http) -> None:
+        while True:
+            text = (await http.get(self.url)).text
+            self.samples.append((time.monotonic(), _counter(text, "podgate_runpod_calls_total", operation=self.operation)))
+            await asyncio.sleep(1.0)
+
+    def start(self, http) -> None:
+        self._task = asyncio.ensure_future(self._run(http))
+
+    async def stop(self) -> None:
+        assert self._task is not None
+        self._task.cancel()
+        try:
+            await self._task
+        except asyncio.CancelledError:
+            pass
+
+    def most_in(self, window_s: float = 10.0) -> float:
+        """The most calls in any window of ``window_s`` (between samples a second apart)."""
+        best = 0.0
+        for i, (t0, c0) in enumerate(self.samples):
+            for t1, c1 in self.samples[i + 1:]:
+                if t1 - t0 > window_s + 0.5:
+                    break
+                best = max(best, c1 - c0)
+        return best
+
+    def per_10s(self) -> float:
+        (t0, c0), (t1, c1) = self.samples[0], self.samples[-1]
+        return (c1 - c0) / (t1 - t0) * 10 if t1 > t0 else 0.0
+
+
+async def _stream_once(http, body: dict, ttfts: list[float], gaps: list[float]) -> bool:
+    """One streamed completion; True when it ended with [DONE] and no error."""
+    last = None
+    done = False
+    async with http.stream("POST", "/chat/completions", json=body) as r:
+        if r.status_code != 200:
+            await r.aread()
+            return False
+        async for line in r.aiter_lines():
+            if line == "data: [DONE]":
+                done = True
+            elif line.startswith("data: {"):
+                chunk = json.loads(line[6:])
+                if "error" in chunk:
+                    return False
+                content = chunk["choices"][0]["delta"].get("content") if chunk.get("choices") else None
+                if content is None:
+                    continue
+                now = time.time()
+                if last is None:
+                    ttfts.append((now - float(content)) * 1000)
+                else:
+                    gaps.append((now - last) * 1000)
+                last = now
+    return done
+
+
+async def sustained(base_url: str, metrics_url: str, streams: int, seconds: float, pid: int) -> dict:
+    import httpx
+
+    ttfts: list[float] = []
+    gaps: list[float] = []
+    results = {"ok": 0, "errors": 0}
+    body = {"model": "m", "messages": [{"role": "user", "content": "x"}], "stream": True}
+    limits = httpx.Limits(max_connections=streams + 10, max_keepalive_connections=streams + 10)
+    async with httpx.AsyncClient(base_url=base_url, timeout=120, limits=limits) as http:
+        sampler = Sampler(metrics_url, "stream")
+        sampler.start(http)
+        cpu0, _ = _proc_stats(pid)
+        t0 = time.monotonic()
+        deadline = t0 + seconds
+
+        async def client() -> None:
+            while time.monotonic() < deadline:
+                try:
+                    ok = await _stream_once(http, body, ttfts, gaps)
+                except Exception:
+                    ok = False
+                results["ok" if ok else "errors"] += 1
+
+        await asyncio.gather(*(client() for _ in range(streams)))
+        elapsed = time.monotonic() - t0
+        cpu1, peak = _proc_stats(pid)
+        await asyncio.sleep(1.0)
+        await sampler.stop()
+    return {"streams": streams, "elapsed_s": elapsed, **results,
+            "ttft_p50": _pct(ttfts, 0.5), "ttft_p99": _pct(ttfts, 0.99),
+            "gap_p50": _pct(gaps, 0.5), "gap_p99": _pct(gaps, 0.99),
+            "stream_per_10s": sampler.per_10s(), "stream_most_10s": sampler.most_in(),
+            "rss_mib": peak / 2**20, "cpu_per_stream_s": (cpu1 - cpu0) / (streams * elapsed)}
+
+
+async def disconnect_storm(base_url: str, metrics_url: str, endpoint, streams: int) -> dict:
+    """``streams`` long streams; once each has its first token, every client leaves at once."""
+    import httpx
+
+    body = {"model": "m", "messages": [{"role": "user", "content": "x"}], "stream": True, "max_tokens": 100_000}
+    limits = httpx.Limits(max_connections=streams + 10, max_keepalive_connections=0)
+    job_ids: list[str] = []
+    streaming = [0]
+    started = asyncio.Event()
+    go = asyncio.Event()
+
+    async def client(http) -> None:
+        async with http.stream("POST", "/chat/completions", json=body) as r:
+            job_ids.append(r.headers.get("x-runpod-job-id", ""))
+            async for line in r.aiter_lines():
+                if '"content"' in line:
+                    break
+            streaming[0] += 1
+            if streaming[0] == streams:
+                started.set()
+            await go.wait()
+
+    async with httpx.AsyncClient(base_url=base_url, timeout=300, limits=limits) as http, \
+            httpx.AsyncClient(timeout=30, headers={"Authorization": f"Bearer {endpoint.api_key}"}) as ep:
+        sampler = Sampler(metrics_url, "cancel")
+        sampler.start(http)
+        tasks = [asyncio.ensure_future(client(http)) for _ in range(streams)]
+        await asyncio.wait_for(started.wait(), 300)
+        t0 = time.monotonic()
+        go.set()
+        for t in tasks:
+            t.cancel()  # every client closes its connection now
+        await asyncio.gather(*tasks, return_exceptions=True)
+        pending = {j for j in job_ids if j}
+        while pending and time.monotonic() - t0 < 300:
+            for job in list(pending)[:200]:
+                status = (await ep.get(f"{endpoint.url()}/status/{job}")).json().get("status")
+                if status == "CANCELLED":
+                    pending.discard(job)
+            await asyncio.sleep(0.2)
+        all_cancelled_s = time.monotonic() - t0
+        await asyncio.sleep(1.0)
+        await sampler.stop()
+    return {"streams": streams, "all_cancelled_s": all_cancelled_s, "not_cancelled": len(pending),
+            "cancel_most_10s": sampler.most_in()}
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--streams", type=int, default=200)
+    ap.add_argument("--seconds", type=float, default=30.0)
+    ap.add_argument("--workers", type=int, default=4)
+    ap.add_argument("--skip-storm", action="store_true", help="no disconnect storm")
+    args = ap.parse_args()
+    os.chdir(ROOT)
+    from tests.conftest import _Factory
+    from tests.proxy.conftest import start_proxy, write_config
+
+    with tempfile.TemporaryDirectory() as d:
+        tmp = Path(d)
+        factory = _Factory(tmp)
+        try:
+            server = factory(endpoints=("ep",))
+            per_worker = math.ceil(args.streams / args.workers) + 5
+            for _ in range(args.workers):
+                server.worker("bench.bench_scale:paced_handler", concurrency=per_worker, wait=False)
+            server.wait_for_workers(count=args.workers, timeout=60)
+            cfg = write_config(tmp / "scale.toml", server.base, "ep", models={"m": ("vllm", "era-c")},
+                               timing={"first_byte_wait_s": 0.0, "keepalive_s": 10.0})
+            proxy = start_proxy(cfg, server.api_key, tmp)
+            metrics_url = f"http://127.0.0.1:{proxy.port}/metrics"
+            try:
+                print(f"# bench_scale: {args.streams} streams, {args.seconds:.0f} s, {args.workers} SDK workers, "
+                      f"{TOKENS} tokens at {RATE:.0f}/s per stream; podgate pid {proxy.proc.pid}", flush=True)
+                r = asyncio.run(sustained(proxy.base_url, metrics_url, args.streams, args.seconds, proxy.proc.pid))
+                print(f"streams {r['streams']}: {r['ok']} answers, {r['errors']} errors in {r['elapsed_s']:.0f} s")
+                print(f"  /stream calls per 10 s: {r['stream_per_10s']:.0f} on average, {r['stream_most_10s']:.0f} "
+                      f"at most (RunPod allows 2,000)")
+                print(f"  time to first token (worker's yield → client): p50 {r['ttft_p50']:.0f} ms, "
+                      f"p99 {r['ttft_p99']:.0f} ms")
+                print(f"  gap between tokens at the client: p50 {r['gap_p50']:.0f} ms, p99 {r['gap_p99']:.0f} ms "
+                      f"(the worker's: {1000 / RATE:.0f} ms)")
+                print(f"  podgate: peak RSS {r['rss_mib']:.0f} MiB, {r['cpu_per_stream_s'] * 1000:.1f} "
+                      f"CPU-ms per stream-second")
+                if not args.skip_storm:
+                    s = asyncio.run(disconnect_storm(proxy.base_url, metrics_url, server, args.streams))
+                    print(f"disconnect storm, {s['streams']} streams: all CANCELLED {s['all_cancelled_s']:.1f} s "
+                          f"after the clients left ({s['not_cancelled']} not); /cancel calls at most "
+                          f"{s['cancel_most_10s']:.0f} in 10 s (RunPod allows 100)")
+            finally:
+                proxy.stop()
+        finally:
+            factory.close()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

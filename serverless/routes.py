@@ -61,13 +61,13 @@ def _authorize(request: Request, key: str | None) -> None:
         raise ApiError(401, "unauthorized")
 
 
-def _caller(request: Request, endpoint_id: str) -> tuple[EndpointService, AbstractContextManager[None]]:
-    """Auth + endpoint check for a caller route; returns the limit context of the route's
-    operation to enter."""
+async def _caller(request: Request, endpoint_id: str) -> tuple[EndpointService, AbstractContextManager[None]]:
+    """Auth + endpoint check for a caller route, and admission by the limits of the route's
+    operation; returns the concurrency slot to enter at once (leaving it frees the slot)."""
     svc = _service(request)
     _authorize(request, svc.settings.api_key)
     svc.check_endpoint(endpoint_id)
-    return svc, svc.limiter.acquire(endpoint_id, request.route_handler.opt[OPERATION], svc.clock())
+    return svc, await svc.limiter.acquire(endpoint_id, request.route_handler.opt[OPERATION], svc.clock())
 
 
 def _worker(request: Request, endpoint_id: str) -> EndpointService:
@@ -118,7 +118,7 @@ def _no_content() -> Response[bytes]:
 
 @post("/v2/{endpoint_id:str}/run", status_code=200, opt=operation("run"))
 async def run(request: Request, endpoint_id: str) -> Response[bytes]:
-    svc, limit = _caller(request, endpoint_id)
+    svc, limit = await _caller(request, endpoint_id)
     with limit:
         body = await _body(request, svc.settings.max_run_body)
         job = await svc.submit(endpoint_id, body, sync=False)
@@ -127,7 +127,7 @@ async def run(request: Request, endpoint_id: str) -> Response[bytes]:
 
 @post("/v2/{endpoint_id:str}/runsync", status_code=200, opt=operation("runsync"))
 async def runsync(request: Request, endpoint_id: str, wait: int | None = None) -> Response[bytes]:
-    svc, limit = _caller(request, endpoint_id)
+    svc, limit = await _caller(request, endpoint_id)
     with limit:
         body = await _body(request, svc.settings.max_runsync_body)
         return _json(await svc.runsync(endpoint_id, body, wait))
@@ -136,7 +136,7 @@ async def runsync(request: Request, endpoint_id: str, wait: int | None = None) -
 @route("/v2/{endpoint_id:str}/status/{job_id:str}", http_method=["GET", "POST"], status_code=200,
        opt=operation("status"))
 async def status(request: Request, endpoint_id: str, job_id: str, ttl: int | None = None) -> Response[bytes]:
-    svc, limit = _caller(request, endpoint_id)
+    svc, limit = await _caller(request, endpoint_id)
     with limit:
         return _json(await svc.status(endpoint_id, job_id, ttl))
 
@@ -144,7 +144,7 @@ async def status(request: Request, endpoint_id: str, job_id: str, ttl: int | Non
 @route("/v2/{endpoint_id:str}/status-sync/{job_id:str}", http_method=["GET", "POST"], status_code=200,
        opt=operation("status-sync"))
 async def status_sync(request: Request, endpoint_id: str, job_id: str, wait: int | None = None) -> Response[bytes]:
-    svc, limit = _caller(request, endpoint_id)
+    svc, limit = await _caller(request, endpoint_id)
     with limit:
         return _json(await svc.status_sync(endpoint_id, job_id, wait))
 
@@ -152,35 +152,35 @@ async def status_sync(request: Request, endpoint_id: str, job_id: str, wait: int
 @route("/v2/{endpoint_id:str}/stream/{job_id:str}", http_method=["GET", "POST"], status_code=200,
        opt=operation("stream"))
 async def stream(request: Request, endpoint_id: str, job_id: str, wait: int | None = None) -> Response[bytes]:
-    svc, limit = _caller(request, endpoint_id)
+    svc, limit = await _caller(request, endpoint_id)
     with limit:
         return _json(await svc.stream(endpoint_id, job_id, wait))
 
 
 @post("/v2/{endpoint_id:str}/cancel/{job_id:str}", status_code=200, opt=operation("cancel"))
 async def cancel(request: Request, endpoint_id: str, job_id: str) -> Response[bytes]:
-    svc, limit = _caller(request, endpoint_id)
+    svc, limit = await _caller(request, endpoint_id)
     with limit:
         return _json(await svc.cancel(endpoint_id, job_id))
 
 
 @post("/v2/{endpoint_id:str}/retry/{job_id:str}", status_code=200, opt=operation("retry"))
 async def retry(request: Request, endpoint_id: str, job_id: str) -> Response[bytes]:
-    svc, limit = _caller(request, endpoint_id)
+    svc, limit = await _caller(request, endpoint_id)
     with limit:
         return _json(await svc.retry(endpoint_id, job_id))
 
 
 @post("/v2/{endpoint_id:str}/purge-queue", status_code=200, opt=operation("purge-queue"))
 async def purge_queue(request: Request, endpoint_id: str) -> Response[bytes]:
-    svc, limit = _caller(request, endpoint_id)
+    svc, limit = await _caller(request, endpoint_id)
     with limit:
         return _json(await svc.purge(endpoint_id))
 
 
 @get("/v2/{endpoint_id:str}/health", opt=operation("health"))
 async def health(request: Request, endpoint_id: str) -> Response[bytes]:
-    svc, limit = _caller(request, endpoint_id)
+    svc, limit = await _caller(request, endpoint_id)
     with limit:
         return _json(await svc.health(endpoint_id))
 
@@ -188,7 +188,7 @@ async def health(request: Request, endpoint_id: str) -> Response[bytes]:
 @route("/v2/{endpoint_id:str}/openai/v1/{rest:path}", http_method=["GET", "POST"], status_code=200,
        opt=operation("openai"))
 async def openai(request: Request, endpoint_id: str, rest: PurePosixPath) -> Response:
-    svc, limit = _caller(request, endpoint_id)
+    svc, limit = await _caller(request, endpoint_id)
     slot = ExitStack()
     slot.enter_context(limit)  # held until the answer ends: a stream's last byte, too
     try:

@@ -33,6 +33,8 @@ from urllib.parse import urlsplit
 
 import msgspec
 import redis.asyncio as aioredis
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
 
 from serverless.jobs import EndpointHealth, Job, JobCounts, Outcome, WorkerCounts
@@ -257,14 +259,19 @@ class RedisStore(JobStore):
                  client_name: str = "podgate-store") -> None:
         self.prefix = prefix
         self._ns = prefix if prefix.endswith(":") else prefix + ":"  # "podgate" and "podgate:" alike
+        # one quick retry: a pooled connection that an outage closed reconnects instead of failing
         self._pool = aioredis.BlockingConnectionPool.from_url(url, max_connections=max_connections, timeout=30,
-                                                              client_name=client_name)
+                                                              client_name=client_name, retry=Retry(NoBackoff(), 1))
+        # the subscription has its own connection, without that retry: redis-py would otherwise
+        # resubscribe silently, and waiters must learn that events may have been missed
+        self._sub_pool = aioredis.ConnectionPool.from_url(url, max_connections=2, client_name=client_name)
+        self._sub_client = aioredis.Redis(connection_pool=self._sub_pool)
         self._client = aioredis.Redis(connection_pool=self._pool)
         self._channel = f"{self._ns}events"
         self._common = (self._channel, int(expiry_grace * 1000), int(stop_signal_ttl * 1000))
         self._sweep_limit = sweep_limit
         self._link = _Link(url)
-        self._events = _Notifier(self._client, self._channel, poll_interval, self._link)
+        self._events = _Notifier(self._sub_client, self._channel, poll_interval, self._link)
         self._scripts = {name: self._client.register_script(lua.PRELUDE + getattr(lua, name))
                          for name in lua.SCRIPTS}
 
@@ -400,6 +407,8 @@ class RedisStore(JobStore):
         await self._events.close()
         await self._client.aclose()
         await self._pool.aclose()
+        await self._sub_client.aclose()
+        await self._sub_pool.aclose()
 
     async def delete_all(self) -> int:
         """Delete every key under this store's prefix (tests, resets); returns how many."""

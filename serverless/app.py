@@ -27,7 +27,7 @@ from serverless.openai_gateway import OpenAIGateway
 from serverless.routes import JSON, ROUTES
 from serverless.service import ApiError, EndpointService
 from serverless.settings import EndpointSettings
-from serverless.store.base import JobStore
+from serverless.store.base import JobStore, StoreUnavailable
 
 log = logging.getLogger("podgate.serverless")
 
@@ -43,6 +43,11 @@ def _api_error(_: Request, exc: ApiError) -> Response[bytes]:
 
 def _rate_limited(_: Request, exc: RateLimited) -> Response[bytes]:
     return _error(429, str(exc), {"Retry-After": str(exc.retry_after)})
+
+
+def _store_unavailable(_: Request, exc: StoreUnavailable) -> Response[bytes]:
+    # not logged: the store logs each outage once, not each request it fails
+    return _error(503, "job store unavailable, retry shortly", {"Retry-After": "1"})
 
 
 def _http_error(_: Request, exc: HTTPException) -> Response[bytes]:
@@ -99,6 +104,7 @@ def create_app(settings: EndpointSettings, store: JobStore | None = None) -> Lit
         exception_handlers={
             ApiError: _api_error,
             RateLimited: _rate_limited,
+            StoreUnavailable: _store_unavailable,
             HTTPException: _http_error,
             Exception: _internal_error,
         },

@@ -4,7 +4,9 @@ key, the endpoint and the operation's limits, reads the raw body and calls
 :class:`serverless.service.EndpointService`. Bodies are read as raw bytes and decoded with
 msgspec (worker posts are JSON under a form content type); every response is JSON. The
 worker's held polls (job-take, job-take-batch, job-stop) watch for the worker closing the
-connection (:func:`_client_gone`), so that no job is handed to a worker that has gone.
+connection (:func:`_client_gone`), so that no job is handed to a worker that has gone; when
+the store is out they answer 503 only after a pause (:func:`_paced`), as the SDK does not
+back off.
 ``/openai/v1/*`` is RunPod's OpenAI gateway (``serverless.openai_gateway``): JSON, or SSE
 for a streaming request. Each ``/v2`` route names its operation in its ``opt``
 (:func:`serverless.metrics.operation`): the caller routes' limits are that operation's, and
@@ -18,8 +20,10 @@ from __future__ import annotations
 import asyncio
 import hmac
 from collections.abc import AsyncIterator
+from collections.abc import Awaitable
 from contextlib import AbstractContextManager, ExitStack, asynccontextmanager
 from pathlib import PurePosixPath
+from typing import TypeVar
 
 import msgspec
 from litestar import Request, Response, get, post, route
@@ -30,9 +34,13 @@ from litestar.status_codes import HTTP_200_OK
 from serverless.metrics import MEDIA_TYPE, OPERATION, operation
 from serverless.openai_gateway import SSE, OpenAIGateway
 from serverless.service import ApiError, EndpointService
+from serverless.store.base import StoreUnavailable
 
 JSON = "application/json"
 _EMPTY_OK = b"{}"
+#: a held worker poll that the store failed answers 503 this late (its Retry-After)
+OUTAGE_PACE = 1.0
+_T = TypeVar("_T")
 
 
 def _service(request: Request) -> EndpointService:
@@ -61,13 +69,13 @@ def _authorize(request: Request, key: str | None) -> None:
         raise ApiError(401, "unauthorized")
 
 
-def _caller(request: Request, endpoint_id: str) -> tuple[EndpointService, AbstractContextManager[None]]:
-    """Auth + endpoint check for a caller route; returns the limit context of the route's
-    operation to enter."""
+async def _caller(request: Request, endpoint_id: str) -> tuple[EndpointService, AbstractContextManager[None]]:
+    """Auth + endpoint check for a caller route, and admission by the limits of the route's
+    operation; returns the concurrency slot to enter at once (leaving it frees the slot)."""
     svc = _service(request)
     _authorize(request, svc.settings.api_key)
     svc.check_endpoint(endpoint_id)
-    return svc, svc.limiter.acquire(endpoint_id, request.route_handler.opt[OPERATION], svc.clock())
+    return svc, await svc.limiter.acquire(endpoint_id, request.route_handler.opt[OPERATION], svc.clock())
 
 
 def _worker(request: Request, endpoint_id: str) -> EndpointService:
@@ -106,6 +114,18 @@ async def _client_gone(request: Request) -> AsyncIterator[asyncio.Future[None]]:
         watcher.cancel()
 
 
+async def _paced(poll: Awaitable[_T], gone: asyncio.Future[None]) -> _T:
+    """A held worker poll's answer; when the store is out, its 503 comes after
+    ``OUTAGE_PACE`` (or once the worker is gone). The runpod SDK polls again at once after an
+    error, whatever Retry-After says: an immediate 503 would make each worker spin (and log an
+    error) thousands of times a second for the whole outage; a poll is held anyway."""
+    try:
+        return await poll
+    except StoreUnavailable:
+        await asyncio.wait((gone,), timeout=OUTAGE_PACE)
+        raise
+
+
 def _json(content: bytes, status_code: int = HTTP_200_OK) -> Response[bytes]:
     return Response(content=content, media_type=JSON, status_code=status_code)
 
@@ -118,7 +138,7 @@ def _no_content() -> Response[bytes]:
 
 @post("/v2/{endpoint_id:str}/run", status_code=200, opt=operation("run"))
 async def run(request: Request, endpoint_id: str) -> Response[bytes]:
-    svc, limit = _caller(request, endpoint_id)
+    svc, limit = await _caller(request, endpoint_id)
     with limit:
         body = await _body(request, svc.settings.max_run_body)
         job = await svc.submit(endpoint_id, body, sync=False)
@@ -127,7 +147,7 @@ async def run(request: Request, endpoint_id: str) -> Response[bytes]:
 
 @post("/v2/{endpoint_id:str}/runsync", status_code=200, opt=operation("runsync"))
 async def runsync(request: Request, endpoint_id: str, wait: int | None = None) -> Response[bytes]:
-    svc, limit = _caller(request, endpoint_id)
+    svc, limit = await _caller(request, endpoint_id)
     with limit:
         body = await _body(request, svc.settings.max_runsync_body)
         return _json(await svc.runsync(endpoint_id, body, wait))
@@ -136,7 +156,7 @@ async def runsync(request: Request, endpoint_id: str, wait: int | None = None) -
 @route("/v2/{endpoint_id:str}/status/{job_id:str}", http_method=["GET", "POST"], status_code=200,
        opt=operation("status"))
 async def status(request: Request, endpoint_id: str, job_id: str, ttl: int | None = None) -> Response[bytes]:
-    svc, limit = _caller(request, endpoint_id)
+    svc, limit = await _caller(request, endpoint_id)
     with limit:
         return _json(await svc.status(endpoint_id, job_id, ttl))
 
@@ -144,7 +164,7 @@ async def status(request: Request, endpoint_id: str, job_id: str, ttl: int | Non
 @route("/v2/{endpoint_id:str}/status-sync/{job_id:str}", http_method=["GET", "POST"], status_code=200,
        opt=operation("status-sync"))
 async def status_sync(request: Request, endpoint_id: str, job_id: str, wait: int | None = None) -> Response[bytes]:
-    svc, limit = _caller(request, endpoint_id)
+    svc, limit = await _caller(request, endpoint_id)
     with limit:
         return _json(await svc.status_sync(endpoint_id, job_id, wait))
 
@@ -152,35 +172,35 @@ async def status_sync(request: Request, endpoint_id: str, job_id: str, wait: int
 @route("/v2/{endpoint_id:str}/stream/{job_id:str}", http_method=["GET", "POST"], status_code=200,
        opt=operation("stream"))
 async def stream(request: Request, endpoint_id: str, job_id: str, wait: int | None = None) -> Response[bytes]:
-    svc, limit = _caller(request, endpoint_id)
+    svc, limit = await _caller(request, endpoint_id)
     with limit:
         return _json(await svc.stream(endpoint_id, job_id, wait))
 
 
 @post("/v2/{endpoint_id:str}/cancel/{job_id:str}", status_code=200, opt=operation("cancel"))
 async def cancel(request: Request, endpoint_id: str, job_id: str) -> Response[bytes]:
-    svc, limit = _caller(request, endpoint_id)
+    svc, limit = await _caller(request, endpoint_id)
     with limit:
         return _json(await svc.cancel(endpoint_id, job_id))
 
 
 @post("/v2/{endpoint_id:str}/retry/{job_id:str}", status_code=200, opt=operation("retry"))
 async def retry(request: Request, endpoint_id: str, job_id: str) -> Response[bytes]:
-    svc, limit = _caller(request, endpoint_id)
+    svc, limit = await _caller(request, endpoint_id)
     with limit:
         return _json(await svc.retry(endpoint_id, job_id))
 
 
 @post("/v2/{endpoint_id:str}/purge-queue", status_code=200, opt=operation("purge-queue"))
 async def purge_queue(request: Request, endpoint_id: str) -> Response[bytes]:
-    svc, limit = _caller(request, endpoint_id)
+    svc, limit = await _caller(request, endpoint_id)
     with limit:
         return _json(await svc.purge(endpoint_id))
 
 
 @get("/v2/{endpoint_id:str}/health", opt=operation("health"))
 async def health(request: Request, endpoint_id: str) -> Response[bytes]:
-    svc, limit = _caller(request, endpoint_id)
+    svc, limit = await _caller(request, endpoint_id)
     with limit:
         return _json(await svc.health(endpoint_id))
 
@@ -188,7 +208,7 @@ async def health(request: Request, endpoint_id: str) -> Response[bytes]:
 @route("/v2/{endpoint_id:str}/openai/v1/{rest:path}", http_method=["GET", "POST"], status_code=200,
        opt=operation("openai"))
 async def openai(request: Request, endpoint_id: str, rest: PurePosixPath) -> Response:
-    svc, limit = _caller(request, endpoint_id)
+    svc, limit = await _caller(request, endpoint_id)
     slot = ExitStack()
     slot.enter_context(limit)  # held until the answer ends: a stream's last byte, too
     try:
@@ -211,7 +231,7 @@ async def openai(request: Request, endpoint_id: str, rest: PurePosixPath) -> Res
 async def job_take(request: Request, endpoint_id: str, worker_id: str) -> Response[bytes]:
     svc = _worker(request, endpoint_id)
     async with _client_gone(request) as gone:
-        taken = await svc.take(endpoint_id, worker_id, 1, gone)
+        taken = await _paced(svc.take(endpoint_id, worker_id, 1, gone), gone)
     return _json(taken[0].payload) if taken else _no_content()
 
 
@@ -219,7 +239,7 @@ async def job_take(request: Request, endpoint_id: str, worker_id: str) -> Respon
 async def job_take_batch(request: Request, endpoint_id: str, worker_id: str, batch_size: int = 1) -> Response[bytes]:
     svc = _worker(request, endpoint_id)
     async with _client_gone(request) as gone:
-        taken = await svc.take(endpoint_id, worker_id, max(1, min(batch_size, 1000)), gone)
+        taken = await _paced(svc.take(endpoint_id, worker_id, max(1, min(batch_size, 1000)), gone), gone)
     if not taken:
         return _no_content()
     return _json(b"[" + b",".join([job.payload for job in taken]) + b"]")
@@ -229,7 +249,7 @@ async def job_take_batch(request: Request, endpoint_id: str, worker_id: str, bat
 async def job_stop(request: Request, endpoint_id: str, worker_id: str) -> Response[bytes]:
     svc = _worker(request, endpoint_id)
     async with _client_gone(request) as gone:
-        ids = await svc.stop_signals(endpoint_id, worker_id, gone)
+        ids = await _paced(svc.stop_signals(endpoint_id, worker_id, gone), gone)
     if not ids:
         return _no_content()
     return _json(msgspec.json.encode({"jobsToStop": ids}))

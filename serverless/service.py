@@ -5,7 +5,9 @@ what every party downstream can decode, ``serverless.payloads``), long-poll loop
 poll ends, handing back what it took, when the worker closes the connection), webhooks on
 terminal transitions, limits and the background sweeper that applies timeouts, TTLs and
 lost-worker re-queues. Failures are raised as :class:`ApiError` (status + message), which
-the app renders as ``{"error": ...}``. The service tells its :class:`EndpointMetrics` of
+the app renders as ``{"error": ...}``; a store that cannot reach its Redis raises
+:class:`serverless.store.base.StoreUnavailable` (503, rendered by the app), and the sweeper
+skips its pass then without logging (the store logs the outage once). The service tells its :class:`EndpointMetrics` of
 every terminal transition, every hand-out to a worker and every 429 (queue cap, limits).
 
 Shutdown: :meth:`EndpointService.begin_shutdown` (called by ``serverless.app.serve`` as soon
@@ -28,11 +30,11 @@ import msgspec
 from serverless import jobs, payloads
 from serverless.chunks import split_chunk
 from serverless.jobs import COMPLETED, FAILED, IN_PROGRESS, EndpointHealth, Job, Outcome, SubmitRequest
-from serverless.limits import Limiter
+from serverless.limits import Limiter, SharedRate
 from serverless.metrics import EndpointMetrics
 from serverless.payloads import PayloadError
 from serverless.settings import EndpointSettings
-from serverless.store.base import JobStore
+from serverless.store.base import JobStore, StoreUnavailable
 from serverless.webhooks import WebhookSender
 
 log = logging.getLogger("podgate.serverless")
@@ -83,7 +85,8 @@ class EndpointService:
         self.store = store
         self.endpoints = frozenset(settings.endpoints)
         self.metrics = metrics if metrics is not None else EndpointMetrics(settings.endpoints)
-        self.limiter = Limiter(settings.limits, settings.rate_window, on_limited=self.metrics.rate_limited)
+        self.limiter = Limiter(settings.limits, settings.rate_window, on_limited=self.metrics.rate_limited,
+                               shared=store if isinstance(store, SharedRate) else None)
         self.webhooks: WebhookSender | None = None
         self._sweeper: asyncio.Task[None] | None = None
         self.clock = time.time
@@ -152,6 +155,8 @@ class EndpointService:
                     if s.ping_grace > 0:
                         finished += await self.store.requeue_unreported(endpoint, now=now, grace=s.ping_grace,
                                                                         max_attempts=s.max_attempts)
+                except StoreUnavailable:  # logged once per outage by the store; try again next pass
+                    break
                 except Exception:  # keep sweeping whatever one pass did
                     log.exception("sweep of endpoint %s failed", endpoint)
                     continue

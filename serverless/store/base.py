@@ -31,6 +31,8 @@ Rules every implementation follows:
   returns are allowed; a return later than ``timeout`` is not. A relevant change made by any
   replica after the caller's check must end the wait promptly (target ≤ 50 ms; a Redis store
   may implement this with pub/sub, BLPOP on a notification key, or short polling).
+- **Outages.** A store whose backing service cannot be reached raises
+  :class:`StoreUnavailable` from any method (the server answers 503 with ``Retry-After``).
 """
 
 from __future__ import annotations
@@ -38,6 +40,10 @@ from __future__ import annotations
 import abc
 
 from serverless.jobs import EndpointHealth, Job, Outcome
+
+
+class StoreUnavailable(Exception):
+    """The store's backing service (Redis) cannot be reached now; the call may be retried."""
 
 
 class JobStore(abc.ABC):

@@ -8,6 +8,14 @@ store dispatches the events to local waiters (:class:`_Notifier`), with a bounde
 poll so that a lost event only delays a wake-up. Semantics are those of
 :class:`serverless.store.base.JobStore` and match ``MemoryStore``.
 
+Outages: a call that cannot reach Redis raises :class:`StoreUnavailable` (the server answers
+503 with ``Retry-After``). :class:`_Link` logs one warning when the first call fails and one
+line when a call begun after that succeeds again, however many requests fail in between (a
+request that fails does not log; the pub/sub subscription's failures count as the same
+outage). While out, :attr:`RedisStore.out` is true: the rate limiter counts locally
+(``serverless.limits``) without trying Redis first; every store call still tries, so the first
+one after Redis is back ends the outage.
+
 Encoding: the fields of a job that never change are one msgpack blob (:class:`_Spec`, typed
 decoder); the fields that scripts change are plain hash fields, parsed by :func:`_job`.
 """
@@ -16,19 +24,69 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import secrets
 import time
 from collections import deque
-from typing import Any
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
+from urllib.parse import urlsplit
 
 import msgspec
 import redis.asyncio as aioredis
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
+from redis.exceptions import RedisError
 
 from serverless.jobs import EndpointHealth, Job, JobCounts, Outcome, WorkerCounts
 from serverless.store import redis_scripts as lua
-from serverless.store.base import JobStore
+from serverless.store.base import JobStore, StoreUnavailable
 from serverless.store.waiters import Waiters
 
 log = logging.getLogger(__name__)
+
+_T = TypeVar("_T")
+
+#: what a failed call to Redis raises (a refused or cut connection, a timeout, an error reply)
+_FAILURES = (RedisError, OSError)
+
+
+def _shown(url: str) -> str:
+    """``url`` without its user and password, for logs."""
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    netloc = f"{host}:{parts.port}" if parts.port else host
+    return parts._replace(netloc=netloc).geturl()
+
+
+class _Link:
+    """Whether Redis is out, logged once per outage (see the module docstring)."""
+
+    __slots__ = ("_shown_url", "out", "_out_since")
+
+    def __init__(self, url: str) -> None:
+        self._shown_url = _shown(url)
+        self.out = False
+        self._out_since = 0.0
+
+    async def call(self, call: Callable[[], Awaitable[_T]]) -> _T:
+        """``await call()``, or :class:`StoreUnavailable` when it cannot reach Redis."""
+        began = time.monotonic()
+        try:
+            result = await call()
+        except _FAILURES as exc:
+            self.failed(exc)
+            raise StoreUnavailable(f"redis store: {type(exc).__name__}") from None
+        if self.out and began > self._out_since:  # a call begun before the outage proves nothing
+            self.out = False
+            log.warning("Redis store at %s is back", self._shown_url)
+        return result
+
+    def failed(self, exc: BaseException) -> None:
+        if not self.out:
+            self.out = True
+            self._out_since = time.monotonic()
+            log.warning("Redis store at %s is unreachable (%s); answering 503 with Retry-After until it is back",
+                        self._shown_url, type(exc).__name__)
 
 
 class _Spec(msgspec.Struct, array_like=True):
@@ -90,9 +148,10 @@ class _Notifier:
     as it is back (events may have been missed meanwhile).
     """
 
-    def __init__(self, client: aioredis.Redis, channel: str, poll_interval: float,
+    def __init__(self, client: aioredis.Redis, channel: str, poll_interval: float, link: _Link,
                  window: float = 0.25) -> None:
         self._client = client
+        self._link = link
         self._channel = channel
         self._poll = poll_interval
         self._window = window
@@ -170,7 +229,8 @@ class _Notifier:
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # connection lost: resubscribe with back-off
-                log.warning("redis store event subscription failed (%s); retrying", type(exc).__name__)
+                self._link.failed(exc)  # logged once per outage
+                log.debug("redis store event subscription failed (%s); retrying", type(exc).__name__)
             finally:
                 self._ready.clear()
                 try:
@@ -199,13 +259,19 @@ class RedisStore(JobStore):
                  client_name: str = "podgate-store") -> None:
         self.prefix = prefix
         self._ns = prefix if prefix.endswith(":") else prefix + ":"  # "podgate" and "podgate:" alike
+        # one quick retry: a pooled connection that an outage closed reconnects instead of failing
         self._pool = aioredis.BlockingConnectionPool.from_url(url, max_connections=max_connections, timeout=30,
-                                                              client_name=client_name)
+                                                              client_name=client_name, retry=Retry(NoBackoff(), 1))
+        # the subscription has its own connection, without that retry: redis-py would otherwise
+        # resubscribe silently, and waiters must learn that events may have been missed
+        self._sub_pool = aioredis.ConnectionPool.from_url(url, max_connections=2, client_name=client_name)
+        self._sub_client = aioredis.Redis(connection_pool=self._sub_pool)
         self._client = aioredis.Redis(connection_pool=self._pool)
         self._channel = f"{self._ns}events"
         self._common = (self._channel, int(expiry_grace * 1000), int(stop_signal_ttl * 1000))
         self._sweep_limit = sweep_limit
-        self._events = _Notifier(self._client, self._channel, poll_interval)
+        self._link = _Link(url)
+        self._events = _Notifier(self._sub_client, self._channel, poll_interval, self._link)
         self._scripts = {name: self._client.register_script(lua.PRELUDE + getattr(lua, name))
                          for name in lua.SCRIPTS}
 
@@ -216,8 +282,21 @@ class RedisStore(JobStore):
         """Run script ``name`` for ``endpoint`` with the common arguments, then ``args``."""
         self._events.start()
         channel, grace, stop_ttl = self._common
-        return await self._scripts[name](keys=[self._base(endpoint)],
-                                         args=[channel, endpoint, now, grace, stop_ttl, *args])
+        script = self._scripts[name]
+        return await self._link.call(lambda: script(keys=[self._base(endpoint)],
+                                                    args=[channel, endpoint, now, grace, stop_ttl, *args]))
+
+    @property
+    def out(self) -> bool:
+        """Redis is out (since a call failed, until one succeeds again)."""
+        return self._link.out
+
+    async def take_rate(self, endpoint: str, operation: str, per_window: int, window: float, *,
+                        now: float) -> float:
+        """The shared rate window of ``serverless.limits`` (:class:`~serverless.limits.SharedRate`;
+        the ``RATE`` script)."""
+        wait = await self._run("RATE", endpoint, now, operation, per_window, window, secrets.token_hex(8))
+        return float(wait)
 
     # --- callers ---------------------------------------------------------------------------
 
@@ -233,7 +312,8 @@ class RedisStore(JobStore):
 
     async def get(self, endpoint: str, job_id: str, *, now: float) -> Job | None:
         self._events.start()
-        rec: list[Any] = await self._client.hmget(f"{self._base(endpoint)}j:{job_id}", lua.FIELDS)
+        key = f"{self._base(endpoint)}j:{job_id}"
+        rec: list[Any] = await self._link.call(lambda: self._client.hmget(key, lua.FIELDS))
         if rec[0] is None or float(rec[5]) <= now:
             return None
         return _job(rec)
@@ -327,6 +407,8 @@ class RedisStore(JobStore):
         await self._events.close()
         await self._client.aclose()
         await self._pool.aclose()
+        await self._sub_client.aclose()
+        await self._sub_pool.aclose()
 
     async def delete_all(self) -> int:
         """Delete every key under this store's prefix (tests, resets); returns how many."""

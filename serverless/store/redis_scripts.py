@@ -33,6 +33,8 @@ key             type     holds
 ``B wj:<wid>``  set      the IN_PROGRESS job ids a worker holds
 ``B s:<wid>``   list     job ids the worker must stop (job-stop), expires after ``stop_ttl``
 ``B n``         hash     cumulative counters ``completed``, ``failed``, ``retried``
+``B l:<op>``    zset     the rate window of operation ``op`` (``RATE``): one unique member per
+                         request admitted, scored by its time; expires one window after the last
 ==============  =======  ===================================================================
 
 Job and chunk keys also carry a native Redis TTL of ``expires_at + grace``: a safety net for
@@ -56,7 +58,7 @@ FIELDS = ("spec", "st", "w", "sa", "fa", "ex", "o", "e", "at", "rt")
 #: the names of the per-operation scripts below (each is run as PRELUDE + script)
 SCRIPTS = ("SUBMIT", "SET_TTL", "READ_STREAM", "CANCEL", "RETRY", "PURGE", "HEALTH", "TAKE",
            "APPEND_CHUNKS", "PROGRESS", "FINISH", "ABANDON_POLL", "TAKE_STOPS", "TOUCH", "SWEEP",
-           "REQUEUE_UNREPORTED")
+           "REQUEUE_UNREPORTED", "RATE")
 
 PRELUDE = r"""
 local B, CH, EP = KEYS[1], ARGV[1], ARGV[2]
@@ -486,4 +488,25 @@ end
 local finished = {}
 lose_all(due, max_attempts, finished)
 return finished
+"""
+
+# ARGV[6] operation, [7] per_window, [8] window (s), [9] a unique member -> "0" when the request
+# is counted, else the seconds (a float, as a string) until the oldest one leaves the window.
+# A sliding log rather than GCRA: it admits at most per_window requests in ANY window of that
+# length, as RunPod's table says and as the per-replica fallback (serverless.limits) counts, so
+# a replica losing Redis changes nothing but who counts. GCRA with a burst of per_window lets
+# through up to twice that in one window; without a burst it spaces requests evenly, which
+# RunPod does not. Its cost, one zset entry per request in the window (2,000 at most by
+# RunPod's table), is small.
+RATE = r"""
+local key = B..'l:'..ARGV[6]
+local per, window = tonumber(ARGV[7]), tonumber(ARGV[8])
+redis.call('ZREMRANGEBYSCORE', key, '-inf', num(NOW - window))
+if redis.call('ZCARD', key) >= per then
+  local oldest = redis.call('ZRANGE', key, 0, 0, 'WITHSCORES')
+  return num(tonumber(oldest[2]) + window - NOW)
+end
+redis.call('ZADD', key, NOWS, ARGV[9])
+redis.call('PEXPIRE', key, math.ceil(window * 1000))
+return '0'
 """

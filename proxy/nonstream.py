@@ -3,10 +3,11 @@
 ``run_job`` runs one job for any request that waits for its whole answer (completions
 here, embeddings in ``proxy.embeddings``); ``run_nonstream`` makes a completion of it.
 
-``/runsync`` submits the job and often brings its whole result. When it does not — the job
-is still running after ``runsync_wait_ms``, or it completed with an empty output because
-its worker is a generator without ``return_aggregate_stream`` (RunPod's final output is
-then ``[]`` and the tokens exist only on ``/stream``) — the job is read through
+``/runsync`` submits the job (retried while RunPod refuses it, ``proxy.submit``) and often
+brings its whole result. When it does not — the job is still running after
+``runsync_wait_ms``, or it completed with an empty output because its worker is a generator
+without ``return_aggregate_stream`` (RunPod's final output is then ``[]`` and the tokens
+exist only on ``/stream``) — the job is read through
 ``JobEvents`` like a stream (``/stream`` polls, ``/status`` at the end only where needed)
 and its events are collected. A job that runs again from the start (its worker was lost)
 is collected again from the start: nothing was sent yet, so the re-run is harmless.
@@ -24,6 +25,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Callable
+from functools import partial
 from typing import Any
 
 import msgspec
@@ -40,9 +42,14 @@ from proxy.drain import Drain, ShuttingDown
 from proxy.errors import request_timeout
 from proxy.jobs import ClientDisconnected, JobEvents, JobGuard, events_of_final, first_error, race_disconnect
 from proxy.settings import TimingSettings
+from proxy.submit import Submission, submit_policy
 from proxy.upstreams import ModelBinding
 
 _enc = msgspec.json.Encoder()
+
+_ABANDONED: dict[type[BaseException], str] = {
+    ClientDisconnected: "client-disconnected", ShuttingDown: "shutdown", TimeoutError: "timeout"}
+"""The request's note when it ends before its submit was answered."""
 
 
 async def run_nonstream(completion: Completion, ctx: RequestContext, *, receive: Any, cancels: CancelQueue,
@@ -64,25 +71,19 @@ async def run_job(binding: ModelBinding, job_input: Any, new_decoder: Callable[[
     request ends before it."""
     deadline = time.monotonic() + timing.request_timeout_s
     drain.check()
-    submit = asyncio.ensure_future(binding.client.runsync(binding.endpoint, job_input, wait_ms=timing.runsync_wait_ms))
+    submit = Submission(partial(binding.client.runsync, binding.endpoint, job_input, wait_ms=timing.runsync_wait_ms),
+                        submit_policy(timing), deadline, keep=True)
     try:
         job: JobStatus = await race_disconnect(
-            receive, drain.bound(asyncio.wait_for(asyncio.shield(submit), timing.request_timeout_s)))
-    except ClientDisconnected:
-        ctx.note = "client-disconnected"
+            receive, drain.bound(asyncio.wait_for(submit.result(), timing.request_timeout_s)))
+    except (ClientDisconnected, ShuttingDown, TimeoutError) as exc:  # the job may exist: cancel it once known
+        ctx.note = _ABANDONED[type(exc)]
         ctx.cancelled = True
-        cancels.submit_when_known(submit, binding.client, binding.endpoint)
+        if submit.attempt is not None:
+            cancels.submit_when_known(submit.attempt, binding.client, binding.endpoint)
+        if isinstance(exc, TimeoutError):
+            raise request_timeout() from None
         raise
-    except ShuttingDown:
-        ctx.note = "shutdown"
-        ctx.cancelled = True
-        cancels.submit_when_known(submit, binding.client, binding.endpoint)
-        raise
-    except TimeoutError:
-        ctx.note = "timeout"
-        ctx.cancelled = True
-        cancels.submit_when_known(submit, binding.client, binding.endpoint)
-        raise request_timeout() from None
     ctx.job_id = job.id
     guard = JobGuard(cancels, binding.client, binding.endpoint, job.id)
     guard.finished = job.terminal

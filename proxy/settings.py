@@ -18,6 +18,7 @@ whose message names the key (``models[1].format``) and what is wrong with it, so
 
     [timing]                                 # every knob optional (defaults below)
     keepalive_s = 10.0
+    submit_retries = 2                       # refused submits (429/502/503) retried before the first byte
 
     [metrics]
     health_interval_s = 15.0                 # /health poll per endpoint (0 = none)
@@ -168,6 +169,11 @@ class TimingSettings(_Section):
     cancel_concurrency: PositiveCount = 20
     """Concurrent ``/cancel`` calls (RunPod allows 20 per endpoint)."""
     cancel_retries: Count = 3
+    submit_retries: Count = 2
+    """Before the first byte, a submit (``/run``, ``/runsync``, a passthrough call) that RunPod
+    refused (429, 502, 503, or never reached) is tried again up to this many times, after
+    its ``Retry-After`` or a jittered pause that doubles from 0.5 s (``proxy.submit``); a 500
+    or a timeout after sending is never repeated (the job may exist). 0: no retries."""
 
 
 class MetricsSettings(_Section):

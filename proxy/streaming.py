@@ -1,6 +1,7 @@
 """The streaming path: a RunPod job as an OpenAI SSE stream (like vLLM's serving_chat.py).
 
-``start_stream`` submits the job (``/run``) and waits a short while
+``start_stream`` submits the job (``/run``; retried while RunPod refuses it,
+``proxy.submit``) and waits a short while
 (``first_byte_wait_s``) for its first events, so that an error known early (a bad
 parameter the worker refused, a job that failed at once, RunPod refusing the submit)
 is still answered with a real HTTP status. Then the response starts and ``sse_body``
@@ -32,6 +33,7 @@ import asyncio
 import enum
 import time
 from collections.abc import AsyncGenerator
+from functools import partial
 from typing import Any, Final, Literal
 
 from adapters.assemble import StreamAssembler
@@ -46,6 +48,7 @@ from proxy.drain import Drain, ShuttingDown
 from proxy.errors import request_timeout, sse_error
 from proxy.jobs import ClientDisconnected, JobEvents, JobGuard, first_error, race_disconnect
 from proxy.settings import TimingSettings
+from proxy.submit import Submission, submit_policy
 
 KEEPALIVE = comment("keep-alive")
 
@@ -165,13 +168,15 @@ async def start_stream(completion: Completion, ctx: RequestContext, *, receive: 
     """Submit the job and wait briefly for its first events (errors here → HTTP status)."""
     binding = completion.binding
     drain.check()
-    submit = asyncio.ensure_future(binding.client.run(binding.endpoint, completion.job_input))
+    submit = Submission(partial(binding.client.run, binding.endpoint, completion.job_input), submit_policy(timing),
+                        time.monotonic() + timing.request_timeout_s, keep=True)
     try:
-        job = await race_disconnect(receive, drain.bound(asyncio.shield(submit)))
+        job = await race_disconnect(receive, drain.bound(submit.result()))
     except (ClientDisconnected, ShuttingDown) as exc:  # the job may exist already: cancel it once its id is known
         ctx.note = _note(exc)
         ctx.cancelled = True
-        cancels.submit_when_known(submit, binding.client, binding.endpoint)
+        if submit.attempt is not None:
+            cancels.submit_when_known(submit.attempt, binding.client, binding.endpoint)
         raise
     ctx.job_id = job.id
     guard = JobGuard(cancels, binding.client, binding.endpoint, job.id)

@@ -117,7 +117,7 @@ async def run_job(binding: ModelBinding, job_input: Any, new_decoder: Callable[[
 async def _response_body(completion: Completion, ctx: RequestContext, events: list[Event]) -> bytes:
     """One ``chat.completion`` / ``text_completion`` (JSON) from a job's events (without
     an error), counted by podgate when the worker reported no usage."""
-    agg = Aggregator(completion.kind, id=completion.response_id, model=completion.binding.name,
+    agg = Aggregator(completion.kind, id=completion.response_id, model=completion.model,
                      created=completion.created, n=completion.params.choices)
     agg.feed(events)
     usage, reasons = None, None

@@ -73,7 +73,7 @@ class SSEWriter:
 
     def __init__(self, completion: Completion):
         self.completion = completion
-        self.asm = StreamAssembler(completion.kind, id=completion.response_id, model=completion.binding.name,
+        self.asm = StreamAssembler(completion.kind, id=completion.response_id, model=completion.model,
                                    created=completion.created, include_usage=completion.include_usage)
 
     def feed(self, events: list[Event]) -> bytes:

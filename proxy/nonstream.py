@@ -10,7 +10,9 @@ without ``return_aggregate_stream`` (RunPod's final output is then ``[]`` and th
 exist only on ``/stream``) — the job is read through
 ``JobEvents`` like a stream (``/stream`` polls, ``/status`` at the end only where needed)
 and its events are collected. A job that runs again from the start (its worker was lost)
-is collected again from the start: nothing was sent yet, so the re-run is harmless.
+is collected again from the start: nothing was sent yet, so the re-run is harmless. A job
+that ended with an error is run again with ``/retry`` when its model allows it
+(``[[models]] retries``; ``proxy.submit.rerun_failed``).
 
 The client may leave at any moment: the whole wait races ``http.disconnect``. If it
 leaves while ``/runsync`` is in flight (the job id is not known yet), the cancel queue
@@ -42,7 +44,7 @@ from proxy.drain import Drain, ShuttingDown
 from proxy.errors import request_timeout
 from proxy.jobs import ClientDisconnected, JobEvents, JobGuard, events_of_final, first_error, race_disconnect
 from proxy.settings import TimingSettings
-from proxy.submit import Submission, submit_policy
+from proxy.submit import Submission, rerun_failed, submit_policy
 from proxy.upstreams import ModelBinding
 
 _enc = msgspec.json.Encoder()
@@ -87,14 +89,23 @@ async def run_job(binding: ModelBinding, job_input: Any, new_decoder: Callable[[
     ctx.job_id = job.id
     guard = JobGuard(cancels, binding.client, binding.endpoint, job.id)
     guard.finished = job.terminal
+    reruns = binding.settings.retries
     try:
-        if job.terminal and not _output_on_stream(job):
-            events = events_of_final(new_decoder(), job)
-        else:
-            source = JobEvents(binding.client, binding.endpoint, job.id, new_decoder, timing, guard,
-                               on_rerun="restart")
-            collect = asyncio.wait_for(_collect(source), max(0.0, deadline - time.monotonic()))
-            events = await race_disconnect(receive, drain.bound(collect))
+        while True:
+            if job.terminal and not _output_on_stream(job):
+                events = events_of_final(new_decoder(), job)
+            else:
+                source = JobEvents(binding.client, binding.endpoint, job.id, new_decoder, timing, guard,
+                                   on_rerun="restart")
+                collect = asyncio.wait_for(_collect(source), max(0.0, deadline - time.monotonic()))
+                events = await race_disconnect(receive, drain.bound(collect))
+            if reruns <= 0 or first_error(events) is None or not await rerun_failed(
+                    binding.client, binding.endpoint, job.id, timing, deadline, receive=receive, drain=drain,
+                    cancels=cancels):
+                break
+            reruns -= 1  # the job failed and runs again (nothing was sent): read it afresh
+            guard.finished = False
+            job = JobStatus(id=job.id, status="IN_QUEUE")
     except ClientDisconnected:
         ctx.note = "client-disconnected"
         raise

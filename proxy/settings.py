@@ -33,6 +33,7 @@ whose message names the key (``models[1].format``) and what is wrong with it, so
     served_model = "meta-llama/Meta-Llama-3-8B-Instruct"   # optional: what the worker expects
     fallbacks = ["llama-3-8b-spare"]         # optional: models taking over when this endpoint is
                                              #   swamped or refuses (x-podgate-served-by says who)
+    retries = 1                              # optional: /retry a FAILED job before any output went
     base_url = "http://127.0.0.1:8100/v2"    # optional per-model upstream override
 
     [[keys]]                                 # optional; with none, podgate is open
@@ -208,6 +209,10 @@ class ModelSettings(_Section):
     fallback's own fallbacks are not); the answer keeps this model's name and says which model
     served it in ``x-podgate-served-by``. Translated completion models only (not ``openai``
     nor embeddings), on either side."""
+    retries: Count = 0
+    """A job of this model that ended FAILED (or TIMED_OUT) before any of its output reached the
+    client is run again with RunPod's ``/retry`` up to this many times (same job id). 0: never
+    (a job that fails may fail the same way again, and each run is paid for)."""
     passthrough_max_tokens: PositiveCount | None = None
     """With ``queue_format``: a request asking for more tokens than this, or setting no limit,
     goes through the queue (``/run`` + ``/stream``) instead of the gateway, whose streams

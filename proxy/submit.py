@@ -17,6 +17,9 @@ job may exist already), shielded and left in ``attempt`` for the caller to hand 
 queue (``CancelQueue.submit_when_known``). A pause that would end past the request's
 deadline, or past ``SUBMIT_RETRY_WAIT_S`` from the first try, is not waited: the refusal
 goes to the client at once, with its ``Retry-After`` and ``x-should-retry: true``.
+
+``rerun_failed``: a job that ended FAILED before any of its output reached the client is run
+again with ``/retry`` (same id) when its model allows it (``[[models]] retries``).
 """
 
 from __future__ import annotations
@@ -24,10 +27,16 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Awaitable, Callable
+from functools import partial
 from operator import attrgetter
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
 from adapters.retries import RetryPolicy
+from adapters.runpod_client import RunPodQueueClient
+from adapters.upstream import RunPodError
+from proxy.cancel import CancelQueue
+from proxy.drain import Drain, ShuttingDown
+from proxy.jobs import ClientDisconnected, race_disconnect
 from proxy.settings import TimingSettings
 
 T = TypeVar("T")
@@ -71,4 +80,24 @@ class Submission(Generic[T]):
         return await (asyncio.shield(attempt) if self._keep else attempt)
 
 
-__all__ = ["Submission", "submit_policy", "SUBMIT_FIRST_PAUSE_S", "SUBMIT_RETRY_WAIT_S"]
+async def rerun_failed(client: RunPodQueueClient, endpoint: str, job_id: str, timing: TimingSettings,
+                       deadline: float, *, receive: Any, drain: Drain, cancels: CancelQueue) -> bool:
+    """``/retry`` a job that ended with an error before any of its output was sent (the model's
+    ``retries``): True when RunPod queued it again. False when it would not — the job did not
+    end FAILED or TIMED_OUT (400), it expired (404), or the call failed — and the job's own
+    error stands. Refusals (429 …) are retried like a submit. The client leaving (or the
+    drain) while ``/retry`` is in flight raises as ``race_disconnect`` does, and the job it
+    re-queues is cancelled once it is."""
+    retry = Submission(partial(client.retry, endpoint, job_id), submit_policy(timing), deadline, keep=True)
+    try:
+        await race_disconnect(receive, drain.bound(retry.result()))
+    except RunPodError:
+        return False
+    except (ClientDisconnected, ShuttingDown):
+        if retry.attempt is not None:
+            cancels.submit_when_known(retry.attempt, client, endpoint)
+        raise
+    return True
+
+
+__all__ = ["Submission", "submit_policy", "rerun_failed", "SUBMIT_FIRST_PAUSE_S", "SUBMIT_RETRY_WAIT_S"]

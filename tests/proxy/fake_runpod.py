@@ -30,7 +30,13 @@ FAULTS: dict[str, list[tuple[int, str | None]]] = {
     "ok": [(200, None)],
     "swamped": [(200, None)],  # no workers and a queue of 50 (its /health)
     "queued": [(200, None)],  # a queue of 50, and an idle worker (its /health)
+    "flaky": [(200, None)],  # its job's first run FAILS before any output; run again, it answers
+    "doomed": [(200, None)],  # its job FAILS every run
 }
+
+#: misbehaviour → how many runs of its job fail before one answers (``/retry`` starts a run)
+FAILING_RUNS = {"flaky": 1, "doomed": 1_000}
+FAILED = {"status": "FAILED", "error": "the worker crashed"}
 
 #: misbehaviour → its ``/health`` answer (default: an idle worker, no queue)
 HEALTH = {"swamped": {"jobs": {"inQueue": 50}, "workers": {"idle": 0, "running": 0, "ready": 0}},
@@ -53,6 +59,12 @@ class FakeRunPod:
     """The jobs whose one chunk ``/stream`` delivered."""
     health_polls: dict[str, int] = field(default_factory=lambda: defaultdict(int))
     """endpoint → how many ``/health`` calls it answered."""
+    retries: dict[str, int] = field(default_factory=lambda: defaultdict(int))
+    """job → how many times ``/retry`` ran it again."""
+
+    def failing(self, job: str) -> bool:
+        """The job's current run ended FAILED."""
+        return self.retries[job] < FAILING_RUNS.get(job.split("-")[0], 0)
 
 
 def _response(status: int, body: str, content_type: str = "application/json", extra: str = "") -> bytes:
@@ -79,17 +91,27 @@ def _make_handler(fake: FakeRunPod):
                 writer.write(_response(status, json.dumps({"error": "refused"}), extra=extra))
             elif op in ("run", "runsync"):  # a new job, named for its endpoint and submit
                 job = f"{endpoint}.{len(fake.submits[endpoint])}"
-                done = {"status": "COMPLETED", "output": "hello"} if op == "runsync" else {"status": "IN_QUEUE"}
+                done = {"status": "IN_QUEUE"} if op == "run" else FAILED if fake.failing(job) else \
+                    {"status": "COMPLETED", "output": "hello"}
                 writer.write(_response(200, json.dumps({"id": job, **done})))
             elif body.get("stream"):
                 writer.write(_response(200, f"data: {CHUNK}\n\ndata: [DONE]\n\n", "text/event-stream"))
             else:
                 writer.write(_response(200, ANSWER))
+        elif op == "stream" and fake.failing(path[2]):
+            writer.write(_response(200, json.dumps({"status": "FAILED", "stream": []})))
         elif op == "stream":  # the job's one chunk, once
             job = path[2]
             items = [] if job in fake.streamed else [{"output": "hello"}]
             fake.streamed.add(job)
             writer.write(_response(200, json.dumps({"status": "COMPLETED", "stream": items})))
+        elif op == "retry" and not fake.failing(path[2]):
+            writer.write(_response(400, json.dumps({"error": "only FAILED or TIMED_OUT jobs can be retried"})))
+        elif op == "retry":
+            fake.retries[path[2]] += 1
+            writer.write(_response(200, json.dumps({"id": path[2], "status": "IN_QUEUE"})))
+        elif op == "status" and fake.failing(path[2]):
+            writer.write(_response(200, json.dumps({"id": path[2], **FAILED})))
         elif op == "health":
             fake.health_polls[endpoint] += 1
             default = {"jobs": {"inQueue": 0}, "workers": {"idle": 1}}

@@ -17,7 +17,7 @@ import openai
 import pytest
 
 from tests.proxy.conftest import start_proxy, write_config
-from tests.proxy.fake_runpod import FAULTS, FakeRunPod, serve_fake_runpod
+from tests.proxy.fake_runpod import FAILING_RUNS, FAULTS, FakeRunPod, serve_fake_runpod
 
 USER = [{"role": "user", "content": "hi"}]
 MODES = ("stream", "sync", "pstream", "psync")
@@ -34,6 +34,10 @@ def client(fake_runpod, tmp_path_factory) -> Iterator[openai.OpenAI]:
     tmp: Path = tmp_path_factory.mktemp("submits")
     extra = {f"{fault}-{mode}": {f"{fault}-{mode}": ("openai" if mode.startswith("p") else "text", "served")}
              for fault in FAULTS for mode in MODES}
+    for fault in FAILING_RUNS:  # jobs that fail: run again once (retries = 1), or never
+        for mode in ("stream", "sync"):
+            extra[f"{fault}-{mode}"] = {f"{fault}-{mode}": ("text", None, {"retries": 1})}
+            extra[f"{fault}-once-{mode}"] = {f"{fault}-once-{mode}": ("text", None)}
     first, *_ = extra
     config = write_config(tmp / "submits.toml", fake_runpod.base, first, models={}, extra_endpoints=extra)
     proxy = start_proxy(config, "rp_submit_key_0123456789", tmp)
@@ -102,3 +106,31 @@ def test_a_retry_after_longer_than_podgate_waits_goes_to_the_client_at_once(clie
         _ask(client, model)
     assert info.value.response.headers["retry-after"] == "120"
     assert len(fake_runpod.submits[model]) == 1
+
+
+@pytest.mark.parametrize("mode", ["stream", "sync"])
+def test_a_job_that_failed_before_any_output_is_run_again(client, fake_runpod, mode):
+    """``retries = 1``: the job's first run FAILED, ``/retry`` ran it again (same job), and
+    the client got its answer; nothing was submitted twice."""
+    model = f"flaky-{mode}"
+    assert _ask(client, model) == "hello"
+    assert len(fake_runpod.submits[model]) == 1
+    assert fake_runpod.retries[f"{model}.1"] == 1
+
+
+@pytest.mark.parametrize("mode", ["stream", "sync"])
+def test_a_job_that_keeps_failing_is_run_again_only_retries_times(client, fake_runpod, mode):
+    model = f"doomed-{mode}"
+    with pytest.raises(openai.APIStatusError) as info:
+        _ask(client, model)
+    assert "the worker crashed" in info.value.message
+    assert fake_runpod.retries[f"{model}.1"] == 1
+
+
+@pytest.mark.parametrize("mode", ["stream", "sync"])
+def test_without_retries_a_failed_job_is_not_run_again(client, fake_runpod, mode):
+    model = f"flaky-once-{mode}"
+    with pytest.raises(openai.APIStatusError) as info:
+        _ask(client, model)
+    assert "the worker crashed" in info.value.message
+    assert fake_runpod.retries[f"{model}.1"] == 0

@@ -1,7 +1,7 @@
 """The RunPod queue client: ``RunPodQueueClient``, one per upstream base URL.
 
 It knows RunPod's queue operations (``/run``, ``/runsync``, ``/status``, ``/stream``,
-``/cancel``, ``/health``) and their bodies (typed msgspec Structs, decoded once per shape),
+``/cancel``, ``/retry``, ``/health``) and their bodies (typed msgspec Structs, decoded once per shape),
 and nothing about OpenAI or HTTP: each operation is one ``UpstreamRequest`` sent through the
 upstream seam (``adapters.upstream.Upstream``; over httpx, ``adapters.http_upstream``). Every
 failure — of the call, or a body that is not what RunPod sends — is one ``RunPodError``
@@ -94,6 +94,11 @@ class RunPodQueueClient:
 
     async def cancel(self, endpoint: str, job_id: str) -> JobStatus:
         return await self._call(_status_dec, UpstreamRequest("POST", f"{endpoint}/cancel/{job_id}", "cancel"))
+
+    async def retry(self, endpoint: str, job_id: str) -> JobStatus:
+        """Run a FAILED or TIMED_OUT job again (same id and input; RunPod answers 400 for
+        a job in any other state)."""
+        return await self._call(_status_dec, UpstreamRequest("POST", f"{endpoint}/retry/{job_id}", "retry"))
 
     async def health(self, endpoint: str) -> Health:
         return await self._call(_health_dec, UpstreamRequest("GET", f"{endpoint}/health", "health"))

@@ -13,6 +13,9 @@ What a request runs with — the client's ASGI ``receive``, the app's cancel que
 timing settings, the request's ``RequestContext`` — is passed beside it, never kept in it
 (``proxy.streaming``, ``proxy.nonstream``).
 
+``candidates`` gives the completions to try in turn when the model has ``fallbacks``: the
+model's own, then each fallback's (its own worker format, the client's model name).
+
 ``count`` is podgate's own count (tiktoken, in a thread) when the worker reports none: the
 usage estimate, and the finish reason of a choice the worker's decoder left open
 (``"length"`` when the count reached the request's token limit, else ``"stop"``).
@@ -21,11 +24,13 @@ usage estimate, and the finish reason of a choice the worker's decoder left open
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
 from typing import Any
 from urllib.parse import quote
 
 import msgspec
 
+from adapters.errors import OpenAIError
 from adapters.events import Usage
 from adapters.formats.base import WorkerFormat, finish_for_count
 from adapters.openai_protocol import (
@@ -51,6 +56,9 @@ class Completion(msgspec.Struct, frozen=True):
     """The RunPod job's ``input``, as the model's worker format encodes the request."""
     response_id: str
     created: int
+    model: str
+    """The model name the answer carries: the one the client asked for, also when one of its
+    fallbacks (``binding``) serves it."""
 
     @property
     def stream(self) -> bool:
@@ -91,10 +99,11 @@ def read_request(body: bytes, kind: Kind, upstreams: Upstreams,
 
 
 def completion_for(params: ChatCompletionRequest | CompletionRequest, binding: ModelBinding, fmt: WorkerFormat,
-                   kind: Kind, ctx: RequestContext) -> Completion:
+                   kind: Kind, ctx: RequestContext, *, model: str | None = None) -> Completion:
     """The ``Completion`` of a request for a model that ``fmt`` translates (raises
     ``OpenAIError`` for a parameter the worker cannot honour); notes ignored parameters in
-    ``ctx``."""
+    ``ctx``. ``model``: the name the answer carries (default: the binding's; a fallback's
+    answer carries the name the client asked for)."""
     stream = bool(params.stream)
     if isinstance(params, ChatCompletionRequest):
         job_input = fmt.chat_input(params, binding.served_model, stream=stream)
@@ -102,9 +111,37 @@ def completion_for(params: ChatCompletionRequest | CompletionRequest, binding: M
         job_input = fmt.completion_input(params, binding.served_model, stream=stream)
     if job_input.ignored:  # a client's own key may hold any character: percent-encoded, as a header allows
         ctx.headers["x-podgate-ignored-params"] = ",".join(quote(name, safe="") for name in job_input.ignored)
+    else:  # another model's completion (a fallback's) may have said otherwise
+        ctx.headers.pop("x-podgate-ignored-params", None)
     prefix = "chatcmpl-" if kind == "chat" else "cmpl-"
     return Completion(kind, params, binding, fmt, job_input.input, prefix + ctx.request_id.removeprefix("req_"),
-                      int(time.time()))
+                      int(time.time()), model or binding.name)
+
+
+def candidates(params: ChatCompletionRequest | CompletionRequest, binding: ModelBinding,
+               chain: list[ModelBinding], kind: Kind, ctx: RequestContext) -> Iterator[Completion]:
+    """The completions to try in turn for a request for ``binding``'s model, one per model of
+    ``chain`` (``Upstreams.chain``: the model and its fallbacks that may take it), each
+    answering under the client's model name. The model's own refusal of a parameter is the
+    client's 400 (raised at once); a fallback whose worker cannot honour the request is
+    passed over. When every model of the chain is passed over, the model itself is tried."""
+    assert binding.format is not None
+    own = completion_for(params, binding, binding.format, kind, ctx)
+    tried = False
+    for served in chain:
+        if served is binding:
+            completion = own
+        else:
+            if served.format is None:
+                continue
+            try:
+                completion = completion_for(params, served, served.format, kind, ctx, model=binding.name)
+            except OpenAIError:
+                continue
+        tried = True
+        yield completion
+    if not tried:
+        yield own
 
 
 def read_completion(body: bytes, kind: Kind, upstreams: Upstreams, ctx: RequestContext) -> Completion:

@@ -3,13 +3,16 @@
 ``run_job`` runs one job for any request that waits for its whole answer (completions
 here, embeddings in ``proxy.embeddings``); ``run_nonstream`` makes a completion of it.
 
-``/runsync`` submits the job and often brings its whole result. When it does not — the job
-is still running after ``runsync_wait_ms``, or it completed with an empty output because
-its worker is a generator without ``return_aggregate_stream`` (RunPod's final output is
-then ``[]`` and the tokens exist only on ``/stream``) — the job is read through
+``/runsync`` submits the job (retried while RunPod refuses it, ``proxy.submit``) and often
+brings its whole result. When it does not — the job is still running after
+``runsync_wait_ms``, or it completed with an empty output because its worker is a generator
+without ``return_aggregate_stream`` (RunPod's final output is then ``[]`` and the tokens
+exist only on ``/stream``) — the job is read through
 ``JobEvents`` like a stream (``/stream`` polls, ``/status`` at the end only where needed)
 and its events are collected. A job that runs again from the start (its worker was lost)
-is collected again from the start: nothing was sent yet, so the re-run is harmless.
+is collected again from the start: nothing was sent yet, so the re-run is harmless. A job
+that ended with an error is run again with ``/retry`` when its model allows it
+(``[[models]] retries``; ``proxy.submit.rerun_failed``).
 
 The client may leave at any moment: the whole wait races ``http.disconnect``. If it
 leaves while ``/runsync`` is in flight (the job id is not known yet), the cancel queue
@@ -24,6 +27,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Callable
+from functools import partial
 from typing import Any
 
 import msgspec
@@ -40,9 +44,14 @@ from proxy.drain import Drain, ShuttingDown
 from proxy.errors import request_timeout
 from proxy.jobs import ClientDisconnected, JobEvents, JobGuard, events_of_final, first_error, race_disconnect
 from proxy.settings import TimingSettings
+from proxy.submit import Submission, rerun_failed, submit_policy
 from proxy.upstreams import ModelBinding
 
 _enc = msgspec.json.Encoder()
+
+_ABANDONED: dict[type[BaseException], str] = {
+    ClientDisconnected: "client-disconnected", ShuttingDown: "shutdown", TimeoutError: "timeout"}
+"""The request's note when it ends before its submit was answered."""
 
 
 async def run_nonstream(completion: Completion, ctx: RequestContext, *, receive: Any, cancels: CancelQueue,
@@ -64,36 +73,39 @@ async def run_job(binding: ModelBinding, job_input: Any, new_decoder: Callable[[
     request ends before it."""
     deadline = time.monotonic() + timing.request_timeout_s
     drain.check()
-    submit = asyncio.ensure_future(binding.client.runsync(binding.endpoint, job_input, wait_ms=timing.runsync_wait_ms))
+    submit = Submission(partial(binding.client.runsync, binding.endpoint, job_input, wait_ms=timing.runsync_wait_ms),
+                        submit_policy(timing), deadline, keep=True)
     try:
         job: JobStatus = await race_disconnect(
-            receive, drain.bound(asyncio.wait_for(asyncio.shield(submit), timing.request_timeout_s)))
-    except ClientDisconnected:
-        ctx.note = "client-disconnected"
+            receive, drain.bound(asyncio.wait_for(submit.result(), timing.request_timeout_s)))
+    except (ClientDisconnected, ShuttingDown, TimeoutError) as exc:  # the job may exist: cancel it once known
+        ctx.note = _ABANDONED[type(exc)]
         ctx.cancelled = True
-        cancels.submit_when_known(submit, binding.client, binding.endpoint)
+        if submit.attempt is not None:
+            cancels.submit_when_known(submit.attempt, binding.client, binding.endpoint)
+        if isinstance(exc, TimeoutError):
+            raise request_timeout() from None
         raise
-    except ShuttingDown:
-        ctx.note = "shutdown"
-        ctx.cancelled = True
-        cancels.submit_when_known(submit, binding.client, binding.endpoint)
-        raise
-    except TimeoutError:
-        ctx.note = "timeout"
-        ctx.cancelled = True
-        cancels.submit_when_known(submit, binding.client, binding.endpoint)
-        raise request_timeout() from None
     ctx.job_id = job.id
     guard = JobGuard(cancels, binding.client, binding.endpoint, job.id, result_ttl_ms=timing.result_ttl_ms)
     guard.finished = job.terminal
+    reruns = binding.settings.retries
     try:
-        if job.terminal and not _output_on_stream(job):
-            events = events_of_final(new_decoder(), job)
-        else:
-            source = JobEvents(binding.client, binding.endpoint, job.id, new_decoder, timing, guard,
-                               on_rerun="restart")
-            collect = asyncio.wait_for(_collect(source), max(0.0, deadline - time.monotonic()))
-            events = await race_disconnect(receive, drain.bound(collect))
+        while True:
+            if job.terminal and not _output_on_stream(job):
+                events = events_of_final(new_decoder(), job)
+            else:
+                source = JobEvents(binding.client, binding.endpoint, job.id, new_decoder, timing, guard,
+                                   on_rerun="restart")
+                collect = asyncio.wait_for(_collect(source), max(0.0, deadline - time.monotonic()))
+                events = await race_disconnect(receive, drain.bound(collect))
+            if reruns <= 0 or first_error(events) is None or not await rerun_failed(
+                    binding.client, binding.endpoint, job.id, timing, deadline, receive=receive, drain=drain,
+                    cancels=cancels):
+                break
+            reruns -= 1  # the job failed and runs again (nothing was sent): read it afresh
+            guard.finished = False
+            job = JobStatus(id=job.id, status="IN_QUEUE")
     except ClientDisconnected:
         ctx.note = "client-disconnected"
         raise
@@ -116,7 +128,7 @@ async def run_job(binding: ModelBinding, job_input: Any, new_decoder: Callable[[
 async def _response_body(completion: Completion, ctx: RequestContext, events: list[Event]) -> bytes:
     """One ``chat.completion`` / ``text_completion`` (JSON) from a job's events (without
     an error), counted by podgate when the worker reported no usage."""
-    agg = Aggregator(completion.kind, id=completion.response_id, model=completion.binding.name,
+    agg = Aggregator(completion.kind, id=completion.response_id, model=completion.model,
                      created=completion.created, n=completion.params.choices)
     agg.feed(events)
     usage, reasons = None, None

@@ -105,12 +105,15 @@ _HEADERS = {
                                  "ignored, comma-separated.", "schema": {"type": "string"}},
     "x-podgate-usage-estimated": {"description": "`true` when podgate counted the usage (tiktoken) because the "
                                   "worker reported none.", "schema": {"type": "string"}},
+    "x-podgate-served-by": {"description": "The model that served a completion: the one asked for, or one of its "
+                            "`fallbacks`.", "schema": {"type": "string"}},
     "retry-after": {"description": "Seconds to wait before a retry (429).", "schema": {"type": "string"}},
     "x-should-retry": {"description": "Whether a retry may succeed (the OpenAI SDKs obey it).",
                        "schema": {"type": "string", "enum": ["true", "false"]}},
 }
-_ANSWER_HEADERS = ("x-request-id", "x-runpod-job-id", "x-podgate-ignored-params", "x-podgate-usage-estimated")
-_ERROR_HEADERS = ("x-request-id", "x-runpod-job-id", "retry-after", "x-should-retry")
+_ANSWER_HEADERS = ("x-request-id", "x-runpod-job-id", "x-podgate-ignored-params", "x-podgate-usage-estimated",
+                   "x-podgate-served-by")
+_ERROR_HEADERS = ("x-request-id", "x-runpod-job-id", "retry-after", "x-should-retry", "x-podgate-served-by")
 
 _ERRORS = {
     400: "The request is malformed, or asks what the model's worker cannot honour (`param` names the field).",

@@ -3,7 +3,8 @@ gateway (``{base_url}/{endpoint}/openai/v1/…``), not by a translated job.
 
 The client's request goes up with the served model name (``adapters.passthrough``); the
 answer comes back with the client's model name, its errors — even those RunPod answers with
-HTTP 200 — as OpenAI errors with real statuses.
+HTTP 200 — as OpenAI errors with real statuses. A call RunPod refused (429, 502, 503, or never
+reached) is tried again before anything reached the client (``proxy.submit``).
 
 Streams are relayed as the bytes arrive (``SSERelay``), with ``: keep-alive`` comments while
 nothing does. The response starts only once the upstream answered 2xx and its first events
@@ -27,8 +28,9 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncGenerator
-from typing import Any
+from collections.abc import AsyncGenerator, Awaitable, Callable
+from functools import partial
+from typing import Any, TypeVar
 
 from adapters.errors import OpenAIError, to_exception
 from adapters.events import ErrorEvent
@@ -41,7 +43,10 @@ from proxy.errors import request_timeout, sse_error
 from proxy.jobs import race_disconnect
 from proxy.settings import TimingSettings
 from proxy.streaming import KEEPALIVE, TIMEOUT, TimedOut
+from proxy.submit import Submission, submit_policy
 from proxy.upstreams import ModelBinding
+
+T = TypeVar("T")
 
 ROUTES: dict[Kind, str] = {"chat": "chat/completions", "completion": "completions"}
 
@@ -164,16 +169,22 @@ class Relay:
         await asyncio.shield(self.body.aclose())
 
 
+def _submission(call: Callable[[], Awaitable[T]], timing: TimingSettings) -> Submission[T]:
+    """The passthrough call, retried while RunPod refuses it (``proxy.submit``); a try in
+    flight is cancelled with the request (closing it is how its job is cancelled)."""
+    return Submission(call, submit_policy(timing), time.monotonic() + timing.request_timeout_s)
+
+
 async def post(raw: dict[str, Any], route: str, binding: ModelBinding, *, receive: Any,
                timing: TimingSettings, drain: Drain) -> bytes:
     """The upstream's 2xx answer to a non-streaming request, as it came (raises the
     ``OpenAIError`` of a failed call, ``ClientDisconnected`` after closing the upstream
     request, or ``ShuttingDown`` when the drain expired first)."""
     drain.check()
-    call = binding.openai.post(binding.endpoint, route, request_body(raw, binding.served_model),
-                               read_timeout=timing.request_timeout_s)
+    call = partial(binding.openai.post, binding.endpoint, route, request_body(raw, binding.served_model),
+                   read_timeout=timing.request_timeout_s)
     try:
-        return await race_disconnect(receive, drain.bound(call))
+        return await race_disconnect(receive, drain.bound(_submission(call, timing).result()))
     except RunPodError as exc:
         raise upstream_error(exc) from None
 
@@ -190,10 +201,10 @@ async def open_relay(raw: dict[str, Any], kind: Kind, binding: ModelBinding, inc
                      timing: TimingSettings, drain: Drain) -> Relay:
     """Open the upstream stream and read its first events (errors here → HTTP status)."""
     drain.check()
-    call = binding.openai.open(binding.endpoint, ROUTES[kind], request_body(raw, binding.served_model),
-                               read_timeout=timing.request_timeout_s)
+    call = partial(binding.openai.open, binding.endpoint, ROUTES[kind], request_body(raw, binding.served_model),
+                   read_timeout=timing.request_timeout_s)
     try:
-        body = await race_disconnect(receive, drain.bound(call))
+        body = await race_disconnect(receive, drain.bound(_submission(call, timing).result()))
     except RunPodError as exc:
         raise upstream_error(exc) from None
     rename = ModelRename(binding.served_model, binding.name)

@@ -4,7 +4,9 @@
 from RunPod.
 
 - ``POST /v1/chat/completions``, ``POST /v1/completions`` (stream and not), as plain ASGI
-  handlers (``_answer``: the hot path pays for no parameter parsing)
+  handlers (``_answer``: the hot path pays for no parameter parsing); a model's ``fallbacks``
+  are tried in turn while its endpoint is swamped or refuses the submit
+  (``Upstreams.chain``, ``completion.candidates``; ``x-podgate-served-by`` names the server)
 - ``POST /v1/embeddings`` (``proxy.embeddings``)
 - ``GET /v1/models``, ``GET /v1/models/{id}``
 - ``GET /healthz`` (alive), ``GET /readyz`` (ready: the app's readiness check)
@@ -24,9 +26,11 @@ from litestar.types import Receive, Scope, Send
 from litestar.background_tasks import BackgroundTask
 from litestar.response import Stream
 
+from adapters.errors import SUBMIT_OPERATIONS
 from adapters.openai_protocol import ChatCompletionRequest, CompletionRequest, Kind, Model, ModelList
 from adapters.passthrough import usage_of
-from proxy.completion import completion_for, read_request
+from adapters.upstream import RunPodError
+from proxy.completion import candidates, read_request
 from proxy.context import get_context
 from proxy.embeddings import embeddings
 from proxy.errors import model_not_found
@@ -48,20 +52,31 @@ async def _complete(request: Request, body: bytes, kind: Kind) -> Response:
     ctx.stream = bool(params.stream)
     if binding.format is None or binding.passes_through(params.max_output_tokens):
         return await _pass_through(request, params, binding, kind)
-    completion = completion_for(params, binding, binding.format, kind, ctx)
-    run_with = {"receive": request.receive, "cancels": gateway.cancels, "timing": gateway.settings.timing,
-                "drain": gateway.drain}
-    try:
-        if completion.stream:
-            stream = await start_stream(completion, ctx, **run_with)
-            chunks = sse_body(stream)
-            return Stream(chunks, media_type="text/event-stream", headers=SSE_HEADERS,
-                          background=BackgroundTask(_finalize_stream, chunks, stream))
-        answer = await run_nonstream(completion, ctx, **run_with)
-    except ClientDisconnected:
-        # nobody is listening; the job's cancel is already queued
-        return Response(content=b"", status_code=499, media_type=_JSON)
-    return Response(content=answer, status_code=200, media_type=_JSON)
+    timing = gateway.settings.timing
+    run_with = {"receive": request.receive, "cancels": gateway.cancels, "timing": timing, "drain": gateway.drain}
+    chain = gateway.upstreams.chain(binding, ctx.key, gateway.health.latest, timing.fallback_queue_threshold)
+    refused: RunPodError | None = None
+    for completion in candidates(params, binding, chain, kind, ctx):  # the model, then its fallbacks
+        ctx.endpoint = completion.binding.endpoint
+        ctx.headers["x-podgate-served-by"] = completion.binding.name
+        try:
+            if completion.stream:
+                stream = await start_stream(completion, ctx, **run_with)
+                chunks = sse_body(stream)
+                return Stream(chunks, media_type="text/event-stream", headers=SSE_HEADERS,
+                              background=BackgroundTask(_finalize_stream, chunks, stream))
+            answer = await run_nonstream(completion, ctx, **run_with)
+        except ClientDisconnected:
+            # nobody is listening; the job's cancel is already queued
+            return Response(content=b"", status_code=499, media_type=_JSON)
+        except RunPodError as exc:
+            if not (exc.refused and exc.operation in SUBMIT_OPERATIONS):
+                raise
+            refused = exc  # RunPod turned the job away (after the retries): the next fallback may take it
+            continue
+        return Response(content=answer, status_code=200, media_type=_JSON)
+    assert refused is not None
+    raise refused
 
 
 async def _pass_through(request: Request, params: ChatCompletionRequest | CompletionRequest, binding: ModelBinding,

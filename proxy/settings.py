@@ -18,6 +18,8 @@ whose message names the key (``models[1].format``) and what is wrong with it, so
 
     [timing]                                 # every knob optional (defaults below)
     keepalive_s = 10.0
+    submit_retries = 2                       # refused submits (429/502/503) retried before the first byte
+    fallback_queue_threshold = 10            # queue depth (no workers) that sends requests to fallbacks
 
     [metrics]
     health_interval_s = 15.0                 # /health poll per endpoint (0 = none)
@@ -29,6 +31,9 @@ whose message names the key (``models[1].format``) and what is wrong with it, so
                                              # (chat, completions); infinity | infinity-native
                                              # (embeddings)
     served_model = "meta-llama/Meta-Llama-3-8B-Instruct"   # optional: what the worker expects
+    fallbacks = ["llama-3-8b-spare"]         # optional: models taking over when this endpoint is
+                                             #   swamped or refuses (x-podgate-served-by says who)
+    retries = 1                              # optional: /retry a FAILED job before any output went
     base_url = "http://127.0.0.1:8100/v2"    # optional per-model upstream override
 
     [[keys]]                                 # optional; with none, podgate is open
@@ -174,6 +179,15 @@ class TimingSettings(_Section):
     cancel_concurrency: PositiveCount = 20
     """Concurrent ``/cancel`` calls (RunPod allows 20 per endpoint)."""
     cancel_retries: Count = 3
+    submit_retries: Count = 2
+    """Before the first byte, a submit (``/run``, ``/runsync``, a passthrough call) that RunPod
+    refused (429, 502, 503, or never reached) is tried again up to this many times, after
+    its ``Retry-After`` or a jittered pause that doubles from 0.5 s (``proxy.submit``); a 500
+    or a timeout after sending is never repeated (the job may exist). 0: no retries."""
+    fallback_queue_threshold: Count = 10
+    """A model's endpoint with no worker ready, idle or running and at least this many jobs in
+    its queue (its last ``/health`` reading, ``[metrics] health_interval_s``) is passed over
+    for the model's ``fallbacks``."""
 
 
 class MetricsSettings(_Section):
@@ -193,6 +207,18 @@ class ModelSettings(_Section):
     queue_format: FormatName | None = None
     """For a passed-through model (``format = "openai"``): the worker format of the queue path
     that takes the requests RunPod's gateway might cut (see ``passthrough_max_tokens``)."""
+    fallbacks: list[str] = msgspec.field(default_factory=list)
+    """Other models (by name) that take this model's completions, in order, when its endpoint
+    is swamped (by the ``/health`` poll: no worker ready, idle or running and at least
+    ``timing.fallback_queue_threshold`` jobs queued) or still refuses the submit after
+    ``timing.submit_retries`` (before the first byte only). Only one level is followed (a
+    fallback's own fallbacks are not); the answer keeps this model's name and says which model
+    served it in ``x-podgate-served-by``. Translated completion models only (not ``openai``
+    nor embeddings), on either side."""
+    retries: Count = 0
+    """A job of this model that ended FAILED (or TIMED_OUT) before any of its output reached the
+    client is run again with RunPod's ``/retry`` up to this many times (same job id). 0: never
+    (a job that fails may fail the same way again, and each run is paid for)."""
     passthrough_max_tokens: PositiveCount | None = None
     """With ``queue_format``: a request asking for more tokens than this, or setting no limit,
     goes through the queue (``/run`` + ``/stream``) instead of the gateway, whose streams
@@ -446,6 +472,7 @@ def _check(s: ProxySettings, source: str) -> None:
             fail(f"models[{i}].queue_format", "must be a queue format (vllm, vllm-native, sglang, tgi or text)")
         if (m.passthrough_max_tokens is None) != (m.queue_format is None):
             fail(f"models[{i}].passthrough_max_tokens", "queue_format and passthrough_max_tokens go together")
+    _check_fallbacks(s.models, fail)
     if s.timing.poll_min_ms > s.timing.poll_max_ms:
         fail("timing.poll_min_ms", "must not exceed timing.poll_max_ms")
     limits = s.budgets.limits()
@@ -453,6 +480,27 @@ def _check(s: ProxySettings, source: str) -> None:
         o = getattr(s.budgets, field)
         if o.burst is not None and o.burst > limits[name].rate:
             fail(f"budgets.{name}.burst", f"must not exceed the rate ({limits[name].rate})")
+
+
+_COMPLETION_FORMATS = ("vllm", "vllm-native", "sglang", "tgi", "text")
+
+
+def _check_fallbacks(models: list[ModelSettings], fail: Callable[[str, str], None]) -> None:
+    """Every fallback names another configured model, and both serve translated completions."""
+    by_name = {m.name: m for m in models}
+    for i, m in enumerate(models):
+        if m.fallbacks and m.format not in _COMPLETION_FORMATS:
+            fail(f"models[{i}].fallbacks", f"only a model podgate translates into completion jobs "
+                 f"({', '.join(_COMPLETION_FORMATS)}) has fallbacks")
+        for j, name in enumerate(m.fallbacks):
+            other = by_name.get(name)
+            if name == m.name:
+                fail(f"models[{i}].fallbacks[{j}]", "a model cannot be its own fallback")
+            elif other is None:
+                fail(f"models[{i}].fallbacks[{j}]", f"no such model: {name!r}")
+            elif other.format not in _COMPLETION_FORMATS:
+                fail(f"models[{i}].fallbacks[{j}]", f"{name!r} is not translated into completion jobs "
+                     f"(its format is {other.format!r})")
 
 
 def _check_keys(keys: list[tuple[str, int, KeySettings]], models: set[str]) -> None:

@@ -1,11 +1,13 @@
 """The streaming path: a RunPod job as an OpenAI SSE stream (like vLLM's serving_chat.py).
 
-``start_stream`` submits the job (``/run``) and waits a short while
-(``first_byte_wait_s``) for its first events, so that an error known early (a bad
-parameter the worker refused, a job that failed at once, RunPod refusing the submit)
-is still answered with a real HTTP status. Then the response starts and ``sse_body``
-writes each batch of deltas the moment a ``/stream`` poll brings it, ``: keep-alive``
-comments while the job waits, an in-stream ``data: {"error": …}`` for an error after the
+``start_stream`` submits the job (``/run``; retried while RunPod refuses it,
+``proxy.submit``) and waits a short while (``first_byte_wait_s``) for its first events, so
+that an error known early (a bad parameter the worker refused, a job that failed at once,
+RunPod refusing the submit) is still answered with a real HTTP status; a job that failed
+before any output is first run again with ``/retry`` when its model allows it
+(``[[models]] retries``). Then the response starts and ``sse_body`` writes each batch of
+deltas the moment a ``/stream`` poll brings it, ``: keep-alive`` comments while the job
+waits, an in-stream ``data: {"error": …}`` for an error after the
 first byte (the configured keys masked), the usage chunk only when the client asked for
 it, and ``data: [DONE]`` always. A job that runs again from the start after part of its
 first run was sent (its worker was lost) ends the stream with a ``job_restarted`` error,
@@ -32,6 +34,7 @@ import asyncio
 import enum
 import time
 from collections.abc import AsyncGenerator
+from functools import partial
 from typing import Any, Final, Literal
 
 from adapters.assemble import StreamAssembler
@@ -46,6 +49,7 @@ from proxy.drain import Drain, ShuttingDown
 from proxy.errors import request_timeout, sse_error
 from proxy.jobs import ClientDisconnected, JobEvents, JobGuard, first_error, race_disconnect
 from proxy.settings import TimingSettings
+from proxy.submit import Submission, rerun_failed, submit_policy
 
 KEEPALIVE = comment("keep-alive")
 
@@ -70,7 +74,7 @@ class SSEWriter:
 
     def __init__(self, completion: Completion):
         self.completion = completion
-        self.asm = StreamAssembler(completion.kind, id=completion.response_id, model=completion.binding.name,
+        self.asm = StreamAssembler(completion.kind, id=completion.response_id, model=completion.model,
                                    created=completion.created, include_usage=completion.include_usage)
 
     def feed(self, events: list[Event]) -> bytes:
@@ -165,35 +169,46 @@ async def start_stream(completion: Completion, ctx: RequestContext, *, receive: 
     """Submit the job and wait briefly for its first events (errors here → HTTP status)."""
     binding = completion.binding
     drain.check()
-    submit = asyncio.ensure_future(binding.client.run(binding.endpoint, completion.job_input))
+    deadline = time.monotonic() + timing.request_timeout_s
+    submit = Submission(partial(binding.client.run, binding.endpoint, completion.job_input), submit_policy(timing),
+                        deadline, keep=True)
     try:
-        job = await race_disconnect(receive, drain.bound(asyncio.shield(submit)))
+        job = await race_disconnect(receive, drain.bound(submit.result()))
     except (ClientDisconnected, ShuttingDown) as exc:  # the job may exist already: cancel it once its id is known
         ctx.note = _note(exc)
         ctx.cancelled = True
-        cancels.submit_when_known(submit, binding.client, binding.endpoint)
+        if submit.attempt is not None:
+            cancels.submit_when_known(submit.attempt, binding.client, binding.endpoint)
         raise
     ctx.job_id = job.id
     guard = JobGuard(cancels, binding.client, binding.endpoint, job.id, result_ttl_ms=timing.stream_result_ttl_ms)
-    source = JobEvents(binding.client, binding.endpoint, job.id, completion.new_decoder, timing, guard, on_rerun="fail")
-    stream = StreamJob(completion, ctx, timing, guard, source, drain)
-    try:
-        first = await race_disconnect(receive, stream.pending.get(timing.first_byte_wait_s, drain.expiry()))
-        drain.check()
-    except BaseException as exc:  # the response never starts: the job is not wanted
-        stream.pending.cancel()
-        if guard.release():
-            ctx.cancelled = True
-        if isinstance(exc, (ClientDisconnected, ShuttingDown)):
-            ctx.note = _note(exc)
-        raise
+    reruns = binding.settings.retries
+    while True:
+        source = JobEvents(binding.client, binding.endpoint, job.id, completion.new_decoder, timing, guard,
+                           on_rerun="fail")
+        stream = StreamJob(completion, ctx, timing, guard, source, drain)
+        stream.deadline = deadline  # the request's, from its start
+        try:
+            first = await race_disconnect(receive, stream.pending.get(timing.first_byte_wait_s, drain.expiry()))
+            drain.check()
+            if first is None or first is TIMEOUT or (err := first_error(first)) is None or _has_content(first):
+                break
+            if reruns <= 0 or not await rerun_failed(binding.client, binding.endpoint, job.id, timing, deadline,
+                                                     receive=receive, drain=drain, cancels=cancels):
+                guard.release()  # cancels the job if the error did not end it
+                raise to_exception(err)
+        except BaseException as exc:  # the response never starts: the job is not wanted
+            stream.pending.cancel()
+            if guard.release():
+                ctx.cancelled = True
+            if isinstance(exc, (ClientDisconnected, ShuttingDown)):
+                ctx.note = _note(exc)
+            raise
+        reruns -= 1  # the job failed before any output and runs again (same id): read it afresh
+        guard.finished = False
     if first is None:
         stream.ended = True
     elif first is not TIMEOUT:
-        err = first_error(first)
-        if err is not None and not _has_content(first):
-            guard.release()  # cancels the job if the error did not end it
-            raise to_exception(err)
         stream.first = first
     return stream
 

@@ -10,11 +10,15 @@ serve the model (its settings, its worker format — None when the model is pass
 the endpoint's OpenAI gateway (``format = "openai"``) — the clients for its base URL, and the
 mask of the configured keys, ``key_mask``, that every error passed on to the client goes
 through).
+
+A model's ``fallbacks`` (other models, checked at settings load) take its requests when its
+endpoint is swamped (``swamped``: no workers and a queue, by the ``/health`` poll) or refuses
+the submit after its retries (``Upstreams.chain`` gives the order; ``proxy.routes`` walks it).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 
 from adapters.budgets import BudgetedUpstream, Budgets, SharedRates
@@ -23,6 +27,7 @@ from adapters.formats import WorkerFormat, get_format
 from adapters.http_upstream import AnswerHook, HTTPUpstream, make_transport
 from adapters.passthrough import OpenAIPassthrough
 from adapters.runpod_client import RunPodQueueClient
+from proxy.health import HealthReading
 from proxy.keys import may_use
 from proxy.settings import PASSTHROUGH, KeySettings, ModelSettings, ProxySettings, redacted_url
 
@@ -65,6 +70,17 @@ class ModelBinding:
         return self.settings.served_model or self.settings.name
 
 
+def swamped(reading: HealthReading | None, queue_threshold: int) -> bool:
+    """An endpoint that cannot take a request soon, by its last ``/health`` reading: no worker
+    ready, idle or running, and at least ``queue_threshold`` jobs in its queue (no reading:
+    not known to be swamped)."""
+    if reading is None:
+        return False
+    workers = reading.health.workers
+    ready = workers.get("ready", 0) + workers.get("idle", 0) + workers.get("running", 0)
+    return ready == 0 and reading.health.jobs.get("inQueue", 0) >= queue_threshold
+
+
 class Upstreams:
     """The settings' upstreams and models; ``on_answer`` hears of every upstream call (metrics)."""
 
@@ -94,6 +110,16 @@ class Upstreams:
         """The model's binding; None when there is no such model or ``key`` may not use it
         (a key sees the models it may not use as absent)."""
         return self._bindings.get(model) if may_use(key, model) else None
+
+    def chain(self, binding: ModelBinding, key: KeySettings | None, health: Mapping[str, HealthReading],
+              queue_threshold: int) -> list[ModelBinding]:
+        """Where a request for ``binding``'s model goes, in order: the model and its
+        ``fallbacks`` (those ``key`` may use) whose endpoint is not ``swamped`` by its last
+        ``health`` reading; the model alone when every one is (it is the one asked for)."""
+        if not binding.settings.fallbacks:
+            return [binding]
+        chain = [binding, *(b for name in binding.settings.fallbacks if (b := self.binding(name, key)) is not None)]
+        return [b for b in chain if not swamped(health.get(b.endpoint), queue_threshold)] or [binding]
 
     def visible(self, key: KeySettings | None = None) -> list[ModelBinding]:
         """The bindings ``key`` may use (``/v1/models``)."""

@@ -5,6 +5,7 @@ queue always did."""
 
 from __future__ import annotations
 
+import time
 from operator import attrgetter
 
 import msgspec
@@ -70,11 +71,27 @@ def _failing(errors: list[RunPodError]):
 
 
 def test_retry_policy_honours_retry_after_doubles_and_caps():
-    policy = RetryPolicy(attrgetter("refused"), retries=5, first_pause_s=0.25, max_pause_s=2.0)
+    policy = RetryPolicy(attrgetter("refused"), retries=5, first_pause_s=0.25, max_pause_s=2.0, jitter=0.0)
     retry_afters = (None, None, 5.0, None, 0.0)  # a Retry-After of 0 counts as none
     assert [policy.pause(n, ra) for n, ra in enumerate(retry_afters)] == [0.25, 0.5, 2.0, 2.0, 2.0]
-    uncapped = RetryPolicy(attrgetter("transient"), retries=3, first_pause_s=0.5)
+    uncapped = RetryPolicy(attrgetter("transient"), retries=3, first_pause_s=0.5, jitter=0.0)
     assert [uncapped.pause(n) for n in range(3)] + [uncapped.pause(0, 7.0)] == [0.5, 1.0, 2.0, 7.0]
+
+
+def test_retry_policy_jitters_backoff_down_and_retry_after_only_up():
+    policy = RetryPolicy(attrgetter("refused"), retries=5, first_pause_s=1.0, jitter=0.5)
+    backoffs = {policy.pause(1) for _ in range(200)}
+    assert all(1.0 <= p <= 2.0 for p in backoffs) and len(backoffs) > 1  # spread, never longer than 2 s
+    honoured = {policy.pause(0, 3.0) for _ in range(200)}
+    assert all(3.0 <= p <= 4.5 for p in honoured) and len(honoured) > 1  # never sooner than Retry-After
+
+
+async def test_retry_policy_gives_up_when_the_pause_would_pass_the_deadline():
+    policy = RetryPolicy(attrgetter("refused"), retries=5, first_pause_s=0.0)
+    call, calls = _failing([RunPodError(429, "x", retry_after=60.0)] * 5)
+    with pytest.raises(RunPodError):
+        await policy.call_until(time.monotonic() + 30, call, "d")
+    assert calls == ["d"]  # told to wait a minute, with half a minute left: not retried
 
 
 async def test_retry_policy_retries_what_it_accepts_then_gives_up():

@@ -32,7 +32,9 @@ def _body(**kw) -> bytes:
 def test_a_request_is_one_immutable_value(upstreams):
     ctx = RequestContext()
     completion = read_completion(_body(stream=True, mystery=1), "chat", upstreams, ctx)
-    assert set(Completion.__struct_fields__) == {"kind", "params", "binding", "format", "job_input", "response_id", "created"}
+    assert set(Completion.__struct_fields__) == {"kind", "params", "binding", "format", "job_input", "response_id", "created",
+                                                 "model"}
+    assert completion.model == "m"  # the name the answer carries (a fallback's too)
     assert isinstance(completion.params, ChatCompletionRequest) and completion.stream
     assert completion.binding is upstreams.binding("m") and completion.job_input
     assert completion.response_id == "chatcmpl-" + ctx.request_id.removeprefix("req_")

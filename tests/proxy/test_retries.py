@@ -60,11 +60,13 @@ def test_sdk_retries_when_runpod_cannot_be_reached(tmp_path, stream):
 
 def test_sdk_retries_a_submit_runpod_refused(module_endpoint_factory, tmp_path):
     """RunPod answered /run with 429: retryable, said explicitly; the retry succeeds once
-    the rate window has room again."""
+    the rate window has room again. (podgate's own retries of refused submits are off here,
+    ``submit_retries = 0``: they are tested in test_submit_retries.)"""
     server = module_endpoint_factory(endpoints=("rl",), limits={"run": (1, 0), "runsync": (1, 0)}, rate_window=4)
     server.worker(HANDLER, endpoint="rl", concurrency=2)
-    proxy = start_proxy(write_config(tmp_path / "rl.toml", server.base, "rl", models={"m": ("vllm", "era-c")}),
-                        server.api_key, tmp_path)
+    config = write_config(tmp_path / "rl.toml", server.base, "rl", models={"m": ("vllm", "era-c")},
+                          timing={"submit_retries": 0})
+    proxy = start_proxy(config, server.api_key, tmp_path)
     try:
         with httpx.Client(base_url=proxy.base_url, timeout=10) as c:
             body = {"model": "m", "messages": USER, "stream": True}

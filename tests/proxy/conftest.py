@@ -201,3 +201,12 @@ def stack(tmp_path_factory) -> Stack:
 def http(stack) -> httpx.Client:
     with httpx.Client(base_url=stack.base_url, timeout=30) as c:
         yield c
+
+
+@pytest.fixture(scope="module")
+def fake_runpod():
+    """A raw loopback server playing RunPod (``tests.proxy.fake_runpod``), one per module."""
+    from tests.proxy.fake_runpod import serve_fake_runpod
+
+    with serve_fake_runpod() as fake:
+        yield fake

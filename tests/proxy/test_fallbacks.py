@@ -17,7 +17,6 @@ import pytest
 
 from proxy.settings import SettingsError, parse_settings
 from tests.proxy.conftest import start_proxy, write_config
-from tests.proxy.fake_runpod import FakeRunPod, serve_fake_runpod
 
 USER = [{"role": "user", "content": "hi"}]
 MODES = ("stream", "sync")
@@ -40,12 +39,6 @@ def _model(role: str, mode: str) -> str:
 
 def _endpoint(role: str, mode: str) -> str:
     return f"{ROLES[role][0]}-{role}-{mode}"
-
-
-@pytest.fixture(scope="module")
-def fake_runpod() -> Iterator[FakeRunPod]:
-    with serve_fake_runpod() as fake:
-        yield fake
 
 
 @pytest.fixture(scope="module")

@@ -17,16 +17,10 @@ import openai
 import pytest
 
 from tests.proxy.conftest import start_proxy, write_config
-from tests.proxy.fake_runpod import FAILING_RUNS, FAULTS, FakeRunPod, serve_fake_runpod
+from tests.proxy.fake_runpod import FAILING_RUNS, FAULTS
 
 USER = [{"role": "user", "content": "hi"}]
 MODES = ("stream", "sync", "pstream", "psync")
-
-
-@pytest.fixture(scope="module")
-def fake_runpod() -> Iterator[FakeRunPod]:
-    with serve_fake_runpod() as fake:
-        yield fake
 
 
 @pytest.fixture(scope="module")

@@ -13,6 +13,9 @@ route, transport or queue knows of metrics:
   time-to-first-token histograms, ``podgate_tokens_total``, ``podgate_requests_cancelled_total``;
 - the upstream seam (``runpod_answer``, ``HTTPUpstream.on_answer``, once per RunPod call):
   ``podgate_runpod_calls_total`` and ``podgate_runpod_rate_limited_total`` (its 429s);
+- the budgets (``budget_wait``, ``BudgetedUpstream.on_wait``, once per budgeted call):
+  ``podgate_budget_wait_seconds``, how long calls waited for RunPod's limits (the ``stream``
+  operation's is the poll scheduler's line);
 - the cancel queue (``cancel_done``, ``CancelQueue.on_done``): ``podgate_cancels_total``, and
   its depth read at scrape time, ``podgate_cancel_queue_depth``;
 - ``StreamGauge`` (ASGI middleware around the routes): ``podgate_active_streams``, the SSE
@@ -63,6 +66,9 @@ TTFT_BUCKETS = (0.05, 0.1, 0.25, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 5.0, 10.0, 20.0,
 second with a warm worker, seconds while the job waits in RunPod's queue, tens of seconds
 to minutes when a worker must start cold (finely spaced below 3 s, where a warm endpoint's
 changes show)."""
+BUDGET_WAIT_BUCKETS = (0.001, 0.005, 0.025, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+"""Seconds a call waited for its budget: nothing at all while under RunPod's limits (the
+first bucket), one interval (5 ms for ``/stream``) to seconds when the budget is the bottleneck."""
 
 _STREAM_ROUTES = frozenset({"chat_completions", "completions"})
 _STATE = re.compile(r"[A-Za-z][A-Za-z0-9_]{0,31}\Z")
@@ -107,6 +113,9 @@ class Metrics:
                           ["operation"], registry=r)
         cancels = Counter("podgate_cancels", "/cancel calls sent for abandoned jobs, by result (ok: cancelled or "
                           "already gone; failed: retries exhausted).", ["result"], registry=r)
+        budget_wait = Histogram("podgate_budget_wait_seconds", "How long calls to RunPod waited for their budget "
+                                "(RunPod's per-endpoint limits, kept by podgate), by operation.", ["operation"],
+                                buckets=BUDGET_WAIT_BUCKETS, registry=r)
         active = Gauge("podgate_active_streams", "Streaming responses started and not yet ended.", ["model"],
                        registry=r)
         if cancel_queue is not None:
@@ -121,6 +130,7 @@ class Metrics:
         self._calls = _Children(calls)
         self._limited = _Children(limited)
         self._cancels = _Children(cancels)
+        self._budget_wait = _Children(budget_wait)
         self._active = _Children(active)
         for name in self._models:  # present (at 0) before the first stream
             self._active[(name,)].set(0)
@@ -157,6 +167,10 @@ class Metrics:
         self._calls[(operation, status or "error")].inc()
         if status == 429:
             self._limited[(operation,)].inc()
+
+    def budget_wait(self, operation: str, seconds: float) -> None:
+        """One budgeted call's wait for its budget (``BudgetedUpstream.on_wait``)."""
+        self._budget_wait[(operation,)].observe(seconds)
 
     def cancel_done(self, endpoint: str, job_id: str, ok: bool) -> None:
         """One ``/cancel`` finished (``CancelQueue.on_done``); its ids are not labels."""

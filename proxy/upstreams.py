@@ -21,7 +21,7 @@ from __future__ import annotations
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 
-from adapters.budgets import BudgetedUpstream, Budgets, SharedRates
+from adapters.budgets import BudgetedUpstream, Budgets, SharedRates, WaitHook
 from adapters.errors import KeyMask
 from adapters.formats import WorkerFormat, get_format
 from adapters.http_upstream import AnswerHook, HTTPUpstream, make_transport
@@ -82,9 +82,11 @@ def swamped(reading: HealthReading | None, queue_threshold: int) -> bool:
 
 
 class Upstreams:
-    """The settings' upstreams and models; ``on_answer`` hears of every upstream call (metrics)."""
+    """The settings' upstreams and models; ``on_answer`` hears of every upstream call and
+    ``on_budget_wait`` of each call's wait for its budget (metrics)."""
 
-    def __init__(self, settings: ProxySettings, *, on_answer: AnswerHook | None = None):
+    def __init__(self, settings: ProxySettings, *, on_answer: AnswerHook | None = None,
+                 on_budget_wait: WaitHook | None = None):
         t = settings.timing
         self._upstreams: dict[str, tuple[BudgetedUpstream, RunPodQueueClient, OpenAIPassthrough]] = {}
         self._bindings: dict[str, ModelBinding] = {}
@@ -100,7 +102,7 @@ class Upstreams:
                                         connect_timeout=t.connect_timeout_s, read_timeout=t.upstream_timeout_s,
                                         on_answer=on_answer)
                 budgeted = BudgetedUpstream(upstream, Budgets(base, limits, replicas=settings.budgets.replicas,
-                                                              shared=self._shared))
+                                                              shared=self._shared), on_wait=on_budget_wait)
                 clients = self._upstreams[base] = (budgeted, RunPodQueueClient(budgeted), OpenAIPassthrough(budgeted))
             queue_format = m.queue_format if m.format == PASSTHROUGH else m.format
             fmt = None if queue_format is None else get_format(queue_format)
@@ -120,6 +122,15 @@ class Upstreams:
             return [binding]
         chain = [binding, *(b for name in binding.settings.fallbacks if (b := self.binding(name, key)) is not None)]
         return [b for b in chain if not swamped(health.get(b.endpoint), queue_threshold)] or [binding]
+
+    def budget_usage(self) -> dict[str, dict[str, float]]:
+        """Per endpoint and operation, the share of RunPod's rate this process used in the
+        last window (``adapters.budgets.Budgets.usage``)."""
+        used: dict[str, dict[str, float]] = {}
+        for upstream, _, _ in self._upstreams.values():
+            for endpoint, ops in upstream.budgets.usage().items():
+                used.setdefault(endpoint, {}).update(ops)
+        return used
 
     def visible(self, key: KeySettings | None = None) -> list[ModelBinding]:
         """The bindings ``key`` may use (``/v1/models``)."""

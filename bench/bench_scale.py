@@ -97,17 +97,19 @@ class Sampler:
         self.samples: list[tuple[float, float]] = []
         self._task: asyncio.Task | None = None
 
-    async def _run(self, http) -> None:
-        while True:
-            try:
-                text = (await http.get(self.url)).text
-            except httpx.HTTPError:  # podgate too busy to answer in time: the next sample will do
-                continue
-            self.samples.append((time.monotonic(), _counter(text, "podgate_runpod_calls_total", operation=self.operation)))
-            await asyncio.sleep(1.0)
+    async def _run(self) -> None:
+        async with httpx.AsyncClient(timeout=30) as http:  # its own connection: never behind the clients' pool
+            while True:
+                try:
+                    text = (await http.get(self.url)).text
+                except httpx.HTTPError:  # podgate too busy to answer in time: the next sample will do
+                    continue
+                count = _counter(text, "podgate_runpod_calls_total", operation=self.operation)
+                self.samples.append((time.monotonic(), count))
+                await asyncio.sleep(1.0)
 
-    def start(self, http) -> None:
-        self._task = asyncio.ensure_future(self._run(http))
+    def start(self) -> None:
+        self._task = asyncio.ensure_future(self._run())
 
     async def stop(self) -> None:
         assert self._task is not None
@@ -170,11 +172,11 @@ async def sustained(base_url: str, metrics_url: str, streams: int, seconds: floa
     results = {"ok": 0, "errors": 0}
     reasons: collections.Counter[str] = collections.Counter()
     body = {"model": "m", "messages": [{"role": "user", "content": "x"}], "stream": True}
-    # a kept-alive connection is dropped before uvicorn closes it (after 5 s idle), not raced
-    limits = httpx.Limits(max_connections=streams + 10, max_keepalive_connections=streams + 10, keepalive_expiry=4.0)
+    # a kept-alive connection is dropped well before uvicorn closes it (5 s idle), not raced
+    limits = httpx.Limits(max_connections=streams + 10, max_keepalive_connections=streams + 10, keepalive_expiry=2.0)
     async with httpx.AsyncClient(base_url=base_url, timeout=120, limits=limits) as http:
         sampler = Sampler(metrics_url, "stream")
-        sampler.start(http)
+        sampler.start()
         cpu0, _ = _proc_stats(pid)
         t0 = time.monotonic()
         deadline = t0 + seconds
@@ -225,7 +227,7 @@ async def disconnect_storm(base_url: str, metrics_url: str, endpoint, streams: i
     async with httpx.AsyncClient(base_url=base_url, timeout=300, limits=limits) as http, \
             httpx.AsyncClient(timeout=30, headers={"Authorization": f"Bearer {endpoint.api_key}"}) as ep:
         sampler = Sampler(metrics_url, "cancel")
-        sampler.start(http)
+        sampler.start()
         tasks = [asyncio.ensure_future(client(http)) for _ in range(streams)]
         await asyncio.wait_for(started.wait(), 300)
         t0 = time.monotonic()

@@ -9,9 +9,12 @@ from __future__ import annotations
 import asyncio
 import time
 
+import httpx
 import pytest
 
-from adapters.budgets import Budget, Budgets, Limit
+from adapters.budgets import Budget, BudgetedUpstream, Budgets, Limit
+from adapters.http_upstream import HTTPUpstream
+from adapters.runpod_client import RunPodQueueClient
 from adapters.upstream import UpstreamRequest
 from proxy.jobs import FIRST_OUTPUT_LEAD_S, IDLE_LAG_S, JobEvents
 from proxy.settings import TimingSettings
@@ -143,3 +146,49 @@ def test_the_order_of_a_stream_by_its_state():
     # the leads are bounded: a flowing stream that has waited longer than the lead goes before a
     # stream asking now for its first output, so no kind starves another
     assert flowing - FIRST_OUTPUT_LEAD_S - 0.01 < waiting
+
+
+class _Echo:
+    """A decoder whose events are the items' outputs."""
+
+    def feed(self, output):
+        return [output]
+
+    def close(self):
+        return []
+
+
+async def test_a_new_streams_first_poll_passes_the_flowing_streams_polls():
+    """Through the real seam (queue client → budgets → HTTP upstream): with one poll at a time,
+    a stream asking for its first output goes before flowing streams that asked earlier."""
+    release = asyncio.Event()
+    seen: list[str] = []
+
+    async def handler(request: httpx.Request) -> httpx.Response:
+        job = request.url.path.rsplit("/", 1)[1]
+        seen.append(job)
+        if job == "blocker":
+            await release.wait()
+        return httpx.Response(200, json={"status": "IN_PROGRESS", "stream": [{"output": job}]})
+
+    base = "http://runpod.test/v2"
+    budgets = Budgets(base, {"stream": Limit(0, 10.0, 1)})
+    client = RunPodQueueClient(BudgetedUpstream(HTTPUpstream(httpx.MockTransport(handler), base, "k"), budgets))
+    timing = TimingSettings(stream_wait_ms=0)
+
+    def job(name: str, flowing: bool) -> JobEvents:
+        ev = JobEvents(client, "ep", name, _Echo, timing)
+        ev._saw_items = ev._flowing = flowing
+        return ev
+
+    polls = []
+    for name, flowing in [("blocker", True), ("flowing-1", True), ("flowing-2", True), ("flowing-3", True),
+                          ("new", False)]:
+        polls.append(asyncio.create_task(job(name, flowing).next()))
+        for _ in range(10):
+            await asyncio.sleep(0)
+    release.set()
+    batches = await asyncio.gather(*polls)
+    assert [b for [b] in batches] == ["blocker", "flowing-1", "flowing-2", "flowing-3", "new"]
+    # flowing-1 was already the line's head, waiting for the slot, when "new" came
+    assert seen == ["blocker", "flowing-1", "new", "flowing-2", "flowing-3"]

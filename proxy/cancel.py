@@ -10,8 +10,9 @@ queue's own task sends the cancel, outliving the request.
 - duplicates coalesce (a job queued or in flight is not queued twice);
 - at most ``concurrency`` cancels in flight (RunPod allows 20 concurrent ``/cancel``);
 - 429 / 5xx / network errors are retried (``adapters.retries.RetryPolicy``: ``Retry-After``
-  honoured, else a pause doubling from ``backoff_s``) at most ``retries`` times, each try
-  holding one of the ``concurrency`` slots (a pause holds none); 404 (job already gone)
+  honoured, else a pause doubling from ``backoff_s`` up to ``RETRY_MAX_S``) at most ``retries``
+  times (``[timing] cancel_retries``: the default rides out about a minute of refusals), each
+  try holding one of the ``concurrency`` slots (a pause holds none); 404 (job already gone)
   counts as done;
 - ``submit_when_known(task, ...)`` handles a job whose id is not known yet (a
   ``/runsync`` still in flight when the client left): when the call returns a
@@ -37,17 +38,19 @@ from adapters.upstream import RunPodError
 
 log = logging.getLogger("podgate.cancel")
 
+RETRY_MAX_S = 10.0
+"""The longest pause between two tries of one ``/cancel`` (without ``Retry-After``)."""
 RETAIN_CONCURRENCY = 4
 RETAIN_PENDING = 1000
 
 
 class CancelQueue:
-    def __init__(self, *, concurrency: int = 20, retries: int = 3, backoff_s: float = 0.5):
+    def __init__(self, *, concurrency: int = 20, retries: int = 10, backoff_s: float = 0.5):
         self._queue: asyncio.Queue[tuple[RunPodQueueClient, str, str]] = asyncio.Queue()
         self._pending: set[tuple[str, str]] = set()
         self._sem = asyncio.Semaphore(concurrency)
         # /cancel is idempotent: any failure that may pass is retried
-        self._retry = RetryPolicy(attrgetter("transient"), retries, backoff_s)
+        self._retry = RetryPolicy(attrgetter("transient"), retries, backoff_s, RETRY_MAX_S)
         self._tasks: set[asyncio.Task] = set()
         self._runner: asyncio.Task | None = None
         self.sent = 0

@@ -178,7 +178,10 @@ class TimingSettings(_Section):
     call per stream, so off (0) by default."""
     cancel_concurrency: PositiveCount = 20
     """Concurrent ``/cancel`` calls (RunPod allows 20 per endpoint)."""
-    cancel_retries: Count = 3
+    cancel_retries: Count = 10
+    """How often a ``/cancel`` that failed retryably (429, 5xx, unreachable) is tried again,
+    after ``Retry-After`` or a pause doubling from 0.5 s up to 10 s: the default rides out about
+    a minute of refusals (a 429 storm, a RunPod blip), since a job nobody cancels runs on, paid for."""
     submit_retries: Count = 2
     """Before the first byte, a submit (``/run``, ``/runsync``, a passthrough call) that RunPod
     refused (429, 502, 503, or never reached) is tried again up to this many times, after

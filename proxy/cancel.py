@@ -32,6 +32,7 @@ import logging
 from collections.abc import Awaitable, Callable
 from operator import attrgetter
 
+from adapters.errors import KeyMask
 from adapters.retries import RetryPolicy
 from adapters.runpod_client import JobStatus, RunPodQueueClient
 from adapters.upstream import RunPodError
@@ -57,6 +58,8 @@ class CancelQueue:
         self.failed = 0
         self.on_done: Callable[[str, str, bool], None] | None = None
         """Test/metrics hook: called with (endpoint, job_id, ok) after each cancel."""
+        self.key_mask = KeyMask()
+        """The configured keys, masked in the upstream's messages this queue logs (set by the app)."""
         self._retaining: set[asyncio.Task] = set()
         self._retain_sem = asyncio.Semaphore(RETAIN_CONCURRENCY)
         self.retained = 0
@@ -130,7 +133,7 @@ class CancelQueue:
                 await client.status(endpoint, job_id, ttl_ms=ttl_ms)
             self.retained += 1
         except RunPodError as exc:  # gone already, or RunPod busy: the result expires on its own
-            log.debug("status?ttl for %s/%s failed: %s", endpoint, job_id, exc.message)
+            log.debug("status?ttl for %s/%s failed: %s", endpoint, job_id, self.key_mask.text(exc.message))
 
     # -- the sender -------------------------------------------------------------------
     async def _cancel(self, client: RunPodQueueClient, endpoint: str, job_id: str) -> None:
@@ -154,7 +157,7 @@ class CancelQueue:
             if exc.status == 404:
                 ok = True  # already gone (finished and expired, or TTL)
             else:
-                log.warning("cancel %s/%s failed: %s", endpoint, job_id, exc.message)
+                log.warning("cancel %s/%s failed: %s", endpoint, job_id, self.key_mask.text(exc.message))
         except Exception:  # never let the queue die
             log.exception("cancel %s/%s crashed", endpoint, job_id)
         self._pending.discard((endpoint, job_id))

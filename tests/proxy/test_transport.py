@@ -10,6 +10,7 @@ import json
 import httpx
 import pytest
 
+from adapters.errors import KeyMask
 from adapters.http_upstream import HTTPUpstream
 from adapters.runpod_client import RunPodQueueClient
 from adapters.upstream import RunPodError
@@ -159,6 +160,22 @@ async def test_the_default_cancel_queue_rides_out_a_429_storm():
     await q.close()
     assert done == [True]
     assert len(calls) == t.cancel_retries + 1
+
+
+async def test_a_failed_cancels_log_line_masks_the_configured_keys(caplog: pytest.LogCaptureFixture):
+    secret = "odd-shaped-secret-42"  # no known key pattern: only the mask by value catches it
+
+    def handler(req):
+        return httpx.Response(400, json={"error": f"bad key {secret}"})
+
+    q = CancelQueue(retries=0)
+    q.key_mask = KeyMask([secret])
+    q.start()
+    q.submit(client_for(handler), "ep", "j")
+    await q.close()
+    assert q.failed == 1
+    assert "cancel ep/j failed" in caplog.text
+    assert secret not in caplog.text
 
 
 async def test_cancel_queue_cancels_a_job_once_its_id_is_known():

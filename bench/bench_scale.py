@@ -209,16 +209,20 @@ async def disconnect_storm(base_url: str, metrics_url: str, endpoint, streams: i
     body = {"model": "m", "messages": [{"role": "user", "content": "x"}], "stream": True, "max_tokens": 100_000}
     limits = httpx.Limits(max_connections=streams + 10, max_keepalive_connections=0)
     job_ids: list[str] = []
+    refused: collections.Counter[str] = collections.Counter()
     streaming = [0]
     started = asyncio.Event()
     go = asyncio.Event()
 
     async def client(http) -> None:
         async with http.stream("POST", "/chat/completions", json=body) as r:
-            job_ids.append(r.headers.get("x-runpod-job-id", ""))
-            async for line in r.aiter_lines():
-                if '"content"' in line:
-                    break
+            if r.status_code != 200:
+                refused[f"HTTP {r.status_code}: {(await r.aread())[:200]!r}"] += 1
+            else:
+                job_ids.append(r.headers.get("x-runpod-job-id", ""))
+                async for line in r.aiter_lines():
+                    if '"content"' in line:
+                        break
             streaming[0] += 1
             if streaming[0] == streams:
                 started.set()
@@ -248,7 +252,8 @@ async def disconnect_storm(base_url: str, metrics_url: str, endpoint, streams: i
         all_cancelled_s = time.monotonic() - t0
         await asyncio.sleep(1.0)
         await sampler.stop()
-    return {"streams": streams, "all_cancelled_s": all_cancelled_s, "not_cancelled": len(pending),
+    return {"streams": streams, "refused": refused.most_common(5), "all_cancelled_s": all_cancelled_s,
+            "not_cancelled": len(pending),
             "cancel_most_10s": sampler.most_in()}
 
 
@@ -299,6 +304,8 @@ def main() -> int:
                     print(f"disconnect storm, {s['streams']} streams: all CANCELLED {s['all_cancelled_s']:.1f} s "
                           f"after the clients left ({s['not_cancelled']} not); /cancel calls at most "
                           f"{s['cancel_most_10s']:.0f} in 10 s (RunPod allows 100)")
+                    for reason, count in s["refused"]:
+                        print(f"  not started x{count}: {reason}")
             finally:
                 proxy.stop()
         finally:

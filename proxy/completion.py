@@ -141,6 +141,8 @@ def candidates(params: ChatCompletionRequest | CompletionRequest, binding: Model
                 completion = completion_for(params, served, fmt, kind, ctx, model=binding.name)
             except OpenAIError:
                 continue
+        else:  # passed through: nothing is ignored (another model's completion may have said otherwise)
+            ctx.headers.pop("x-podgate-ignored-params", None)
         tried = True
         yield served, completion
     if not tried:

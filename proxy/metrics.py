@@ -48,7 +48,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Iterator
-from typing import Any
+from typing import Any, get_args
 
 from litestar import Request, Response, get
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, ProcessCollector
@@ -198,10 +198,12 @@ class Metrics:
             "podgate_fallbacks", "Requests for a model taken by one of its fallbacks (its endpoint swamped, or refusing "
             "after the retries), by the model asked for and the one that served.", ["model", "to"], registry=r))
         for m in settings.models:  # the configured series, present at 0
+            for reason in get_args(RetryReason):
+                self._submit_retries[(m.name, reason)].inc(0)
             for fallback in m.fallbacks:
                 self._fallbacks[(m.name, fallback)].inc(0)
             if m.retries:
-                for rerun in ("queued", "failed"):
+                for rerun in get_args(RerunResult):
                     self._reruns[(m.name, rerun)].inc(0)
 
     def submit_retried(self, model: str, reason: RetryReason) -> None:

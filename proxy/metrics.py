@@ -18,6 +18,9 @@ route, transport or queue knows of metrics:
   operation's is the poll scheduler's line);
 - the cancel queue (``cancel_done``, ``CancelQueue.on_done``): ``podgate_cancels_total``, and
   its depth read at scrape time, ``podgate_cancel_queue_depth``;
+- the retries and fallbacks (``submit_retried``, ``rerun``, ``fallback``: the app's
+  ``RetryObserver``, ``Upstreams.observer``, told by ``proxy.submit`` and ``proxy.fallback``):
+  ``podgate_submit_retries_total``, ``podgate_reruns_total``, ``podgate_fallbacks_total``;
 - ``StreamGauge`` (ASGI middleware around the routes): ``podgate_active_streams``, the SSE
   responses that started and have not ended (queue and passthrough paths alike);
 - the ``/health`` poller (``proxy.health``), read at scrape time: ``podgate_runpod_endpoint_jobs``,
@@ -31,7 +34,9 @@ Labels stay bounded, whatever clients send: ``model`` is a configured model name
 client key's name ("" when podgate is open or the request had no valid key); ``operation``
 one of the upstream seam's fixed names (``run``, ``runsync``, ``status``, ``stream``,
 ``cancel``, ``health``, ``openai/v1/<route>``); ``endpoint`` a configured endpoint id;
-``state`` one of the short names RunPod's ``/health`` uses. Never a request id, a job id, a
+``state`` one of the short names RunPod's ``/health`` uses; ``to`` a configured model name
+(a fallback); ``reason`` and ``result`` fixed sets (``proxy.submit.RetryReason``,
+``RerunResult``). Never a request id, a job id, a
 raw path, a key or its hash.
 
 Cost: ``observe`` runs on every request. Label children are looked up once per label tuple
@@ -43,7 +48,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Iterator
-from typing import Any
+from typing import Any, get_args
 
 from litestar import Request, Response, get
 from prometheus_client import (CollectorRegistry, Counter, Gauge, Histogram, ProcessCollector,
@@ -56,6 +61,7 @@ from proxy.cancel import CancelQueue
 from proxy.context import RequestContext, get_context
 from proxy.health import HealthPoller
 from proxy.settings import ProxySettings
+from proxy.submit import RerunResult, RetryReason
 
 disable_created_metrics()  # no ``*_created`` series: one more sample per child that nobody graphs
 
@@ -139,6 +145,7 @@ class Metrics:
             self._active[(name,)].set(0)
         for result in ("ok", "failed"):
             self._cancels[(result,)].inc(0)
+        self._retry_metrics(settings)
         if health is not None and health.interval_s > 0:
             r.register(_HealthCollector(health))
         ProcessCollector(registry=r)  # process_*: memory, CPU, open files (memory growth shows here)
@@ -178,6 +185,38 @@ class Metrics:
     def cancel_done(self, endpoint: str, job_id: str, ok: bool) -> None:
         """One ``/cancel`` finished (``CancelQueue.on_done``); its ids are not labels."""
         self._cancels[("ok" if ok else "failed",)].inc()
+
+    # -- retries and fallbacks (issue 11, part 4): ``proxy.submit.RetryObserver`` ----------
+    def _retry_metrics(self, settings: ProxySettings) -> None:
+        r = self.registry
+        self._submit_retries = _Children(Counter(
+            "podgate_submit_retries", "Refused submits (/run, /runsync, /retry, passthrough calls) tried again before "
+            "the first byte, by the model whose endpoint refused and why (429, 5xx: 502/503, connect: never reached).",
+            ["model", "reason"], registry=r))
+        self._reruns = _Children(Counter(
+            "podgate_reruns", "FAILED jobs run again with /retry before any output was sent ([[models]] retries), by "
+            "result (queued: RunPod ran it again; failed: it would not, the job's error stands).", ["model", "result"],
+            registry=r))
+        self._fallbacks = _Children(Counter(
+            "podgate_fallbacks", "Requests for a model taken by one of its fallbacks (its endpoint swamped, or refusing "
+            "after the retries), by the model asked for and the one that served.", ["model", "to"], registry=r))
+        for m in settings.models:  # the configured series, present at 0
+            for reason in get_args(RetryReason):
+                self._submit_retries[(m.name, reason)].inc(0)
+            for fallback in m.fallbacks:
+                self._fallbacks[(m.name, fallback)].inc(0)
+            if m.retries:
+                for rerun in get_args(RerunResult):
+                    self._reruns[(m.name, rerun)].inc(0)
+
+    def submit_retried(self, model: str, reason: RetryReason) -> None:
+        self._submit_retries[(self.model_label(model), reason)].inc()
+
+    def rerun(self, model: str, result: RerunResult) -> None:
+        self._reruns[(self.model_label(model), result)].inc()
+
+    def fallback(self, model: str, to: str) -> None:
+        self._fallbacks[(self.model_label(model), self.model_label(to))].inc()
 
     def active_streams(self, model: str | None) -> Any:
         """The ``podgate_active_streams`` child of a model (``StreamGauge``)."""

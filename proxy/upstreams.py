@@ -13,7 +13,8 @@ through).
 
 A model's ``fallbacks`` (other models, checked at settings load) take its requests when its
 endpoint is swamped (``swamped``: no workers and a queue, by the ``/health`` poll) or refuses
-the submit after its retries (``Upstreams.chain`` gives the order; ``proxy.routes`` walks it).
+the submit after its retries (``Upstreams.chain`` gives the order; ``proxy.fallback`` walks
+it, for every route); ``Upstreams.observer`` hears of the retries and fallbacks (metrics).
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from adapters.runpod_client import RunPodQueueClient
 from proxy.health import HealthReading
 from proxy.keys import may_use
 from proxy.settings import PASSTHROUGH, KeySettings, ModelSettings, ProxySettings, redacted_url
+from proxy.submit import RetryObserver
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,12 +84,14 @@ def swamped(reading: HealthReading | None, queue_threshold: int) -> bool:
 
 
 class Upstreams:
-    """The settings' upstreams and models; ``on_answer`` hears of every upstream call and
-    ``on_budget_wait`` of each call's wait for its budget (metrics)."""
+    """The settings' upstreams and models; ``on_answer`` hears of every upstream call,
+    ``on_budget_wait`` of each call's wait for its budget, ``observer`` of the submits'
+    retries, the re-runs and the fallbacks (metrics)."""
 
     def __init__(self, settings: ProxySettings, *, on_answer: AnswerHook | None = None,
-                 on_budget_wait: WaitHook | None = None):
+                 on_budget_wait: WaitHook | None = None, observer: RetryObserver | None = None):
         t = settings.timing
+        self.observer = observer
         self._upstreams: dict[str, tuple[BudgetedUpstream, RunPodQueueClient, OpenAIPassthrough]] = {}
         self._bindings: dict[str, ModelBinding] = {}
         self.key_mask = KeyMask(settings.secrets())

@@ -120,13 +120,14 @@ class Sampler:
             pass
 
     def most_in(self, window_s: float = 10.0) -> float:
-        """The highest rate over any sampled span of about ``window_s`` (0.8× to 1.2× of it,
-        samples being about a second apart, or more under load), as calls per ``window_s``."""
+        """The most calls counted between two samples ``window_s`` to 1.1 × ``window_s`` apart:
+        each such span holds every ``window_s`` window inside it, so this errs high, never low
+        (a raw count; scaling shorter spans up would count a burst as a rate)."""
         best = 0.0
         for i, (t0, c0) in enumerate(self.samples):
             for t1, c1 in self.samples[i + 1:]:
-                if 0.8 * window_s <= t1 - t0 <= 1.2 * window_s:
-                    best = max(best, (c1 - c0) / (t1 - t0) * window_s)
+                if window_s <= t1 - t0 <= 1.1 * window_s:
+                    best = max(best, c1 - c0)
         return best
 
     def per_10s(self) -> float:

@@ -56,4 +56,4 @@ def install() -> None:
     from runpod.http_client import TooManyRequests
     from runpod.serverless.modules import rp_job, rp_scale
 
-    rp_scale.get_job = PacedFetcher(rp_job.get_job, TooManyRequests)  # type: ignore[assignment]
+    rp_scale.get_job = PacedFetcher(rp_job.get_job, TooManyRequests)

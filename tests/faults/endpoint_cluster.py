@@ -20,6 +20,8 @@ import uuid
 from pathlib import Path
 
 import redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 
 from tests.conftest import _Factory, EndpointServer
 from tests.proxy.conftest import ProxyProcess, start_proxy, write_config
@@ -56,7 +58,9 @@ class OwnRedis:
             time.sleep(0.05)
 
     def client(self) -> redis.Redis:
-        return redis.Redis(host="127.0.0.1", port=self.port, socket_timeout=5)
+        """A client that does not retry (redis-py's default retries would resend SHUTDOWN
+        to a server that is going, for seconds)."""
+        return redis.Redis(host="127.0.0.1", port=self.port, socket_timeout=5, retry=Retry(NoBackoff(), 0))
 
     def stop(self, *, save: bool) -> None:
         """``SHUTDOWN SAVE`` (its data is back after :meth:`start`) or ``SHUTDOWN NOSAVE``."""

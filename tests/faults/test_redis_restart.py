@@ -8,7 +8,7 @@ What an outage is, and what the clients see:
   on the same port, its RDB loaded): every job survives in Redis, and the endpoint rides the
   outage out (``serverless.outage``): held caller requests, held result posts of the workers.
   No client fails, every answer is whole and right, every job completes once, the sweeper
-  re-queues none (the outage is longer than ``worker_timeout`` minus a ping interval).
+  re-queues none (though the outage lasts ``worker_timeout``).
 - **A pause** (``CLIENT PAUSE``): connections stay up and commands wait; the same outcome.
 - **A restart that loses the data** (``--save ""`` and ``SHUTDOWN NOSAVE``): the jobs in
   flight are gone for good: nothing can finish them. A client then gets a clean error (an
@@ -58,7 +58,9 @@ def cluster(endpoint_factory, tmp_path: Path) -> Iterator[Cluster]:
     own.start()
     proxy = None
     try:
-        server = replica(endpoint_factory, own, new_prefix(), workers_max=100)
+        # the outage is as long as worker_timeout: counted against the workers, it would make
+        # the sweeper re-queue every running job
+        server = replica(endpoint_factory, own, new_prefix(), workers_max=100, worker_timeout=OUTAGE)
         for _ in range(2):
             server.worker(HANDLER, wait=False)
         server.wait_for_workers(count=2)

@@ -461,6 +461,7 @@ class EndpointService:
         chunks = split_chunk(raw, self.settings.max_chunk)
         if not await self._worker_post(lambda: self.store.append_chunks(endpoint, job_id, worker_id, chunks,
                                                                         now=self.clock())):
+            # not this worker's job (any more): the store has told its job-stop poll to stop the run
             raise ApiError(404, "job not found or not in progress on this worker")
 
     async def ping(self, endpoint: str, worker_id: str, job_ids: str | None, status: str | None) -> None:

@@ -13,7 +13,8 @@ What an outage is, and what the clients see:
 - **A restart that loses the data** (``--save ""`` and ``SHUTDOWN NOSAVE``): the jobs in
   flight are gone for good: nothing can finish them. A client then gets a clean error (an
   HTTP error status, or an in-stream error event), never a hang and never a wrong or cut
-  answer passed off as whole; the endpoint serves new requests at once.
+  answer passed off as whole; the workers' runs of those jobs are stopped (their next
+  stream post is refused with a stop signal); the endpoint serves new requests at once.
 
 In every case the endpoint logs a bounded number of lines (the store's one warning per
 outage and one when it is back) and no traceback.
@@ -155,6 +156,9 @@ async def test_a_restart_that_loses_the_data_ends_requests_cleanly(cluster: Clus
     for answer in answers:  # whole and right, or a clean error: never cut short silently
         assert answer == ANSWER or isinstance(answer, openai.APIError), answer
     assert any(isinstance(a, openai.APIError) for a in answers[:N_EARLY])  # their jobs are gone
+    # and their runs are stopped: the workers' next stream post for them is refused and
+    # stops the run (most of them, before they end on their own)
+    _wait(lambda: sum(w.output().count("Job stopped.") for w in cluster.endpoint.workers) >= N_EARLY // 2)
     async with openai.AsyncOpenAI(base_url=cluster.proxy.base_url, api_key="none", max_retries=0,
                                   timeout=BOUND) as client:  # and the next requests are served
         assert await _settled([asyncio.create_task(_ask(client, s)) for s in (True, False)]) == [ANSWER] * 2

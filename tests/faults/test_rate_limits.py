@@ -1,0 +1,112 @@
+"""429 storms, with and without ``Retry-After``, on each operation podgate calls.
+
+- ``/run`` / ``/runsync`` refused: nothing was created and nothing sent, so podgate tries
+  again (``proxy.submit``): a short storm ends in the whole answer and one job; a storm
+  longer than ``submit_retries`` reaches the client as 429 in OpenAI's shape, with
+  ``Retry-After`` when RunPod sent one and ``x-should-retry: true``, and no job exists.
+- ``/stream`` refused: the poll consumed nothing, so it is polled again; a storm longer than
+  the poll retries ends the answer with the 429 (in-stream after the first byte, with
+  ``[DONE]``) and the job is cancelled.
+- ``/cancel`` refused while a client leaves: the cancel queue tries again and the job ends
+  CANCELLED.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.faults.conftest import on_first_text
+from tests.proxy.handlers.faults import NUMBERS
+from tests.proxy.handlers.workers import TEXT
+
+HELLO = "".join(TEXT)
+COUNTED = "".join(NUMBERS)
+
+
+def submit_op(stream: bool) -> str:
+    return "run" if stream else "runsync"
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["nonstream", "stream"])
+@pytest.mark.parametrize("retry_after", [1, None], ids=["retry-after", "backoff"])
+def test_a_short_429_storm_on_submit_is_retried(rig, stream, retry_after):
+    op = submit_op(stream)
+    storm = rig.layer.inject(op, status=429, retry_after=retry_after, times=2)
+    out = rig.chat("hi", stream=stream)
+    assert (out.status, out.text, out.error) == (200, HELLO, None)
+    assert out.done or not stream
+    assert storm.hits == 2
+    assert rig.layer.count(op, forwarded=True) == 1  # one job, not one per try
+    assert list(rig.settled().values()) == ["COMPLETED"]
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["nonstream", "stream"])
+def test_a_429_storm_of_a_second_is_outlasted(rig, stream):
+    """A storm that lasts a second, without ``Retry-After``: the backoff (0.5 s, then 1 s,
+    each shortened by at most a fifth) outlasts it."""
+    rig.layer.inject(submit_op(stream), status=429, times=None, duration=1.0)
+    out = rig.chat("hi", stream=stream)
+    assert (out.status, out.text) == (200, HELLO)
+    assert list(rig.settled().values()) == ["COMPLETED"]
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["nonstream", "stream"])
+@pytest.mark.parametrize("retry_after", ["1", None], ids=["retry-after", "backoff"])
+def test_an_endless_429_storm_on_submit_reaches_the_client(rig, stream, retry_after):
+    op = submit_op(stream)
+    storm = rig.layer.inject(op, status=429, retry_after=retry_after, times=None)
+    out = rig.chat("hi", stream=stream)
+    assert out.status == 429
+    assert out.error is not None and out.error["type"] == "rate_limit_error", out.error
+    assert out.error["code"] == "rate_limit_exceeded"
+    assert out.headers["x-should-retry"] == "true"  # nothing was created: safe to send again
+    assert out.headers.get("retry-after") == retry_after
+    assert storm.hits == 3  # the first try and submit_retries = 2
+    assert rig.layer.count(op, forwarded=True) == 0
+    assert rig.settled() == {}  # no job was created
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["nonstream", "stream"])
+def test_a_429_storm_on_stream_polls_is_retried(rig, stream):
+    """Three refused polls in the middle of the answer: polled again, nothing lost or doubled."""
+    def storm() -> None:
+        rig.layer.inject("stream", status=429, retry_after="0.2", times=3)
+
+    if not stream:
+        storm()
+    out = rig.chat("#numbers", stream=stream, on_text=on_first_text(storm) if stream else None)
+    assert (out.status, out.text, out.error) == (200, COUNTED, None)
+    assert out.done or not stream
+    assert rig.layer.count("stream", forwarded=False) == 3
+    assert list(rig.settled().values()) == ["COMPLETED"]
+
+
+def test_an_endless_429_storm_on_stream_polls_ends_the_stream_cleanly(rig):
+    """After the first byte nothing is retried past the poll retries: an in-stream error,
+    ``[DONE]``, and the job cancelled on the endpoint."""
+    out = rig.chat("#numbers", stream=True,
+                   on_text=on_first_text(lambda: rig.layer.inject("stream", status=429, times=None)))
+    assert out.status == 200 and out.done
+    assert out.error is not None and out.error["type"] == "rate_limit_error", out.error
+    assert COUNTED.startswith(out.text) and len(out.text) < len(COUNTED)  # never passed off as whole
+    assert rig.settled()[out.job] == "CANCELLED"
+
+
+def test_an_endless_429_storm_on_stream_polls_fails_a_nonstream_request(rig):
+    rig.layer.inject("stream", status=429, times=None)
+    out = rig.chat("#numbers", stream=False)
+    assert out.status == 429
+    assert out.error is not None and out.error["type"] == "rate_limit_error", out.error
+    assert out.headers["x-should-retry"] == "false"  # the job had been accepted (and is cancelled)
+    [job] = rig.layer.jobs
+    assert rig.settled()[job] == "CANCELLED"
+
+
+@pytest.mark.parametrize("retry_after", ["0.5", None], ids=["retry-after", "backoff"])
+def test_a_429_storm_on_cancel_still_cancels_the_job(rig, retry_after):
+    storm = rig.layer.inject("cancel", status=429, retry_after=retry_after, times=2)
+    out = rig.chat("#numbers", stream=True, on_text=on_first_text(leave=True))
+    assert out.left
+    statuses = rig.settled()
+    assert statuses[out.job] == "CANCELLED"
+    assert storm.hits == 2 and rig.layer.count("cancel", forwarded=True) == 1

@@ -100,17 +100,6 @@ class Rig:
                            headers=exc.response.headers)
         return _read_sse(raw.http_response, on_text)
 
-    def new_marker(self, suffix: str, before: set[Path], timeout: float = 20.0) -> str:
-        """The job id of the first ``<job>.<suffix>`` marker a handler wrote that is not in
-        ``before`` (the markers seen earlier: ``set(rig.markers.iterdir())``)."""
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            for path in self.markers.glob(f"*.{suffix}"):
-                if path not in before:
-                    return path.name.removesuffix(f".{suffix}")
-            time.sleep(0.05)
-        raise AssertionError(f"no new .{suffix} marker")
-
     def job_status(self, job_id: str) -> str:
         with self.endpoint.client() as c:
             r = c.get(f"{self.endpoint.url()}/status/{job_id}")

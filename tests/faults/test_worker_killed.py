@@ -12,6 +12,7 @@ so the rig keeps its two workers.
 from __future__ import annotations
 
 import threading
+import time
 
 from tests.faults.conftest import HANDLER, Outcome, Rig
 from tests.proxy.handlers.faults import MIDWAY, NUMBERS
@@ -46,11 +47,15 @@ def test_a_worker_killed_mid_stream_ends_the_stream_cleanly(rig):
 
 
 def test_a_worker_killed_mid_job_is_invisible_to_a_nonstream_request(rig):
+    """The job is killed once ``/runsync`` answered it still IN_PROGRESS (its id known,
+    after ``runsync_wait_ms``: past the first tokens) and podgate reads its stream."""
     outcome: dict[str, Outcome] = {}
-    before = set(rig.markers.iterdir())
     thread = threading.Thread(target=lambda: outcome.update(out=rig.chat("#numbers", stream=False)))
     thread.start()
-    job = rig.new_marker("midway", before)
+    deadline = time.monotonic() + 20
+    while not rig.layer.jobs and time.monotonic() < deadline:
+        time.sleep(0.05)
+    [job] = rig.layer.jobs
     kill_runner(rig, job)
     thread.join(60)
     out = outcome["out"]

@@ -34,6 +34,7 @@ import pytest
 from tests.conftest import EndpointServer, _Factory
 from tests.faults.fault_layer import FaultLayer, serve_fault_layer
 from tests.proxy.conftest import ProxyProcess, start_proxy, write_config
+from tests.proxy.handlers.faults import NUMBERS
 
 HANDLER = "tests.proxy.handlers.faults:handler"
 MODELS = {"text": ("text", None), "pass": ("openai", "era-c")}
@@ -42,6 +43,8 @@ MODELS = {"text": ("text", None), "pass": ("openai", "era-c")}
 #: status on a loaded machine; a re-run told from the first run after a pause of 1 s.
 TIMING = {"result_ttl_ms": 0, "first_byte_wait_s": 1.5, "restart_check_s": 1.0}
 TERMINAL = ("COMPLETED", "FAILED", "CANCELLED", "TIMED_OUT")
+#: The whole answer of ``#numbers`` (40 tokens, 0.1 s apart: long enough to fault mid-stream).
+COUNTED = "".join(NUMBERS)
 
 
 @dataclass
@@ -100,6 +103,11 @@ class Rig:
                            headers=exc.response.headers)
         return _read_sse(raw.http_response, on_text)
 
+    def fault_mid_stream(self, op: str = "stream", *, proxy: ProxyProcess | None = None, **fault: Any) -> Outcome:
+        """Stream ``#numbers`` and inject ``fault`` on ``op`` once its first text arrived."""
+        return self.chat("#numbers", stream=True, proxy=proxy,
+                         on_text=on_first_text(lambda: self.layer.inject(op, **fault)))
+
     def job_status(self, job_id: str) -> str:
         with self.endpoint.client() as c:
             r = c.get(f"{self.endpoint.url()}/status/{job_id}")
@@ -119,6 +127,23 @@ class Rig:
             if time.monotonic() > deadline:
                 raise AssertionError(f"jobs lost or left running: {open_jobs}, endpoint health {jobs}")
             time.sleep(0.1)
+
+
+def assert_cut_cleanly(rig: Rig, out: Outcome, error_type: str) -> None:
+    """A stream a fault ended after its first byte: an in-stream error then ``[DONE]``, the
+    text a strict prefix of the answer (never passed off as whole), the job cancelled."""
+    assert out.status == 200 and out.done, out
+    assert out.error is not None and out.error["type"] == error_type, out.error
+    assert COUNTED.startswith(out.text) and len(out.text) < len(COUNTED), out.text
+    assert rig.settled()[out.job] == "CANCELLED"
+
+
+def assert_failed_and_cancelled(rig: Rig, out: Outcome, status: int) -> None:
+    """A non-streaming request a fault ended after its job was accepted: ``status``, not to
+    be retried by the client, the job cancelled."""
+    assert out.status == status and out.headers["x-should-retry"] == "false", out
+    [job] = rig.layer.jobs
+    assert rig.settled()[job] == "CANCELLED"
 
 
 def on_first_text(action: Callable[[], object] | None = None, *, leave: bool = False) -> Callable[[Outcome], bool]:

@@ -13,10 +13,8 @@ from __future__ import annotations
 
 import pytest
 
-from tests.faults.conftest import on_first_text
-from tests.proxy.handlers.faults import NUMBERS
+from tests.faults.conftest import assert_cut_cleanly, assert_failed_and_cancelled, on_first_text
 
-COUNTED = "".join(NUMBERS)
 STREAM = pytest.mark.parametrize("stream", [False, True], ids=["nonstream", "stream"])
 WHEN = pytest.mark.parametrize("when", ["before", "after"])
 
@@ -37,21 +35,13 @@ def test_a_reset_submit_fails_the_request_without_a_retry(rig, stream, when):
 
 @WHEN
 def test_a_reset_stream_poll_ends_the_stream_cleanly(rig, when):
-    out = rig.chat("#numbers", stream=True,
-                   on_text=on_first_text(lambda: rig.layer.inject("stream", reset=when)))
-    assert out.status == 200 and out.done
-    assert out.error is not None and out.error["type"] == "server_error", out.error
-    assert COUNTED.startswith(out.text) and len(out.text) < len(COUNTED)
-    assert rig.settled()[out.job] == "CANCELLED"
+    assert_cut_cleanly(rig, rig.fault_mid_stream(reset=when), "server_error")
 
 
 @WHEN
 def test_a_reset_stream_poll_fails_a_nonstream_request(rig, when):
     rig.layer.inject("stream", reset=when)
-    out = rig.chat("#numbers", stream=False)
-    assert out.status == 502 and out.headers["x-should-retry"] == "false"
-    [job] = rig.layer.jobs
-    assert rig.settled()[job] == "CANCELLED"
+    assert_failed_and_cancelled(rig, rig.chat("#numbers", stream=False), 502)
 
 
 @WHEN

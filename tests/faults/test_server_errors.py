@@ -12,12 +12,10 @@ from __future__ import annotations
 
 import pytest
 
-from tests.faults.conftest import on_first_text
-from tests.proxy.handlers.faults import NUMBERS
+from tests.faults.conftest import COUNTED, assert_cut_cleanly, assert_failed_and_cancelled, on_first_text
 from tests.proxy.handlers.workers import TEXT
 
 HELLO = "".join(TEXT)
-COUNTED = "".join(NUMBERS)
 STREAM = pytest.mark.parametrize("stream", [False, True], ids=["nonstream", "stream"])
 
 
@@ -70,19 +68,12 @@ def test_refused_stream_polls_are_polled_again(rig, stream, status):
 
 
 def test_a_500_on_a_stream_poll_ends_the_stream_cleanly(rig):
-    out = rig.chat("#numbers", stream=True, on_text=on_first_text(lambda: rig.layer.inject("stream", status=500)))
-    assert out.status == 200 and out.done
-    assert out.error is not None and out.error["type"] == "server_error", out.error
-    assert COUNTED.startswith(out.text) and len(out.text) < len(COUNTED)
-    assert rig.settled()[out.job] == "CANCELLED"
+    assert_cut_cleanly(rig, rig.fault_mid_stream(status=500), "server_error")
 
 
 def test_a_500_on_a_stream_poll_fails_a_nonstream_request(rig):
     rig.layer.inject("stream", status=500)
-    out = rig.chat("#numbers", stream=False)
-    assert out.status == 502 and out.headers["x-should-retry"] == "false"
-    [job] = rig.layer.jobs
-    assert rig.settled()[job] == "CANCELLED"
+    assert_failed_and_cancelled(rig, rig.chat("#numbers", stream=False), 502)
 
 
 def test_a_500_on_status_is_retried(rig):

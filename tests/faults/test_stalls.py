@@ -12,10 +12,8 @@ from __future__ import annotations
 
 import pytest
 
-from tests.faults.conftest import on_first_text
-from tests.proxy.handlers.faults import NUMBERS
+from tests.faults.conftest import COUNTED, assert_cut_cleanly, assert_failed_and_cancelled, on_first_text
 
-COUNTED = "".join(NUMBERS)
 MINUTE = 60.0
 
 
@@ -27,12 +25,7 @@ def impatient(fault_rig):
 
 
 def test_a_stalled_poll_mid_stream_ends_the_stream_cleanly(rig, impatient):
-    out = rig.chat("#numbers", stream=True, proxy=impatient,
-                   on_text=on_first_text(lambda: rig.layer.inject("stream", stall=MINUTE)))
-    assert out.status == 200 and out.done
-    assert out.error is not None and out.error["type"] == "timeout", out.error
-    assert COUNTED.startswith(out.text) and len(out.text) < len(COUNTED)
-    assert rig.settled()[out.job] == "CANCELLED"
+    assert_cut_cleanly(rig, rig.fault_mid_stream(stall=MINUTE, proxy=impatient), "timeout")
     assert rig.layer.count("stream", forwarded=False) == 1  # dropped by podgate, never forwarded
 
 
@@ -48,10 +41,7 @@ def test_a_poll_stalled_before_the_first_byte_ends_in_stream(rig, impatient):
 
 def test_a_stalled_poll_fails_a_nonstream_request(rig, impatient):
     rig.layer.inject("stream", stall=MINUTE)
-    out = rig.chat("#numbers", stream=False, proxy=impatient)
-    assert out.status == 504 and out.headers["x-should-retry"] == "false"
-    [job] = rig.layer.jobs
-    assert rig.settled()[job] == "CANCELLED"
+    assert_failed_and_cancelled(rig, rig.chat("#numbers", stream=False, proxy=impatient), 504)
 
 
 @pytest.mark.parametrize("stream", [False, True], ids=["nonstream", "stream"])

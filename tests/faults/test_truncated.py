@@ -13,10 +13,8 @@ from __future__ import annotations
 
 import pytest
 
-from tests.faults.conftest import on_first_text
-from tests.proxy.handlers.faults import NUMBERS
+from tests.faults.conftest import assert_cut_cleanly, assert_failed_and_cancelled, on_first_text
 
-COUNTED = "".join(NUMBERS)
 STREAM = pytest.mark.parametrize("stream", [False, True], ids=["nonstream", "stream"])
 
 
@@ -32,20 +30,12 @@ def test_a_truncated_submit_answer_fails_the_request(rig, stream):
 
 
 def test_a_truncated_poll_ends_the_stream_cleanly(rig):
-    out = rig.chat("#numbers", stream=True,
-                   on_text=on_first_text(lambda: rig.layer.inject("stream", truncate=True)))
-    assert out.status == 200 and out.done
-    assert out.error is not None and out.error["type"] == "server_error", out.error
-    assert COUNTED.startswith(out.text) and len(out.text) < len(COUNTED)
-    assert rig.settled()[out.job] == "CANCELLED"
+    assert_cut_cleanly(rig, rig.fault_mid_stream(truncate=True), "server_error")
 
 
 def test_a_truncated_poll_fails_a_nonstream_request(rig):
     rig.layer.inject("stream", truncate=True)
-    out = rig.chat("#numbers", stream=False)
-    assert out.status == 502 and out.headers["x-should-retry"] == "false"
-    [job] = rig.layer.jobs
-    assert rig.settled()[job] == "CANCELLED"
+    assert_failed_and_cancelled(rig, rig.chat("#numbers", stream=False), 502)
 
 
 def test_a_truncated_status_is_read_again(rig):

@@ -14,10 +14,9 @@ from __future__ import annotations
 import threading
 import time
 
-from tests.faults.conftest import HANDLER, Outcome, Rig
-from tests.proxy.handlers.faults import MIDWAY, NUMBERS
+from tests.faults.conftest import COUNTED, HANDLER, Outcome, Rig
+from tests.proxy.handlers.faults import MIDWAY
 
-COUNTED = "".join(NUMBERS)
 
 
 def kill_runner(rig: Rig, job: str) -> str:

@@ -13,8 +13,10 @@
 
 from __future__ import annotations
 
+import time
 from concurrent.futures import ThreadPoolExecutor
 
+import openai
 import pytest
 
 from tests.faults.conftest import COUNTED, assert_cut_cleanly, assert_failed_and_cancelled, on_first_text
@@ -92,6 +94,27 @@ def test_an_endless_429_storm_on_stream_polls_fails_a_nonstream_request(rig):
     out = rig.chat("#numbers", stream=False)
     assert out.error is not None and out.error["type"] == "rate_limit_error", out.error
     assert_failed_and_cancelled(rig, out, 429)  # the job had been accepted: not to be sent again
+
+
+def test_a_client_leaving_while_a_submit_waits_out_a_429_leaves_no_job(rig):
+    """The client gives up while podgate waits out a refused ``/run``'s ``Retry-After``: the
+    retrying ends with the request, and no job is created after it left."""
+    rig.layer.inject("run", status=429, retry_after=2, times=None)
+    client = rig.client().with_options(timeout=0.5)
+    with pytest.raises(openai.APITimeoutError):
+        client.chat.completions.create(model="text", messages=[{"role": "user", "content": "hi"}], stream=True)
+    time.sleep(3.0)  # past Retry-After and its jitter: a retry still going would have come by now
+    assert rig.layer.count("run") == 1
+    assert rig.settled() == {}
+
+
+def test_a_client_leaving_during_a_poll_storm_has_its_job_cancelled(rig):
+    def storm() -> None:
+        rig.layer.inject("stream", status=429, retry_after=1, times=None)
+
+    out = rig.chat("#numbers", stream=True, on_text=on_first_text(storm, leave=True))
+    assert out.left
+    assert rig.settled()[out.job] == "CANCELLED"
 
 
 @pytest.mark.parametrize("retry_after", ["0.5", None], ids=["retry-after", "backoff"])

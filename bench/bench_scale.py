@@ -253,8 +253,9 @@ async def disconnect_storm(base_url: str, metrics_url: str, endpoint, streams: i
         all_cancelled_s = time.monotonic() - t0
         await asyncio.sleep(1.0)
         await sampler.stop()
+    first, last = sampler.samples[0][1], sampler.samples[-1][1]
     return {"streams": streams, "refused": refused.most_common(5), "all_cancelled_s": all_cancelled_s,
-            "not_cancelled": len(pending),
+            "not_cancelled": len(pending), "cancel_calls": last - first,
             "cancel_most_10s": sampler.most_in()}
 
 
@@ -303,7 +304,8 @@ def main() -> int:
                 if not args.skip_storm:
                     s = asyncio.run(disconnect_storm(proxy.base_url, metrics_url, server, args.streams))
                     print(f"disconnect storm, {s['streams']} streams: all CANCELLED {s['all_cancelled_s']:.1f} s "
-                          f"after the clients left ({s['not_cancelled']} not); /cancel calls at most "
+                          f"after the clients left ({s['not_cancelled']} not); {s['cancel_calls']:.0f} /cancel calls "
+                          f"by podgate, at most "
                           f"{s['cancel_most_10s']:.0f} in 10 s (RunPod allows 100)")
                     for reason, count in s["refused"]:
                         print(f"  not started x{count}: {reason}")

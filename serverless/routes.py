@@ -29,6 +29,7 @@ import msgspec
 from litestar import Request, Response, get, post, route
 from litestar.background_tasks import BackgroundTask
 from litestar.response import Stream
+from litestar.params import FromPath, FromQuery
 from litestar.status_codes import HTTP_200_OK
 
 from serverless.metrics import MEDIA_TYPE, OPERATION, operation
@@ -137,7 +138,7 @@ def _no_content() -> Response[bytes]:
 # --- caller API ----------------------------------------------------------------------------
 
 @post("/v2/{endpoint_id:str}/run", status_code=200, opt=operation("run"))
-async def run(request: Request, endpoint_id: str) -> Response[bytes]:
+async def run(request: Request, endpoint_id: FromPath[str]) -> Response[bytes]:
     svc, limit = await _caller(request, endpoint_id)
     with limit:
         body = await _body(request, svc.settings.max_run_body)
@@ -146,7 +147,7 @@ async def run(request: Request, endpoint_id: str) -> Response[bytes]:
 
 
 @post("/v2/{endpoint_id:str}/runsync", status_code=200, opt=operation("runsync"))
-async def runsync(request: Request, endpoint_id: str, wait: int | None = None) -> Response[bytes]:
+async def runsync(request: Request, endpoint_id: FromPath[str], wait: FromQuery[int | None] = None) -> Response[bytes]:
     svc, limit = await _caller(request, endpoint_id)
     with limit:
         body = await _body(request, svc.settings.max_runsync_body)
@@ -155,7 +156,7 @@ async def runsync(request: Request, endpoint_id: str, wait: int | None = None) -
 
 @route("/v2/{endpoint_id:str}/status/{job_id:str}", http_method=["GET", "POST"], status_code=200,
        opt=operation("status"))
-async def status(request: Request, endpoint_id: str, job_id: str, ttl: int | None = None) -> Response[bytes]:
+async def status(request: Request, endpoint_id: FromPath[str], job_id: FromPath[str], ttl: FromQuery[int | None] = None) -> Response[bytes]:
     svc, limit = await _caller(request, endpoint_id)
     with limit:
         return _json(await svc.status(endpoint_id, job_id, ttl))
@@ -163,7 +164,7 @@ async def status(request: Request, endpoint_id: str, job_id: str, ttl: int | Non
 
 @route("/v2/{endpoint_id:str}/status-sync/{job_id:str}", http_method=["GET", "POST"], status_code=200,
        opt=operation("status-sync"))
-async def status_sync(request: Request, endpoint_id: str, job_id: str, wait: int | None = None) -> Response[bytes]:
+async def status_sync(request: Request, endpoint_id: FromPath[str], job_id: FromPath[str], wait: FromQuery[int | None] = None) -> Response[bytes]:
     svc, limit = await _caller(request, endpoint_id)
     with limit:
         return _json(await svc.status_sync(endpoint_id, job_id, wait))
@@ -171,35 +172,35 @@ async def status_sync(request: Request, endpoint_id: str, job_id: str, wait: int
 
 @route("/v2/{endpoint_id:str}/stream/{job_id:str}", http_method=["GET", "POST"], status_code=200,
        opt=operation("stream"))
-async def stream(request: Request, endpoint_id: str, job_id: str, wait: int | None = None) -> Response[bytes]:
+async def stream(request: Request, endpoint_id: FromPath[str], job_id: FromPath[str], wait: FromQuery[int | None] = None) -> Response[bytes]:
     svc, limit = await _caller(request, endpoint_id)
     with limit:
         return _json(await svc.stream(endpoint_id, job_id, wait))
 
 
 @post("/v2/{endpoint_id:str}/cancel/{job_id:str}", status_code=200, opt=operation("cancel"))
-async def cancel(request: Request, endpoint_id: str, job_id: str) -> Response[bytes]:
+async def cancel(request: Request, endpoint_id: FromPath[str], job_id: FromPath[str]) -> Response[bytes]:
     svc, limit = await _caller(request, endpoint_id)
     with limit:
         return _json(await svc.cancel(endpoint_id, job_id))
 
 
 @post("/v2/{endpoint_id:str}/retry/{job_id:str}", status_code=200, opt=operation("retry"))
-async def retry(request: Request, endpoint_id: str, job_id: str) -> Response[bytes]:
+async def retry(request: Request, endpoint_id: FromPath[str], job_id: FromPath[str]) -> Response[bytes]:
     svc, limit = await _caller(request, endpoint_id)
     with limit:
         return _json(await svc.retry(endpoint_id, job_id))
 
 
 @post("/v2/{endpoint_id:str}/purge-queue", status_code=200, opt=operation("purge-queue"))
-async def purge_queue(request: Request, endpoint_id: str) -> Response[bytes]:
+async def purge_queue(request: Request, endpoint_id: FromPath[str]) -> Response[bytes]:
     svc, limit = await _caller(request, endpoint_id)
     with limit:
         return _json(await svc.purge(endpoint_id))
 
 
 @get("/v2/{endpoint_id:str}/health", opt=operation("health"))
-async def health(request: Request, endpoint_id: str) -> Response[bytes]:
+async def health(request: Request, endpoint_id: FromPath[str]) -> Response[bytes]:
     svc, limit = await _caller(request, endpoint_id)
     with limit:
         return _json(await svc.health(endpoint_id))
@@ -207,7 +208,7 @@ async def health(request: Request, endpoint_id: str) -> Response[bytes]:
 
 @route("/v2/{endpoint_id:str}/openai/v1/{rest:path}", http_method=["GET", "POST"], status_code=200,
        opt=operation("openai"))
-async def openai(request: Request, endpoint_id: str, rest: PurePosixPath) -> Response:
+async def openai(request: Request, endpoint_id: FromPath[str], rest: FromPath[PurePosixPath]) -> Response:
     svc, limit = await _caller(request, endpoint_id)
     slot = ExitStack()
     slot.enter_context(limit)  # held until the answer ends: a stream's last byte, too
@@ -228,7 +229,7 @@ async def openai(request: Request, endpoint_id: str, rest: PurePosixPath) -> Res
 # --- worker API ----------------------------------------------------------------------------
 
 @get("/v2/{endpoint_id:str}/job-take/{worker_id:str}", opt=operation("job-take"))
-async def job_take(request: Request, endpoint_id: str, worker_id: str) -> Response[bytes]:
+async def job_take(request: Request, endpoint_id: FromPath[str], worker_id: FromPath[str]) -> Response[bytes]:
     svc = _worker(request, endpoint_id)
     async with _client_gone(request) as gone:
         taken = await _paced(svc.take(endpoint_id, worker_id, 1, gone), gone)
@@ -236,7 +237,7 @@ async def job_take(request: Request, endpoint_id: str, worker_id: str) -> Respon
 
 
 @get("/v2/{endpoint_id:str}/job-take-batch/{worker_id:str}", opt=operation("job-take-batch"))
-async def job_take_batch(request: Request, endpoint_id: str, worker_id: str, batch_size: int = 1) -> Response[bytes]:
+async def job_take_batch(request: Request, endpoint_id: FromPath[str], worker_id: FromPath[str], batch_size: FromQuery[int] = 1) -> Response[bytes]:
     svc = _worker(request, endpoint_id)
     async with _client_gone(request) as gone:
         taken = await _paced(svc.take(endpoint_id, worker_id, max(1, min(batch_size, 1000)), gone), gone)
@@ -246,7 +247,7 @@ async def job_take_batch(request: Request, endpoint_id: str, worker_id: str, bat
 
 
 @get("/v2/{endpoint_id:str}/job-stop/{worker_id:str}", opt=operation("job-stop"))
-async def job_stop(request: Request, endpoint_id: str, worker_id: str) -> Response[bytes]:
+async def job_stop(request: Request, endpoint_id: FromPath[str], worker_id: FromPath[str]) -> Response[bytes]:
     svc = _worker(request, endpoint_id)
     async with _client_gone(request) as gone:
         ids = await _paced(svc.stop_signals(endpoint_id, worker_id, gone), gone)
@@ -256,7 +257,7 @@ async def job_stop(request: Request, endpoint_id: str, worker_id: str) -> Respon
 
 
 @post("/v2/{endpoint_id:str}/job-done/{worker_id:str}/{job_id:str}", status_code=200, opt=operation("job-done"))
-async def job_done(request: Request, endpoint_id: str, worker_id: str, job_id: str) -> Response[bytes]:
+async def job_done(request: Request, endpoint_id: FromPath[str], worker_id: FromPath[str], job_id: FromPath[str]) -> Response[bytes]:
     svc = _worker(request, endpoint_id)
     body = await _body(request, svc.settings.max_worker_body)
     await svc.done(endpoint_id, worker_id, job_id, body)
@@ -264,7 +265,7 @@ async def job_done(request: Request, endpoint_id: str, worker_id: str, job_id: s
 
 
 @post("/v2/{endpoint_id:str}/job-stream/{worker_id:str}/{job_id:str}", status_code=200, opt=operation("job-stream"))
-async def job_stream(request: Request, endpoint_id: str, worker_id: str, job_id: str) -> Response[bytes]:
+async def job_stream(request: Request, endpoint_id: FromPath[str], worker_id: FromPath[str], job_id: FromPath[str]) -> Response[bytes]:
     svc = _worker(request, endpoint_id)
     body = await _body(request, svc.settings.max_worker_body)
     await svc.stream_chunk(endpoint_id, worker_id, job_id, body)
@@ -272,7 +273,7 @@ async def job_stream(request: Request, endpoint_id: str, worker_id: str, job_id:
 
 
 @get("/v2/{endpoint_id:str}/ping/{worker_id:str}", opt=operation("ping"))
-async def ping(request: Request, endpoint_id: str, worker_id: str) -> Response[bytes]:
+async def ping(request: Request, endpoint_id: FromPath[str], worker_id: FromPath[str]) -> Response[bytes]:
     svc = _worker(request, endpoint_id)
     query = request.query_params
     await svc.ping(endpoint_id, worker_id, query.get("job_id"), query.get("status"))

@@ -1,0 +1,266 @@
+// podgate console: reads /console/events (one SSE stream, a snapshot a second) with fetch(),
+// which can send the admin key as a Bearer header (EventSource cannot), and draws it.
+// Everything from the server goes into the page as text (textContent), never as HTML.
+"use strict";
+
+const $ = (id) => document.getElementById(id);
+const KEY = "podgate-console-key";
+let keyed = false;
+let controller = null;
+
+function authHeaders() {
+  const key = sessionStorage.getItem(KEY);
+  return key ? { Authorization: "Bearer " + key } : {};
+}
+
+function el(tag, text, cls) {
+  const e = document.createElement(tag);
+  if (text !== undefined && text !== null) e.textContent = String(text);
+  if (cls) e.className = cls;
+  return e;
+}
+
+function row(cells) {
+  const tr = document.createElement("tr");
+  for (const c of cells) {
+    const td = document.createElement("td");
+    if (c instanceof Node) td.appendChild(c); else td.textContent = c === null || c === undefined ? "—" : String(c);
+    tr.appendChild(td);
+  }
+  return tr;
+}
+
+function fill(tbody, rows) { tbody.replaceChildren(...rows); }
+
+const secs = (s) => (s === null || s === undefined ? "—" : s < 1 ? (s * 1000).toFixed(0) + " ms" : s.toFixed(s < 10 ? 2 : 1) + " s");
+const pct = (f) => (f === null || f === undefined ? "—" : Math.round(f * 100) + "%");
+
+// ---- sparklines (inline SVG) ------------------------------------------------------------------
+const SVG = "http://www.w3.org/2000/svg";
+function spark(values, label, max) {
+  const w = 160, h = 36, box = document.createElement("figure");
+  box.className = "spark";
+  const svg = document.createElementNS(SVG, "svg");
+  svg.setAttribute("viewBox", `0 0 ${w} ${h}`);
+  svg.setAttribute("width", w); svg.setAttribute("height", h);
+  const nums = values.map((v) => (v === null || v === undefined ? 0 : v));
+  const top = Math.max(max || 0, ...nums, 1);
+  if (nums.length > 1) {
+    const pts = nums.map((v, i) => `${((i / (nums.length - 1)) * w).toFixed(1)},${(h - 2 - (v / top) * (h - 4)).toFixed(1)}`);
+    const line = document.createElementNS(SVG, "polyline");
+    line.setAttribute("points", pts.join(" "));
+    svg.appendChild(line);
+  }
+  box.appendChild(svg);
+  const last = values.length ? values[values.length - 1] : null;
+  box.appendChild(el("figcaption", `${label}: ${last === null || last === undefined ? "—" : max === 1 ? pct(last) : last}`));
+  return box;
+}
+
+// ---- drawing a snapshot -----------------------------------------------------------------------
+const WORKERS = ["idle", "running", "throttled", "unhealthy"];
+
+function drawEndpoints(s) {
+  fill($("models").tBodies[0], s.models.map((m) => row([m.name, m.format, m.path, m.endpoint])));
+  const box = $("endpoints");
+  box.replaceChildren();
+  for (const [name, ep] of Object.entries(s.endpoints)) {
+    const card = el("div", null, "card");
+    const title = el("h3", name);
+    title.appendChild(el("span", ep.up === null ? "no /health polling" : ep.up ? "up" : "down", "pill " + (ep.up === false ? "bad" : "ok")));
+    card.appendChild(title);
+    const jobs = ep.jobs || {}, workers = ep.workers || {};
+    card.appendChild(el("p", `queue ${jobs.inQueue ?? "—"} · in progress ${jobs.inProgress ?? "—"} · workers ` +
+      WORKERS.map((w) => `${w} ${workers[w] ?? "—"}`).join(", ")));
+    const charts = el("div", null, "charts");
+    const hist = ep.history || [];
+    charts.appendChild(spark(hist.map((p) => p[1]), "queue"));
+    charts.appendChild(spark(hist.map((p) => p[2]), "in progress"));
+    WORKERS.forEach((w, i) => charts.appendChild(spark(hist.map((p) => p[3 + i]), w)));
+    card.appendChild(charts);
+    const budgets = el("div", null, "charts");
+    if (ep.budgets === null) {
+      budgets.appendChild(el("p", "budget in use: —", "muted"));
+    } else {
+      for (const [op, used] of Object.entries(ep.budgets)) {
+        budgets.appendChild(spark(ep.budget_history[op] || [used], "budget " + op, 1));
+      }
+    }
+    card.appendChild(budgets);
+    box.appendChild(card);
+  }
+}
+
+function drawLive(s) {
+  const rows = s.live.map((r) => {
+    const b = el("button", r.cancelling ? "cancelling…" : "Cancel", "cancel");
+    b.disabled = !r.job_id || r.cancelling;
+    b.title = r.job_id ? "Send /cancel through the cancel queue" : "No RunPod job (passthrough, or not submitted yet)";
+    b.dataset.request = r.request_id;
+    b.addEventListener("click", () => cancel(r.request_id, b));
+    const tr = row([r.request_id, r.model, r.key, secs(r.age_s), r.tokens, r.tokens_per_s, r.job_id, b]);
+    tr.dataset.request = r.request_id;
+    tr.dataset.job = r.job_id || "";
+    return tr;
+  });
+  fill($("live").tBodies[0], rows);
+  $("live-count").textContent = s.live.length;
+  $("live-empty").hidden = s.live.length > 0;
+}
+
+function drawCost(s) {
+  const c = s.cost, dl = $("cost");
+  dl.replaceChildren();
+  const items = [["Cancels sent", c.cancels_sent], ["Cancels failed", c.cancels_failed], ["Cancel queue", c.cancel_queue],
+    ["Median cancel lag", secs(c.median_lag_s)], ["GPU-seconds saved (est.)", c.gpu_seconds_saved.toFixed(1)]];
+  for (const [k, v] of items) { dl.appendChild(el("dt", k)); dl.appendChild(el("dd", v)); }
+}
+
+function drawErrors(s) {
+  const rows = Object.values(s.errors).map((e) => {
+    const l = e.latest || {};
+    const ago = l.at ? Math.max(0, Math.round(s.t - l.at)) + " s ago" : "";
+    return row([e.label, e.count, `${l.status ?? ""} ${l.code ?? ""} · ${l.model ?? ""} · request ${l.request_id ?? "—"} · job ${l.job_id ?? "—"} · ${ago}`]);
+  });
+  fill($("errors").tBodies[0], rows);
+  $("errors-empty").hidden = rows.length > 0;
+}
+
+function drawLatency(s) {
+  const rows = [];
+  for (const [model, windows] of Object.entries(s.latency || {})) {
+    for (const [w, m] of Object.entries(windows)) {
+      rows.push(row([model, w, m.duration.n, secs(m.ttft.p50), secs(m.ttft.p90), secs(m.ttft.p99),
+        secs(m.duration.p50), secs(m.duration.p90), secs(m.duration.p99)]));
+    }
+  }
+  fill($("latency").tBodies[0], rows);
+  $("latency-empty").hidden = rows.length > 0;
+}
+
+function draw(s) {
+  keyed = s.keyed;
+  drawEndpoints(s); drawLive(s); drawCost(s); drawErrors(s); drawLatency(s);
+  const select = $("play-model");
+  if (!select.options.length) {
+    for (const m of s.models) select.appendChild(new Option(m.name, m.name));
+  }
+}
+
+// ---- the feed ---------------------------------------------------------------------------------
+function status(text, bad) { const p = $("status"); p.textContent = text; p.className = "pill " + (bad ? "bad" : "ok"); }
+
+function showLogin(message) {
+  $("console").hidden = true; $("login").hidden = false; $("logout").hidden = true;
+  $("login-error").textContent = message || "";
+  status("locked", true);
+}
+
+async function connect() {
+  if (controller) controller.abort();
+  controller = new AbortController();
+  let response;
+  try {
+    response = await fetch("/console/events", { headers: authHeaders(), signal: controller.signal });
+  } catch (e) {
+    status("offline, retrying…", true);
+    return setTimeout(connect, 2000);
+  }
+  if (response.status === 401) return showLogin(sessionStorage.getItem(KEY) ? "That key was refused." : "");
+  if (!response.ok) {
+    let msg = "HTTP " + response.status;
+    try { msg = (await response.json()).error.message; } catch (e) { /* not JSON */ }
+    status(msg, true);
+    return;
+  }
+  $("console").hidden = false; $("login").hidden = true; $("logout").hidden = !sessionStorage.getItem(KEY);
+  status("live", false);
+  const reader = response.body.pipeThrough(new TextDecoderStream()).getReader();
+  let buffer = "";
+  try {
+    for (;;) {
+      const { value, done } = await reader.read();
+      if (done) break;
+      buffer += value;
+      let cut;
+      while ((cut = buffer.indexOf("\n\n")) >= 0) {
+        const event = buffer.slice(0, cut);
+        buffer = buffer.slice(cut + 2);
+        if (event.startsWith("data: ")) draw(JSON.parse(event.slice(6)));
+      }
+    }
+  } catch (e) { /* aborted or cut */ }
+  status("reconnecting…", true);
+  setTimeout(connect, 1000);
+}
+
+async function cancel(requestId, button) {
+  button.disabled = true;
+  button.textContent = "cancelling…";
+  const r = await fetch("/console/cancel/" + encodeURIComponent(requestId), { method: "POST", headers: authHeaders() });
+  if (!r.ok) {
+    button.textContent = "failed";
+    try { button.title = (await r.json()).error.message; } catch (e) { /* not JSON */ }
+  }
+}
+
+// ---- the playground ---------------------------------------------------------------------------
+async function play(event) {
+  event.preventDefault();
+  const model = $("play-model").value, text = $("play-input").value.trim();
+  if (!model || !text) return;
+  const out = $("play-output"), stats = $("play-stats");
+  out.textContent = ""; stats.textContent = "waiting for the first token…";
+  $("play-send").disabled = true;
+  const headers = { "Content-Type": "application/json", ...(keyed ? authHeaders() : {}) };
+  const started = performance.now();
+  let first = null, chunks = 0;
+  try {
+    const r = await fetch("/v1/chat/completions", {
+      method: "POST", headers,
+      body: JSON.stringify({ model, stream: true, max_tokens: 200, messages: [{ role: "user", content: text }] }),
+    });
+    if (!r.ok) {
+      let msg = "HTTP " + r.status;
+      try { msg = (await r.json()).error.message; } catch (e) { /* not JSON */ }
+      stats.textContent = msg;
+      return;
+    }
+    const reader = r.body.pipeThrough(new TextDecoderStream()).getReader();
+    let buffer = "";
+    for (;;) {
+      const { value, done } = await reader.read();
+      if (done) break;
+      buffer += value;
+      let cut;
+      while ((cut = buffer.indexOf("\n\n")) >= 0) {
+        const line = buffer.slice(0, cut).trim();
+        buffer = buffer.slice(cut + 2);
+        if (!line.startsWith("data: ") || line === "data: [DONE]") continue;
+        const chunk = JSON.parse(line.slice(6));
+        if (chunk.error) { stats.textContent = "error: " + chunk.error.message; continue; }
+        const delta = chunk.choices && chunk.choices[0] && chunk.choices[0].delta && chunk.choices[0].delta.content;
+        if (!delta) continue;
+        if (first === null) first = performance.now();
+        chunks += 1;
+        out.textContent += delta;
+        const gen = (performance.now() - first) / 1000;
+        stats.textContent = `TTFT ${secs((first - started) / 1000)} · ${chunks} tokens` +
+          (gen > 0 && chunks > 1 ? ` · ${((chunks - 1) / gen).toFixed(1)} tokens/s` : "");
+      }
+    }
+    if (first === null && !stats.textContent.startsWith("error")) stats.textContent = "no tokens";
+  } finally {
+    $("play-send").disabled = false;
+  }
+}
+
+$("play").addEventListener("submit", play);
+$("login").addEventListener("submit", (e) => {
+  e.preventDefault();
+  sessionStorage.setItem(KEY, $("key").value);
+  $("key").value = "";
+  connect();
+});
+$("logout").addEventListener("click", () => { sessionStorage.removeItem(KEY); showLogin(); if (controller) controller.abort(); });
+connect();

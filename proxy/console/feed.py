@@ -36,7 +36,8 @@ HISTORY = 120
 """Points per chart: ``HISTORY * SAMPLE_EVERY * TICK_S`` seconds (10 minutes)."""
 LATENCY_EVERY = 5
 """Ticks between two computations of the latency percentiles (their windows are minutes long)."""
-WORKER_STATES = ("idle", "running", "throttled", "unhealthy")
+WORKER_STATES = ("idle", "ready", "running", "initializing", "throttled", "unhealthy")
+"""RunPod's worker states (``/health``), in the order the page shows them."""
 JOB_STATES = ("inQueue", "inProgress")
 
 _enc = msgspec.json.Encoder()
@@ -55,7 +56,7 @@ class ConsoleFeed:
         self.errors = Errors()
         self.lags = Lags()
         self.history: dict[str, deque[list[Any]]] = {}
-        """endpoint → points ``[time, inQueue, inProgress, idle, running, throttled, unhealthy]``."""
+        """endpoint → points ``[time, *JOB_STATES, *WORKER_STATES]``."""
         self.budget_history: dict[str, dict[str, deque[float]]] = {}
         """endpoint → operation → the fraction of its rate used, one point per sample."""
         self._pages: set[asyncio.Queue[bytes]] = set()

@@ -81,7 +81,7 @@ def test_history_points_per_endpoint_bounded(gateway):
     for _ in range(HISTORY + 5):
         gateway.console.sample()
     assert len(gateway.console.history["ep"]) == HISTORY
-    assert gateway.console.history["ep"][-1][1:] == [None] * 6  # no /health reading yet
+    assert gateway.console.history["ep"][-1][1:] == [None] * 8  # no /health reading yet: 2 job, 6 worker states
 
 
 async def test_pages_get_a_snapshot_now_then_one_per_tick(gateway):

@@ -58,7 +58,7 @@ function spark(values, label, max) {
 }
 
 // ---- drawing a snapshot -----------------------------------------------------------------------
-const WORKERS = ["idle", "running", "throttled", "unhealthy"];
+const WORKERS = ["idle", "ready", "running", "initializing", "throttled", "unhealthy"];  // feed.WORKER_STATES
 
 function drawEndpoints(s) {
   fill($("models").tBodies[0], s.models.map((m) => row([m.name, m.format, m.path, m.endpoint])));

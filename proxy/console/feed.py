@@ -11,7 +11,8 @@ One task ticks every ``TICK_S``: every ``SAMPLE_EVERY`` ticks it appends a point
 endpoint's history (queue, workers, budgets: ``HISTORY`` points, so the charts show the
 last ten minutes even for a page opened just now); while pages are open (``subscribe``) it
 encodes one snapshot and hands the same bytes to each page's queue of one (a slow page
-skips snapshots, it never piles them up).
+skips snapshots, it never piles them up). The charts' points go out only in a page's first
+snapshot and after each sample; the page keeps them in between.
 """
 
 from __future__ import annotations
@@ -98,12 +99,13 @@ class ConsoleFeed:
             await asyncio.sleep(TICK_S)
 
     def tick(self) -> None:
-        if self._ticks % SAMPLE_EVERY == 0:
+        sampled = self._ticks % SAMPLE_EVERY == 0
+        if sampled:
             self.sample()
         if self._pages:
             if self._ticks % LATENCY_EVERY == 0 or not self._latency:
                 self._latency = self.latency.summary()
-            data = sse(_enc.encode(self.snapshot()))
+            data = sse(_enc.encode(self.snapshot(charts=sampled)))
             for page in self._pages:
                 if page.full():
                     page.get_nowait()  # a slow page skips a snapshot
@@ -183,32 +185,35 @@ class ConsoleFeed:
             out.append({"name": m.name, "endpoint": m.endpoint, "format": m.format, "path": path})
         return out
 
-    def _endpoint_rows(self) -> dict[str, Any]:
+    def _endpoint_rows(self, charts: bool) -> dict[str, Any]:
         health = self.gateway.health
         use = self._budget_use()
         rows = {}
         for endpoint in self._endpoints():
             reading = health.latest.get(endpoint)
-            rows[endpoint] = {
+            rows[endpoint] = row = {
                 "up": None if health.interval_s <= 0 else health.answering(endpoint),
                 "failing": health.failing.get(endpoint),
                 "at": None if reading is None else reading.at,
                 "jobs": None if reading is None else {s: reading.health.jobs.get(s, 0) for s in JOB_STATES},
                 "workers": None if reading is None else {s: reading.health.workers.get(s, 0) for s in WORKER_STATES},
-                "history": list(self.history.get(endpoint, ())),
                 "budgets": None if use is None else use.get(endpoint, {}),
-                "budget_history": {op: list(points) for op, points in self.budget_history.get(endpoint, {}).items()},
             }
+            if charts:
+                row["history"] = list(self.history.get(endpoint, ()))
+                row["budget_history"] = {op: list(p) for op, p in self.budget_history.get(endpoint, {}).items()}
         return rows
 
-    def snapshot(self) -> dict[str, Any]:
+    def snapshot(self, charts: bool = True) -> dict[str, Any]:
+        """What an open page shows; the charts' points (most of the bytes) only with
+        ``charts`` — when they changed, and in a page's first snapshot: the page keeps them."""
         g = self.gateway
         saved = g.metrics.gpu_seconds_saved
         return {
             "t": time.time(),
             "keyed": bool(g.settings.keys),
             "models": self._models(),
-            "endpoints": self._endpoint_rows(),
+            "endpoints": self._endpoint_rows(charts),
             "live": g.live.rows(),
             "errors": self.errors.kinds,
             "cost": {"cancels_sent": g.cancels.sent, "cancels_failed": g.cancels.failed,

@@ -82,6 +82,8 @@ def test_history_points_per_endpoint_bounded(gateway):
         gateway.console.sample()
     assert len(gateway.console.history["ep"]) == HISTORY
     assert gateway.console.history["ep"][-1][1:] == [None] * 8  # no /health reading yet: 2 job, 6 worker states
+    assert len(gateway.console.snapshot()["endpoints"]["ep"]["history"]) == HISTORY
+    assert "history" not in gateway.console.snapshot(charts=False)["endpoints"]["ep"]  # sent only when changed
 
 
 async def test_pages_get_a_snapshot_now_then_one_per_tick(gateway):

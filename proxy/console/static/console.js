@@ -58,6 +58,7 @@ function spark(values, label, max) {
 }
 
 // ---- drawing a snapshot -----------------------------------------------------------------------
+const charts = {};  // endpoint → its chart points, as last sent
 const WORKERS = ["idle", "ready", "running", "initializing", "throttled", "unhealthy"];  // feed.WORKER_STATES
 
 function drawEndpoints(s) {
@@ -65,6 +66,8 @@ function drawEndpoints(s) {
   const box = $("endpoints");
   box.replaceChildren();
   for (const [name, ep] of Object.entries(s.endpoints)) {
+    if (ep.history) charts[name] = { history: ep.history, budgets: ep.budget_history };  // sent when they change
+    const kept = charts[name] || { history: [], budgets: {} };
     const card = el("div", null, "card");
     const title = el("h3", name);
     title.appendChild(el("span", ep.up === null ? "no /health polling" : ep.up ? "up" : "down", "pill " + (ep.up === false ? "bad" : "ok")));
@@ -72,18 +75,18 @@ function drawEndpoints(s) {
     const jobs = ep.jobs || {}, workers = ep.workers || {};
     card.appendChild(el("p", `queue ${jobs.inQueue ?? "—"} · in progress ${jobs.inProgress ?? "—"} · workers ` +
       WORKERS.map((w) => `${w} ${workers[w] ?? "—"}`).join(", ")));
-    const charts = el("div", null, "charts");
-    const hist = ep.history || [];
-    charts.appendChild(spark(hist.map((p) => p[1]), "queue"));
-    charts.appendChild(spark(hist.map((p) => p[2]), "in progress"));
-    WORKERS.forEach((w, i) => charts.appendChild(spark(hist.map((p) => p[3 + i]), w)));
-    card.appendChild(charts);
+    const lines = el("div", null, "charts");
+    const hist = kept.history;
+    lines.appendChild(spark(hist.map((p) => p[1]), "queue"));
+    lines.appendChild(spark(hist.map((p) => p[2]), "in progress"));
+    WORKERS.forEach((w, i) => lines.appendChild(spark(hist.map((p) => p[3 + i]), w)));
+    card.appendChild(lines);
     const budgets = el("div", null, "charts");
     if (ep.budgets === null) {
       budgets.appendChild(el("p", "budget in use: —", "muted"));
     } else {
       for (const [op, used] of Object.entries(ep.budgets)) {
-        budgets.appendChild(spark(ep.budget_history[op] || [used], "budget " + op, 1));
+        budgets.appendChild(spark(kept.budgets[op] || [used], "budget " + op, 1));
       }
     }
     card.appendChild(budgets);
@@ -147,6 +150,23 @@ function draw(s) {
   }
 }
 
+// ---- SSE over fetch(): the data of each event, as it comes ------------------------------------
+async function* sseData(response) {
+  const reader = response.body.pipeThrough(new TextDecoderStream()).getReader();
+  let buffer = "";
+  for (;;) {
+    const { value, done } = await reader.read();
+    if (done) return;
+    buffer += value;
+    let cut;
+    while ((cut = buffer.indexOf("\n\n")) >= 0) {
+      const event = buffer.slice(0, cut).trim();
+      buffer = buffer.slice(cut + 2);
+      if (event.startsWith("data: ")) yield event.slice(6);
+    }
+  }
+}
+
 // ---- the feed ---------------------------------------------------------------------------------
 function status(text, bad) { const p = $("status"); p.textContent = text; p.className = "pill " + (bad ? "bad" : "ok"); }
 
@@ -175,20 +195,8 @@ async function connect() {
   }
   $("console").hidden = false; $("login").hidden = true; $("logout").hidden = !sessionStorage.getItem(KEY);
   status("live", false);
-  const reader = response.body.pipeThrough(new TextDecoderStream()).getReader();
-  let buffer = "";
   try {
-    for (;;) {
-      const { value, done } = await reader.read();
-      if (done) break;
-      buffer += value;
-      let cut;
-      while ((cut = buffer.indexOf("\n\n")) >= 0) {
-        const event = buffer.slice(0, cut);
-        buffer = buffer.slice(cut + 2);
-        if (event.startsWith("data: ")) draw(JSON.parse(event.slice(6)));
-      }
-    }
+    for await (const data of sseData(response)) draw(JSON.parse(data));
   } catch (e) { /* aborted or cut */ }
   status("reconnecting…", true);
   setTimeout(connect, 1000);
@@ -226,28 +234,18 @@ async function play(event) {
       stats.textContent = msg;
       return;
     }
-    const reader = r.body.pipeThrough(new TextDecoderStream()).getReader();
-    let buffer = "";
-    for (;;) {
-      const { value, done } = await reader.read();
-      if (done) break;
-      buffer += value;
-      let cut;
-      while ((cut = buffer.indexOf("\n\n")) >= 0) {
-        const line = buffer.slice(0, cut).trim();
-        buffer = buffer.slice(cut + 2);
-        if (!line.startsWith("data: ") || line === "data: [DONE]") continue;
-        const chunk = JSON.parse(line.slice(6));
-        if (chunk.error) { stats.textContent = "error: " + chunk.error.message; continue; }
-        const delta = chunk.choices && chunk.choices[0] && chunk.choices[0].delta && chunk.choices[0].delta.content;
-        if (!delta) continue;
-        if (first === null) first = performance.now();
-        chunks += 1;
-        out.textContent += delta;
-        const gen = (performance.now() - first) / 1000;
-        stats.textContent = `TTFT ${secs((first - started) / 1000)} · ${chunks} tokens` +
-          (gen > 0 && chunks > 1 ? ` · ${((chunks - 1) / gen).toFixed(1)} tokens/s` : "");
-      }
+    for await (const data of sseData(r)) {
+      if (data === "[DONE]") continue;
+      const chunk = JSON.parse(data);
+      if (chunk.error) { stats.textContent = "error: " + chunk.error.message; continue; }
+      const delta = chunk.choices && chunk.choices[0] && chunk.choices[0].delta && chunk.choices[0].delta.content;
+      if (!delta) continue;
+      if (first === null) first = performance.now();
+      chunks += 1;
+      out.textContent += delta;
+      const gen = (performance.now() - first) / 1000;
+      stats.textContent = `TTFT ${secs((first - started) / 1000)} · ${chunks} tokens` +
+        (gen > 0 && chunks > 1 ? ` · ${((chunks - 1) / gen).toFixed(1)} tokens/s` : "");
     }
     if (first === null && !stats.textContent.startsWith("error")) stats.textContent = "no tokens";
   } finally {

@@ -12,6 +12,7 @@ README's copies under docs/console/ are made — else a temporary directory).
 
 from __future__ import annotations
 
+import json
 import os
 import threading
 from pathlib import Path
@@ -23,6 +24,7 @@ from openai import OpenAI
 from tests.e2e.test_serve_default import HELLO, MODEL, serve, wait_for  # the shared tree fixture
 
 CHROMIUM = "/usr/bin/chromium"
+STORY = "Tell me a story about a lighthouse keeper."
 
 pytestmark = pytest.mark.skipif(not os.path.exists(CHROMIUM), reason=f"no system chromium at {CHROMIUM}")
 
@@ -85,14 +87,22 @@ def test_playground_streams_an_answer_and_the_live_table_follows_it(page, shots)
         new MutationObserver(() => document.querySelectorAll('#live tbody tr').forEach(r => window.seen.add(r.dataset.request)))
             .observe(document.querySelector('#live tbody'), {childList: true});
     }""")
-    page.fill("#play-input", HELLO[0]["content"])
+
+    def long_enough(route) -> None:  # SmolLM2 may say hello in three tokens: a stream shorter than the
+        body = route.request.post_data_json  # feed's one-second tick might never show in the table
+        route.continue_(post_data=json.dumps({**body, "max_tokens": 60, "ignore_eos": True}))
+
+    page.route("**/v1/chat/completions", long_enough)
+    page.fill("#play-input", STORY)
     page.click("#play-send")
     page.wait_for_function("() => document.getElementById('play-output').textContent.length > 0", timeout=60_000)
     page.screenshot(path=str(shots / "playground.png"))
     page.wait_for_function("() => !document.getElementById('play-send').disabled", timeout=120_000)
+    page.unroute("**/v1/chat/completions")
     lengths = page.evaluate("() => window.lengths")
     assert len(set(lengths) - {0}) >= 2, lengths  # it grew, piece by piece
-    assert "TTFT" in page.inner_text("#play-stats") and "tokens/s" in page.inner_text("#play-stats")
+    stats = page.inner_text("#play-stats")
+    assert "TTFT" in stats and "60 tokens" in stats and "tokens/s" in stats, stats  # the usage, at the end
     assert page.evaluate("() => window.seen.size") >= 1  # the playground's request was in the table …
     page.wait_for_function("() => document.querySelectorAll('#live tbody tr').length === 0", timeout=30_000)
     assert page.is_visible("#live-empty")  # … and is gone now it is done

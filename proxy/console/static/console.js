@@ -222,11 +222,12 @@ async function play(event) {
   $("play-send").disabled = true;
   const headers = { "Content-Type": "application/json", ...(keyed ? authHeaders() : {}) };
   const started = performance.now();
-  let first = null, chunks = 0;
+  let first = null, last = null, tokens = null;
   try {
     const r = await fetch("/v1/chat/completions", {
       method: "POST", headers,
-      body: JSON.stringify({ model, stream: true, max_tokens: 200, messages: [{ role: "user", content: text }] }),
+      body: JSON.stringify({ model, stream: true, max_tokens: 200, stream_options: { include_usage: true },
+        messages: [{ role: "user", content: text }] }),
     });
     if (!r.ok) {
       let msg = "HTTP " + r.status;
@@ -238,14 +239,20 @@ async function play(event) {
       if (data === "[DONE]") continue;
       const chunk = JSON.parse(data);
       if (chunk.error) { stats.textContent = "error: " + chunk.error.message; continue; }
+      if (chunk.usage) tokens = chunk.usage.completion_tokens;  // the last chunk: the true count
       const delta = chunk.choices && chunk.choices[0] && chunk.choices[0].delta && chunk.choices[0].delta.content;
       if (!delta) continue;
       if (first === null) first = performance.now();
-      chunks += 1;
+      last = performance.now();
       out.textContent += delta;
-      const gen = (performance.now() - first) / 1000;
-      stats.textContent = `TTFT ${secs((first - started) / 1000)} · ${chunks} tokens` +
-        (gen > 0 && chunks > 1 ? ` · ${((chunks - 1) / gen).toFixed(1)} tokens/s` : "");
+      stats.textContent = `TTFT ${secs((first - started) / 1000)} · streaming…`;
+    }
+    // one chunk may carry several tokens (podgate sends what each /stream poll brought): the rate
+    // comes from the usage, over the time from the first token to the last
+    if (first !== null && tokens !== null) {
+      const gen = (last - first) / 1000;
+      stats.textContent = `TTFT ${secs((first - started) / 1000)} · ${tokens} tokens` +
+        (gen > 0 && tokens > 1 ? ` · ${((tokens - 1) / gen).toFixed(1)} tokens/s` : "");
     }
     if (first === null && !stats.textContent.startsWith("error")) stats.textContent = "no tokens";
   } finally {

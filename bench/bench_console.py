@@ -23,7 +23,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from tests.e2e.serve_process import ServeProcess  # noqa: E402
+from tests.e2e.serve_process import ServeProcess
 
 CHROMIUM = "/usr/bin/chromium"
 

@@ -103,8 +103,9 @@ async def console_page(request: Request) -> Response:
 
 
 @get("/console/static/{name:str}", include_in_schema=False)
-async def console_static(name: str) -> Response:
+async def console_static(request: Request) -> Response:
     """The page's script and style: code only, no data (open like the page's login form)."""
+    name = str(request.path_params["name"])
     body = _ASSETS.get(name)
     if body is None:
         return _error(404, f"Invalid URL (GET /console/static/{name})", "invalid_request_error")
@@ -122,7 +123,8 @@ async def console_events(request: Request) -> Response:
 
 
 @post("/console/cancel/{request_id:str}", include_in_schema=False, status_code=202)
-async def console_cancel(request: Request, request_id: str) -> Response:
+async def console_cancel(request: Request) -> Response:
+    request_id = str(request.path_params["request_id"])
     refused = _gate(request)
     if refused is not None:
         return refused

@@ -90,7 +90,7 @@ def test_playground_streams_an_answer_and_the_live_table_follows_it(page, shots)
 
     def long_enough(route) -> None:  # SmolLM2 may say hello in three tokens: a stream shorter than the
         body = route.request.post_data_json  # feed's one-second tick might never show in the table
-        route.continue_(post_data=json.dumps({**body, "max_tokens": 60, "ignore_eos": True}))
+        route.continue_(post_data=json.dumps({**body, "max_tokens": 250, "ignore_eos": True}))
 
     page.route("**/v1/chat/completions", long_enough)
     page.fill("#play-input", STORY)
@@ -102,7 +102,7 @@ def test_playground_streams_an_answer_and_the_live_table_follows_it(page, shots)
     lengths = page.evaluate("() => window.lengths")
     assert len(set(lengths) - {0}) >= 2, lengths  # it grew, piece by piece
     stats = page.inner_text("#play-stats")
-    assert "TTFT" in stats and "60 tokens" in stats and "tokens/s" in stats, stats  # the usage, at the end
+    assert "TTFT" in stats and "250 tokens" in stats and "tokens/s" in stats, stats  # the usage, at the end
     assert page.evaluate("() => window.seen.size") >= 1  # the playground's request was in the table …
     page.wait_for_function("() => document.querySelectorAll('#live tbody tr').length === 0", timeout=30_000)
     assert page.is_visible("#live-empty")  # … and is gone now it is done

@@ -12,7 +12,7 @@ PIN := --constraint constraints.txt --build-constraint constraints-build.txt
 # such CPU: Intel with AVX-512/AMX and AMD znver3 alike.
 export CMAKE_ARGS := -DGGML_NATIVE=OFF $(CMAKE_ARGS)
 
-.PHONY: install serve test check redis bench lock
+.PHONY: install serve test check redis browser bench lock
 
 # Installs podgate with the local model and the test clients into $(VENV).
 # llama-cpp-python builds from source the first time (about 9 minutes on 2 cores);
@@ -42,7 +42,12 @@ check: install
 	$(BIN)/ruff check $(CHECKED) tests bench
 	$(BIN)/mypy $(CHECKED)
 
-test: install redis check
+# The console's browser test drives Debian's chromium (never a downloaded browser).
+browser:
+	@command -v chromium >/dev/null 2>&1 || DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null || \
+	  { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; }
+
+test: install redis browser check
 	$(BIN)/pytest
 
 bench: install

@@ -29,6 +29,19 @@ next call's window: a burst of ``burst`` calls goes at once, then one per
 a waiter), taken before the rate, so a call is sent the moment its rate slot comes (taking the
 rate first and then waiting for a slot would bunch the sends past the rate).
 
+**Ordered calls: the poll scheduler.** A call may come with an ``order`` (``UpstreamRequest.order``,
+a point on the ``time.monotonic`` clock: smaller goes first). Ordered calls of one budget queue
+in one ``_Line``, a heap by ``(order, arrival)``: only its head takes the concurrency slot and
+the rate (and sleeps for its slot); the others wait in the heap, so a call that arrives later
+with a smaller order passes every waiter behind it — at most one interval after it came, the
+time the head needs to take its slot. For ``/stream`` this makes the budget of each endpoint
+one scheduler shared by all its live streams: ``proxy.jobs`` sets each poll's order (when it
+was asked for, moved earlier for a stream still waiting for its first output and later for an
+idle one), so that within that lead the streams are served in the order they asked —
+round-robin, since a stream asks again only after its poll came back — and no stream starves
+(a waiter's order is fixed, newcomers' orders grow with the clock). Unordered calls take the
+budget as before (first come, first served by reservation).
+
 **Across replicas** (``SharedRates``, with ``[redis] url``): the rate part lives in Redis,
 one key per budget, kept by one Lua script (``_GCRA``) that reads Redis's clock, reserves the
 slot and answers the wait — one round trip (EVALSHA, EVAL again on NOSCRIPT: redis-py's
@@ -54,9 +67,11 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import heapq
 import logging
 import math
 import time
+from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass, replace
 
@@ -199,13 +214,52 @@ class SharedRates:
         await self._pool.aclose()
 
 
+class _Line:
+    """The queue of one budget's ordered calls (module docstring): ``enter(order)`` returns
+    when this call is the head, ``leave()`` hands the head on to the smallest waiting order."""
+
+    __slots__ = ("_heap", "_busy", "_arrivals")
+
+    def __init__(self) -> None:
+        self._heap: list[tuple[float, int, asyncio.Future[None]]] = []
+        self._busy = False
+        self._arrivals = 0
+
+    def __len__(self) -> int:
+        return len(self._heap)
+
+    async def enter(self, order: float) -> None:
+        if not self._busy:
+            self._busy = True
+            return
+        turn = asyncio.get_running_loop().create_future()
+        self._arrivals += 1
+        heapq.heappush(self._heap, (order, self._arrivals, turn))
+        try:
+            await turn
+        except BaseException:
+            if turn.done() and not turn.cancelled():  # handed the head, then cancelled: pass it on
+                self.leave()
+            raise  # else its entry is skipped when it comes up (a cancelled future)
+
+    def leave(self) -> None:
+        heap = self._heap
+        while heap:
+            turn = heapq.heappop(heap)[2]
+            if not turn.done():
+                turn.set_result(None)
+                return
+        self._busy = False
+
+
 class Budget:
     """One (base URL, endpoint, operation) budget: ``await acquire()`` before the call (it
-    waits its turn), ``release()`` after it. ``limit`` is the whole limit (shared through
-    ``shared`` when given); this process's cap, and its rate without Redis, are its share of
-    ``replicas``."""
+    waits its turn; ``order``: an ordered call, see the module docstring), ``release()`` after
+    it. ``limit`` is the whole limit (shared through ``shared`` when given); this process's cap,
+    and its rate without Redis, are its share of ``replicas``. ``recent()`` counts the calls of
+    the last ``limit.per_s`` seconds that took from it (this process's)."""
 
-    __slots__ = ("limit", "_slots", "_local", "_shared", "_key", "_sleep")
+    __slots__ = ("limit", "_slots", "_local", "_shared", "_key", "_sleep", "_clock", "_line", "_sent")
 
     def __init__(self, limit: Limit, *, replicas: int = 1, shared: SharedRates | None = None, key: str = "",
                  clock: Callable[[], float] = time.monotonic,
@@ -217,8 +271,35 @@ class Budget:
         self._shared = shared if limit.rate else None
         self._key = key
         self._sleep = sleep
+        self._clock = clock
+        self._line = _Line()
+        self._sent: deque[float] = deque(maxlen=2 * limit.rate or 4096)  # when the last calls went
 
-    async def acquire(self) -> None:
+    @property
+    def waiting(self) -> int:
+        """Ordered calls waiting behind the head."""
+        return len(self._line)
+
+    def recent(self) -> int:
+        """Calls that went in the last ``limit.per_s`` seconds (at most twice the rate are
+        remembered)."""
+        sent, since = self._sent, self._clock() - self.limit.per_s
+        while sent and sent[0] < since:
+            sent.popleft()
+        return len(sent)
+
+    async def acquire(self, order: float | None = None) -> None:
+        if order is None:
+            await self._take()
+        else:
+            await self._line.enter(order)
+            try:
+                await self._take()
+            finally:
+                self._line.leave()
+        self._sent.append(self._clock())
+
+    async def _take(self) -> None:
         if self._slots is not None:
             await self._slots.acquire()
         if self._local is None:
@@ -283,29 +364,56 @@ class Budgets:
         key = self._shared.key(self._base_url, endpoint, name) if self._shared is not None else ""
         return Budget(limit, replicas=self._replicas, shared=self._shared, key=key)
 
+    def usage(self) -> dict[str, dict[str, float]]:
+        """Per endpoint and operation, the share of the rate this process used in the last
+        window (``Budget.recent() / rate``; operations with no rate are left out)."""
+        used: dict[str, dict[str, float]] = {}
+        for (endpoint, name), budget in self._made.items():
+            if budget is not None and budget.limit.rate:
+                used.setdefault(endpoint, {})[name] = budget.recent() / budget.limit.rate
+        return used
+
+    def waiting(self) -> dict[tuple[str, str], int]:
+        """Per (endpoint, operation), the ordered calls waiting in its line."""
+        return {key: budget.waiting for key, budget in self._made.items() if budget is not None}
+
+
+WaitHook = Callable[[str, float], None]
+"""Hears how long each budgeted call waited for its budget: (budget operation, seconds)."""
+
 
 class BudgetedUpstream:
-    """An ``Upstream`` whose calls take from their budgets first (see the module docstring)."""
+    """An ``Upstream`` whose calls take from their budgets first (see the module docstring);
+    ``on_wait`` hears each call's wait (metrics)."""
 
-    def __init__(self, upstream: Upstream, budgets: Budgets):
+    def __init__(self, upstream: Upstream, budgets: Budgets, *, on_wait: WaitHook | None = None):
         self._upstream = upstream
-        self._budgets = budgets
+        self.budgets = budgets
+        self._on_wait = on_wait
+
+    async def _acquire(self, budget: Budget, request: UpstreamRequest) -> None:
+        if self._on_wait is None:
+            await budget.acquire(request.order)
+            return
+        started = time.monotonic()
+        await budget.acquire(request.order)
+        self._on_wait(budget_operation(request.operation), time.monotonic() - started)
 
     async def send(self, request: UpstreamRequest) -> bytes:
-        budget = self._budgets.of(request)
+        budget = self.budgets.of(request)
         if budget is None:
             return await self._upstream.send(request)
-        await budget.acquire()
+        await self._acquire(budget, request)
         try:
             return await self._upstream.send(request)
         finally:
             budget.release()
 
     async def open(self, request: UpstreamRequest) -> UpstreamBody:
-        budget = self._budgets.of(request)
+        budget = self.budgets.of(request)
         if budget is None:
             return await self._upstream.open(request)
-        await budget.acquire()
+        await self._acquire(budget, request)
         try:
             body = await self._upstream.open(request)
         except BaseException:

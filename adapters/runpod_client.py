@@ -88,9 +88,12 @@ class RunPodQueueClient:
         query = "" if ttl_ms is None else f"?ttl={ttl_ms}"
         return await self._call(_status_dec, UpstreamRequest("GET", f"{endpoint}/status/{job_id}{query}", "status"))
 
-    async def stream(self, endpoint: str, job_id: str, *, wait_ms: int | None = None) -> StreamPoll:
+    async def stream(self, endpoint: str, job_id: str, *, wait_ms: int | None = None,
+                     order: float | None = None) -> StreamPoll:
+        """One ``/stream`` poll; ``order``: its place in the endpoint's line of polls
+        (``adapters.budgets``, the poll scheduler)."""
         return await self._call(_stream_dec, UpstreamRequest("GET", f"{endpoint}/stream/{job_id}", "stream",
-                                                             wait_ms=wait_ms))
+                                                             wait_ms=wait_ms, order=order))
 
     async def cancel(self, endpoint: str, job_id: str) -> JobStatus:
         return await self._call(_status_dec, UpstreamRequest("POST", f"{endpoint}/cancel/{job_id}", "cancel"))

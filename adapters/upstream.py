@@ -26,7 +26,8 @@ class UpstreamRequest(msgspec.Struct, frozen=True):
     ``operation`` names it in errors and logs; ``wait_ms`` asks the upstream to hold the
     answer that long (``?wait=``, with a read timeout longer than the wait); ``read_timeout``
     (seconds) replaces the upstream's default read timeout for this call (a passthrough call
-    that holds until the generation ends)."""
+    that holds until the generation ends); ``order`` places the call in its budget's line
+    (``adapters.budgets``: smaller first; None: first come, first served)."""
 
     method: str
     path: str
@@ -34,6 +35,7 @@ class UpstreamRequest(msgspec.Struct, frozen=True):
     content: bytes | None = None
     wait_ms: int | None = None
     read_timeout: float | None = None
+    order: float | None = None
 
 
 class UpstreamBody(Protocol):

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import collections
 import json
 import math
 import os
@@ -30,6 +31,8 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+
+import httpx
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -94,19 +97,19 @@ class Sampler:
         self.samples: list[tuple[float, float]] = []
         self._task: asyncio.Task | None = None
 
-    async def _run(self, http) -> None:
-        import httpx
+    async def _run(self) -> None:
+        async with httpx.AsyncClient(timeout=30) as http:  # its own connection: never behind the clients' pool
+            while True:
+                try:
+                    text = (await http.get(self.url)).text
+                except httpx.HTTPError:  # podgate too busy to answer in time: the next sample will do
+                    continue
+                count = _counter(text, "podgate_runpod_calls_total", operation=self.operation)
+                self.samples.append((time.monotonic(), count))
+                await asyncio.sleep(1.0)
 
-        while True:
-            try:
-                text = (await http.get(self.url)).text
-            except httpx.HTTPError:  # podgate too busy to answer in time: the next sample will do
-                continue
-            self.samples.append((time.monotonic(), _counter(text, "podgate_runpod_calls_total", operation=self.operation)))
-            await asyncio.sleep(1.0)
-
-    def start(self, http) -> None:
-        self._task = asyncio.ensure_future(self._run(http))
+    def start(self) -> None:
+        self._task = asyncio.ensure_future(self._run())
 
     async def stop(self) -> None:
         assert self._task is not None
@@ -131,21 +134,24 @@ class Sampler:
         return (c1 - c0) / (t1 - t0) * 10 if t1 > t0 else 0.0
 
 
-async def _stream_once(http, body: dict, ttfts: list[float], gaps: list[float]) -> bool:
-    """One streamed completion; True when it ended with [DONE] and no error."""
+async def _stream_once(http, body: dict, ttfts: list[float], gaps: list[float]) -> str | None:
+    """One streamed completion; None when it ended with [DONE] and no error, else what went wrong."""
     last = None
     done = False
-    async with http.stream("POST", "/chat/completions", json=body) as r:
+    try:
+        r = await http.send(http.build_request("POST", "/chat/completions", json=body), stream=True)
+    except httpx.TransportError as exc:  # before any answer: a kept-alive connection the server had closed?
+        return f"before the answer: {type(exc).__name__} {exc}"
+    try:
         if r.status_code != 200:
-            await r.aread()
-            return False
+            return f"HTTP {r.status_code}: {(await r.aread())[:200]!r}"
         async for line in r.aiter_lines():
             if line == "data: [DONE]":
                 done = True
             elif line.startswith("data: {"):
                 chunk = json.loads(line[6:])
                 if "error" in chunk:
-                    return False
+                    return f"in-stream error: {chunk['error'].get('code')}: {chunk['error'].get('message', '')[:150]}"
                 content = chunk["choices"][0]["delta"].get("content") if chunk.get("choices") else None
                 if content is None:
                     continue
@@ -155,20 +161,22 @@ async def _stream_once(http, body: dict, ttfts: list[float], gaps: list[float]) 
                 else:
                     gaps.append((now - last) * 1000)
                 last = now
-    return done
+    finally:
+        await r.aclose()
+    return None if done else "no [DONE]"
 
 
 async def sustained(base_url: str, metrics_url: str, streams: int, seconds: float, pid: int) -> dict:
-    import httpx
-
     ttfts: list[float] = []
     gaps: list[float] = []
     results = {"ok": 0, "errors": 0}
+    reasons: collections.Counter[str] = collections.Counter()
     body = {"model": "m", "messages": [{"role": "user", "content": "x"}], "stream": True}
-    limits = httpx.Limits(max_connections=streams + 10, max_keepalive_connections=streams + 10)
+    # a kept-alive connection is dropped well before uvicorn closes it (5 s idle), not raced
+    limits = httpx.Limits(max_connections=streams + 10, max_keepalive_connections=streams + 10, keepalive_expiry=2.0)
     async with httpx.AsyncClient(base_url=base_url, timeout=120, limits=limits) as http:
         sampler = Sampler(metrics_url, "stream")
-        sampler.start(http)
+        sampler.start()
         cpu0, _ = _proc_stats(pid)
         t0 = time.monotonic()
         deadline = t0 + seconds
@@ -176,17 +184,19 @@ async def sustained(base_url: str, metrics_url: str, streams: int, seconds: floa
         async def client() -> None:
             while time.monotonic() < deadline:
                 try:
-                    ok = await _stream_once(http, body, ttfts, gaps)
-                except Exception:
-                    ok = False
-                results["ok" if ok else "errors"] += 1
+                    error = await _stream_once(http, body, ttfts, gaps)
+                except Exception as exc:
+                    error = f"{type(exc).__name__}: {exc}"[:200]
+                results["ok" if error is None else "errors"] += 1
+                if error is not None:
+                    reasons[error] += 1
 
         await asyncio.gather(*(client() for _ in range(streams)))
         elapsed = time.monotonic() - t0
         cpu1, peak = _proc_stats(pid)
         await asyncio.sleep(1.0)
         await sampler.stop()
-    return {"streams": streams, "elapsed_s": elapsed, **results,
+    return {"streams": streams, "elapsed_s": elapsed, **results, "reasons": reasons.most_common(5),
             "ttft_p50": _pct(ttfts, 0.5), "ttft_p99": _pct(ttfts, 0.99),
             "gap_p50": _pct(gaps, 0.5), "gap_p99": _pct(gaps, 0.99),
             "stream_per_10s": sampler.per_10s(), "stream_most_10s": sampler.most_in(),
@@ -195,21 +205,24 @@ async def sustained(base_url: str, metrics_url: str, streams: int, seconds: floa
 
 async def disconnect_storm(base_url: str, metrics_url: str, endpoint, streams: int) -> dict:
     """``streams`` long streams; once each has its first token, every client leaves at once."""
-    import httpx
 
     body = {"model": "m", "messages": [{"role": "user", "content": "x"}], "stream": True, "max_tokens": 100_000}
     limits = httpx.Limits(max_connections=streams + 10, max_keepalive_connections=0)
     job_ids: list[str] = []
+    refused: collections.Counter[str] = collections.Counter()
     streaming = [0]
     started = asyncio.Event()
     go = asyncio.Event()
 
     async def client(http) -> None:
         async with http.stream("POST", "/chat/completions", json=body) as r:
-            job_ids.append(r.headers.get("x-runpod-job-id", ""))
-            async for line in r.aiter_lines():
-                if '"content"' in line:
-                    break
+            if r.status_code != 200:
+                refused[f"HTTP {r.status_code}: {(await r.aread())[:200]!r}"] += 1
+            else:
+                job_ids.append(r.headers.get("x-runpod-job-id", ""))
+                async for line in r.aiter_lines():
+                    if '"content"' in line:
+                        break
             streaming[0] += 1
             if streaming[0] == streams:
                 started.set()
@@ -218,7 +231,7 @@ async def disconnect_storm(base_url: str, metrics_url: str, endpoint, streams: i
     async with httpx.AsyncClient(base_url=base_url, timeout=300, limits=limits) as http, \
             httpx.AsyncClient(timeout=30, headers={"Authorization": f"Bearer {endpoint.api_key}"}) as ep:
         sampler = Sampler(metrics_url, "cancel")
-        sampler.start(http)
+        sampler.start()
         tasks = [asyncio.ensure_future(client(http)) for _ in range(streams)]
         await asyncio.wait_for(started.wait(), 300)
         t0 = time.monotonic()
@@ -239,7 +252,8 @@ async def disconnect_storm(base_url: str, metrics_url: str, endpoint, streams: i
         all_cancelled_s = time.monotonic() - t0
         await asyncio.sleep(1.0)
         await sampler.stop()
-    return {"streams": streams, "all_cancelled_s": all_cancelled_s, "not_cancelled": len(pending),
+    return {"streams": streams, "refused": refused.most_common(5), "all_cancelled_s": all_cancelled_s,
+            "not_cancelled": len(pending),
             "cancel_most_10s": sampler.most_in()}
 
 
@@ -249,13 +263,16 @@ def main() -> int:
     ap.add_argument("--seconds", type=float, default=30.0)
     ap.add_argument("--workers", type=int, default=4)
     ap.add_argument("--skip-storm", action="store_true", help="no disconnect storm")
+    ap.add_argument("--logs", type=Path, help="keep the servers' logs in this folder (default: a temporary one)")
     args = ap.parse_args()
     os.chdir(ROOT)
     from tests.conftest import _Factory
     from tests.proxy.conftest import start_proxy, write_config
 
+    if args.logs:
+        args.logs.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory() as d:
-        tmp = Path(d)
+        tmp = args.logs or Path(d)
         factory = _Factory(tmp)
         try:
             server = factory(endpoints=("ep",))
@@ -272,6 +289,8 @@ def main() -> int:
                       f"{TOKENS} tokens at {RATE:.0f}/s per stream; podgate pid {proxy.proc.pid}", flush=True)
                 r = asyncio.run(sustained(proxy.base_url, metrics_url, args.streams, args.seconds, proxy.proc.pid))
                 print(f"streams {r['streams']}: {r['ok']} answers, {r['errors']} errors in {r['elapsed_s']:.0f} s")
+                for reason, count in r["reasons"]:
+                    print(f"  error x{count}: {reason}")
                 print(f"  /stream calls per 10 s: {r['stream_per_10s']:.0f} on average, {r['stream_most_10s']:.0f} "
                       f"at most (RunPod allows 2,000)")
                 print(f"  time to first token (worker's yield → client): p50 {r['ttft_p50']:.0f} ms, "
@@ -285,6 +304,8 @@ def main() -> int:
                     print(f"disconnect storm, {s['streams']} streams: all CANCELLED {s['all_cancelled_s']:.1f} s "
                           f"after the clients left ({s['not_cancelled']} not); /cancel calls at most "
                           f"{s['cancel_most_10s']:.0f} in 10 s (RunPod allows 100)")
+                    for reason, count in s["refused"]:
+                        print(f"  not started x{count}: {reason}")
             finally:
                 proxy.stop()
         finally:

@@ -78,7 +78,9 @@ class Gateway:
         return bool(ready)
 
     async def start(self) -> None:
-        self.upstreams = Upstreams(self.settings, on_answer=self.metrics.runpod_answer)
+        self.upstreams = Upstreams(self.settings, on_answer=self.metrics.runpod_answer,
+                                   on_budget_wait=self.metrics.budget_wait, observer=self.metrics)
+        self.cancels.key_mask = self.upstreams.key_mask
         self.cancels.start()
         self.health.start({b.endpoint: b.client for b in self.upstreams}, self.upstreams.key_mask)
         self.console.start()

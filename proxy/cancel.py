@@ -10,8 +10,9 @@ queue's own task sends the cancel, outliving the request.
 - duplicates coalesce (a job queued or in flight is not queued twice);
 - at most ``concurrency`` cancels in flight (RunPod allows 20 concurrent ``/cancel``);
 - 429 / 5xx / network errors are retried (``adapters.retries.RetryPolicy``: ``Retry-After``
-  honoured, else a pause doubling from ``backoff_s``) at most ``retries`` times, each try
-  holding one of the ``concurrency`` slots (a pause holds none); 404 (job already gone)
+  honoured, else a pause doubling from ``backoff_s`` up to ``RETRY_MAX_S``) at most ``retries``
+  times (``[timing] cancel_retries``: the default rides out about a minute of refusals), each
+  try holding one of the ``concurrency`` slots (a pause holds none); 404 (job already gone)
   counts as done;
 - ``submit_when_known(task, ...)`` handles a job whose id is not known yet (a
   ``/runsync`` still in flight when the client left): when the call returns a
@@ -32,24 +33,27 @@ import time
 from collections.abc import Awaitable, Callable
 from operator import attrgetter
 
+from adapters.errors import KeyMask
 from adapters.retries import RetryPolicy
 from adapters.runpod_client import JobStatus, RunPodQueueClient
 from adapters.upstream import RunPodError
 
 log = logging.getLogger("podgate.cancel")
 
+RETRY_MAX_S = 10.0
+"""The longest pause between two tries of one ``/cancel`` (without ``Retry-After``)."""
 RETAIN_CONCURRENCY = 4
 RETAIN_PENDING = 1000
 
 
 class CancelQueue:
-    def __init__(self, *, concurrency: int = 20, retries: int = 3, backoff_s: float = 0.5):
+    def __init__(self, *, concurrency: int = 20, retries: int = 10, backoff_s: float = 0.5):
         self._queue: asyncio.Queue[tuple[RunPodQueueClient, str, str]] = asyncio.Queue()
         self._pending: dict[tuple[str, str], float] = {}
         """(endpoint, job id) → when its cancel was queued (``time.monotonic()``)."""
         self._sem = asyncio.Semaphore(concurrency)
         # /cancel is idempotent: any failure that may pass is retried
-        self._retry = RetryPolicy(attrgetter("transient"), retries, backoff_s)
+        self._retry = RetryPolicy(attrgetter("transient"), retries, backoff_s, RETRY_MAX_S)
         self._tasks: set[asyncio.Task] = set()
         self._runner: asyncio.Task | None = None
         self.sent = 0
@@ -59,6 +63,8 @@ class CancelQueue:
         self.on_lag: Callable[[float], None] | None = None
         """Console hook: called with the seconds from ``submit`` to RunPod's answer of each
         cancel that went through (its lag: retries and waits for a slot included)."""
+        self.key_mask = KeyMask()
+        """The configured keys, masked in the upstream's messages this queue logs (set by the app)."""
         self._retaining: set[asyncio.Task] = set()
         self._retain_sem = asyncio.Semaphore(RETAIN_CONCURRENCY)
         self.retained = 0
@@ -132,7 +138,7 @@ class CancelQueue:
                 await client.status(endpoint, job_id, ttl_ms=ttl_ms)
             self.retained += 1
         except RunPodError as exc:  # gone already, or RunPod busy: the result expires on its own
-            log.debug("status?ttl for %s/%s failed: %s", endpoint, job_id, exc.message)
+            log.debug("status?ttl for %s/%s failed: %s", endpoint, job_id, self.key_mask.text(exc.message))
 
     # -- the sender -------------------------------------------------------------------
     async def _cancel(self, client: RunPodQueueClient, endpoint: str, job_id: str) -> None:
@@ -156,7 +162,7 @@ class CancelQueue:
             if exc.status == 404:
                 ok = True  # already gone (finished and expired, or TTL)
             else:
-                log.warning("cancel %s/%s failed: %s", endpoint, job_id, exc.message)
+                log.warning("cancel %s/%s failed: %s", endpoint, job_id, self.key_mask.text(exc.message))
         except Exception:  # never let the queue die
             log.exception("cancel %s/%s crashed", endpoint, job_id)
         queued_at = self._pending.pop((endpoint, job_id), None)

@@ -13,8 +13,9 @@ What a request runs with — the client's ASGI ``receive``, the app's cancel que
 timing settings, the request's ``RequestContext`` — is passed beside it, never kept in it
 (``proxy.streaming``, ``proxy.nonstream``).
 
-``candidates`` gives the completions to try in turn when the model has ``fallbacks``: the
-model's own, then each fallback's (its own worker format, the client's model name).
+``candidates`` gives the ways to try in turn when the model has ``fallbacks``: the model's
+own completion, then each fallback's (its own worker format, the client's model name), or
+None for a model that passes the request through (``proxy.passthrough``).
 
 ``count`` is podgate's own count (tiktoken, in a thread) when the worker reports none: the
 usage estimate, and the finish reason of a choice the worker's decoder left open
@@ -120,29 +121,39 @@ def completion_for(params: ChatCompletionRequest | CompletionRequest, binding: M
 
 
 def candidates(params: ChatCompletionRequest | CompletionRequest, binding: ModelBinding,
-               chain: list[ModelBinding], kind: Kind, ctx: RequestContext) -> Iterator[Completion]:
-    """The completions to try in turn for a request for ``binding``'s model, one per model of
-    ``chain`` (``Upstreams.chain``: the model and its fallbacks that may take it), each
-    answering under the client's model name. The model's own refusal of a parameter is the
-    client's 400 (raised at once); a fallback whose worker cannot honour the request is
-    passed over. When every model of the chain is passed over, the model itself is tried."""
-    assert binding.format is not None
-    own = completion_for(params, binding, binding.format, kind, ctx)
+               chain: list[ModelBinding], kind: Kind, ctx: RequestContext) -> Iterator[tuple[ModelBinding, Completion | None]]:
+    """The ways to try in turn a request for ``binding``'s model, one per model of ``chain``
+    (``Upstreams.chain``: the model and its fallbacks that may take it): the model and its
+    ``Completion`` — None when the model passes this request through to its endpoint's
+    OpenAI gateway (``ModelBinding.passes_through``) — each answering under the client's
+    model name. The model's own refusal of a parameter is the client's 400 (raised at once);
+    a fallback whose worker cannot honour the request is passed over. When every model of the
+    chain is passed over, the model itself is tried."""
+    own_format = _format_for(binding, params)
+    own = None if own_format is None else completion_for(params, binding, own_format, kind, ctx)
     tried = False
     for served in chain:
+        completion: Completion | None = None
+        fmt = _format_for(served, params)
         if served is binding:
             completion = own
-        else:
-            if served.format is None:
-                continue
+        elif fmt is not None:
             try:
-                completion = completion_for(params, served, served.format, kind, ctx, model=binding.name)
+                completion = completion_for(params, served, fmt, kind, ctx, model=binding.name)
             except OpenAIError:
                 continue
+        else:  # passed through: nothing is ignored (another model's completion may have said otherwise)
+            ctx.headers.pop("x-podgate-ignored-params", None)
         tried = True
-        yield completion
+        yield served, completion
     if not tried:
-        yield own
+        yield binding, own
+
+
+def _format_for(binding: ModelBinding, params: ChatCompletionRequest | CompletionRequest) -> WorkerFormat | None:
+    """The worker format that turns this request into the model's job; None when the model
+    passes it through to its endpoint's OpenAI gateway."""
+    return None if binding.passes_through(params.max_output_tokens) else binding.format
 
 
 def read_completion(body: bytes, kind: Kind, upstreams: Upstreams, ctx: RequestContext) -> Completion:

@@ -3,7 +3,9 @@
 The route reads the body (``adapters.openai_protocol.decode_embedding_request``: 400 for a
 bad one), finds the model (404 when unknown) and answers what the runner returns, or — for a
 model passed through (``format = "openai"``) — what the endpoint's ``/openai/v1/embeddings``
-answered, through the same ``embeddings_response``.
+answered, through the same ``embeddings_response``. A model's ``fallbacks`` that embed take
+its requests as on the completions routes (``proxy.fallback``: when its endpoint is swamped
+or refuses the submit), each through its own path, the answer under the client's model name.
 ``run_embeddings`` is the queue path: the model's worker format must embed (403 as OpenAI
 answers otherwise); its job input goes through ``/runsync`` and the job's events until
 done (``proxy.nonstream.run_job``: cancelled when the client leaves or the request times
@@ -13,6 +15,7 @@ out), and the job's output becomes the client's answer through
 
 from __future__ import annotations
 
+from functools import partial
 from typing import Any
 
 from litestar import Request, Response, post
@@ -26,6 +29,7 @@ from proxy import passthrough
 from proxy.context import RequestContext, get_context
 from proxy.drain import Drain
 from proxy.errors import model_not_found
+from proxy.fallback import serve_first
 from proxy.jobs import ClientDisconnected
 from proxy.nonstream import run_job
 from proxy.settings import TimingSettings
@@ -44,15 +48,13 @@ async def embeddings(request: Request) -> Response:
     if binding is None:
         raise model_not_found(params.model)
     ctx.endpoint = binding.endpoint
-    timing = gateway.settings.timing
+    if not embeds(binding):
+        raise not_an_embeddings_model()
+    chain = gateway.upstreams.chain(binding, ctx.key, gateway.health.latest, gateway.settings.timing.fallback_queue_threshold)
+    tries = ((served, partial(_embed, request, params, served, binding.name))
+             for served in [b for b in chain if embeds(b)] or [binding])  # the model, then its fallbacks
     try:
-        if binding.passthrough:  # embeddings are never cut: no queue fallback
-            answer = await passthrough.post(params.to_body(), "embeddings", binding, receive=request.receive,
-                                            timing=timing, drain=gateway.drain)
-            body = await embeddings_response(answer, params, binding.name, headers=ctx.headers)
-        else:
-            body = await run_embeddings(params, binding, ctx, receive=request.receive, cancels=gateway.cancels,
-                                        timing=timing, drain=gateway.drain)
+        body = await serve_first(binding, tries, ctx, gateway.upstreams.observer)
     except ClientDisconnected:
         # nobody is listening; the job's cancel is already queued
         return Response(content=b"", status_code=499, media_type=_JSON)
@@ -61,9 +63,29 @@ async def embeddings(request: Request) -> Response:
     return Response(content=body, status_code=200, media_type=_JSON)
 
 
+def embeds(binding: ModelBinding) -> bool:
+    """The model answers embeddings: passed through (its endpoint's gateway decides), or its
+    worker format embeds."""
+    return binding.passthrough or isinstance(binding.format, EmbeddingFormat)
+
+
+async def _embed(request: Request, params: EmbeddingRequest, binding: ModelBinding, model: str) -> bytes:
+    """The response body from ``binding``'s endpoint, answered as ``model`` (the client's)."""
+    gateway = request.app.state.gateway
+    ctx = get_context(request)
+    timing = gateway.settings.timing
+    if binding.passthrough:  # embeddings are never cut: no queue fallback
+        answer = await passthrough.post(params.to_body(), "embeddings", binding, receive=request.receive,
+                                        timing=timing, drain=gateway.drain)
+        return await embeddings_response(answer, params, model, headers=ctx.headers)
+    return await run_embeddings(params, binding, ctx, receive=request.receive, cancels=gateway.cancels,
+                                timing=timing, drain=gateway.drain, model=model)
+
+
 async def run_embeddings(params: EmbeddingRequest, binding: ModelBinding, ctx: RequestContext, *, receive: Any,
-                         cancels: CancelQueue, timing: TimingSettings, drain: Drain) -> bytes:
-    """The response body for an embeddings request on the queue path (module docstring)."""
+                         cancels: CancelQueue, timing: TimingSettings, drain: Drain, model: str | None = None) -> bytes:
+    """The response body for an embeddings request on the queue path (module docstring),
+    answered as ``model`` (default: the binding's name)."""
     fmt = binding.format
     if fmt is None or not isinstance(fmt, EmbeddingFormat):
         raise not_an_embeddings_model()
@@ -71,4 +93,4 @@ async def run_embeddings(params: EmbeddingRequest, binding: ModelBinding, ctx: R
     events = await run_job(binding, job_input, lambda: fmt.decoder("completion"), ctx, receive=receive,
                            cancels=cancels, timing=timing, drain=drain)
     output = next((ev.value for ev in reversed(events) if type(ev) is JobOutput), None)
-    return await embeddings_response(output, params, binding.name, headers=ctx.headers)
+    return await embeddings_response(output, params, model or binding.name, headers=ctx.headers)

@@ -15,6 +15,15 @@
   a ``job_restarted`` error (a stream cannot take back what it sent; the caller cancels
   the re-run) and ``"restart"`` reads the re-run afresh (nothing was sent yet:
   ``restarts`` counts it, so the reader drops what it collected).
+- The poll scheduler: every poll takes its place in its endpoint's line of ``/stream`` polls
+  (the budget, ``adapters.budgets``: one line per endpoint, shared by all its live streams,
+  served smallest order first at the budget's rate). A poll's order is when it was asked for,
+  ``FIRST_OUTPUT_LEAD_S`` earlier while the stream waits for its first output (the time to
+  first token is what a client feels most) and ``IDLE_LAG_S`` later when its last poll brought
+  nothing after output had come (an idle stream: its next output is the least urgent). A
+  stream asks again only when its poll came back, so under load the streams of each kind are
+  served round-robin, each stream's wait grows smoothly with the number of streams, and none
+  starves: a poll's order is fixed while later ones' grow with the clock.
 - Polls the upstream refused are retried (``adapters.retries.RetryPolicy``, at most
   ``POLL_RETRIES`` times): ``/stream`` only when RunPod did not act on it
   (``RunPodError.refused``: its answers consume chunks), ``/status`` also after timeouts
@@ -52,6 +61,10 @@ log = logging.getLogger("podgate.jobs")
 #: else doubling from ``timing.poll_min_ms``).
 POLL_RETRIES = 5
 POLL_RETRY_MAX_S = 2.0
+
+#: The poll scheduler's leads (module docstring), in seconds on the ``time.monotonic`` clock.
+FIRST_OUTPUT_LEAD_S = 1.0
+IDLE_LAG_S = 0.5
 
 
 def job_restarted() -> ErrorEvent:
@@ -123,6 +136,7 @@ class JobEvents:
         self._retry_transient = RetryPolicy(attrgetter("transient"), POLL_RETRIES, first, POLL_RETRY_MAX_S)
         self._running = False  # the current run was seen IN_PROGRESS or with items
         self._saw_items = False  # items of the current run were read
+        self._flowing = False  # the last poll brought items
         self._delivered = False  # events of the current run were returned
         self._items_at = 0.0  # when items last came
         self._paused_run: tuple[Any, Any] | None = None  # the run in /status during a pause
@@ -140,6 +154,7 @@ class JobEvents:
             started = time.monotonic()
             poll = await self._poll(wait_ms)
             items = poll.stream
+            self._flowing = bool(items)
             if poll.status == "IN_QUEUE" and self._running:  # back in the queue: it runs again
                 if (end := self._rerun("back in the queue")) is not None:
                     return end
@@ -225,10 +240,18 @@ class JobEvents:
         self.ended = True
         return [job_restarted()]
 
+    def order(self) -> float:
+        """This stream's next poll's place in its endpoint's line (module docstring)."""
+        now = time.monotonic()
+        if not self._saw_items:
+            return now - FIRST_OUTPUT_LEAD_S
+        return now if self._flowing else now + IDLE_LAG_S
+
     async def _poll(self, wait_ms: int | None) -> StreamPoll:
         """One ``/stream`` poll, retried only when RunPod refused it (nothing consumed); a
         poll that may have consumed chunks (timeout after sending) is never repeated."""
-        return await self._retry_refused.call(self._client.stream, self._endpoint, self._job_id, wait_ms=wait_ms)
+        return await self._retry_refused.call(self._client.stream, self._endpoint, self._job_id, wait_ms=wait_ms,
+                                              order=self.order())
 
     async def _status(self) -> JobStatus:
         """One ``/status`` call, retried like a poll (and after timeouts: it is idempotent)."""

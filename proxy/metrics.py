@@ -15,8 +15,14 @@ route, transport or queue knows of metrics:
   (``proxy.savings``: the estimated generation time the cancel spared);
 - the upstream seam (``runpod_answer``, ``HTTPUpstream.on_answer``, once per RunPod call):
   ``podgate_runpod_calls_total`` and ``podgate_runpod_rate_limited_total`` (its 429s);
+- the budgets (``budget_wait``, ``BudgetedUpstream.on_wait``, once per budgeted call):
+  ``podgate_budget_wait_seconds``, how long calls waited for RunPod's limits (the ``stream``
+  operation's is the poll scheduler's line);
 - the cancel queue (``cancel_done``, ``CancelQueue.on_done``): ``podgate_cancels_total``, and
   its depth read at scrape time, ``podgate_cancel_queue_depth``;
+- the retries and fallbacks (``submit_retried``, ``rerun``, ``fallback``: the app's
+  ``RetryObserver``, ``Upstreams.observer``, told by ``proxy.submit`` and ``proxy.fallback``):
+  ``podgate_submit_retries_total``, ``podgate_reruns_total``, ``podgate_fallbacks_total``;
 - ``StreamGauge`` (ASGI middleware around the routes): ``podgate_active_streams``, the SSE
   responses that started and have not ended (queue and passthrough paths alike);
 - the ``/health`` poller (``proxy.health``), read at scrape time: ``podgate_runpod_endpoint_jobs``,
@@ -30,7 +36,9 @@ Labels stay bounded, whatever clients send: ``model`` is a configured model name
 client key's name ("" when podgate is open or the request had no valid key); ``operation``
 one of the upstream seam's fixed names (``run``, ``runsync``, ``status``, ``stream``,
 ``cancel``, ``health``, ``openai/v1/<route>``); ``endpoint`` a configured endpoint id;
-``state`` one of the short names RunPod's ``/health`` uses. Never a request id, a job id, a
+``state`` one of the short names RunPod's ``/health`` uses; ``to`` a configured model name
+(a fallback); ``reason`` and ``result`` fixed sets (``proxy.submit.RetryReason``,
+``RerunResult``). Never a request id, a job id, a
 raw path, a key or its hash.
 
 Cost: ``observe`` runs on every request. Label children are looked up once per label tuple
@@ -42,10 +50,11 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Iterator
-from typing import Any
+from typing import Any, get_args
 
 from litestar import Request, Response, get
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, ProcessCollector
+from prometheus_client import (CollectorRegistry, Counter, Gauge, Histogram, ProcessCollector,
+                               disable_created_metrics)
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.exposition import choose_encoder
 from prometheus_client.registry import Collector
@@ -55,6 +64,9 @@ from proxy.context import RequestContext, get_context
 from proxy.health import HealthPoller
 from proxy.savings import saved_by
 from proxy.settings import ProxySettings
+from proxy.submit import RerunResult, RetryReason
+
+disable_created_metrics()  # no ``*_created`` series: one more sample per child that nobody graphs
 
 DURATION_BUCKETS = (0.005, 0.025, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 20.0, 30.0, 60.0, 120.0, 300.0, 600.0)
 """Seconds from the request's arrival to its response's end. The low buckets are the
@@ -66,6 +78,9 @@ TTFT_BUCKETS = (0.05, 0.1, 0.25, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 5.0, 10.0, 20.0,
 second with a warm worker, seconds while the job waits in RunPod's queue, tens of seconds
 to minutes when a worker must start cold (finely spaced below 3 s, where a warm endpoint's
 changes show)."""
+BUDGET_WAIT_BUCKETS = (0.001, 0.005, 0.025, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+"""Seconds a call waited for its budget: nothing at all while under RunPod's limits (the
+first bucket), one interval (5 ms for ``/stream``) to seconds when the budget is the bottleneck."""
 
 _STREAM_ROUTES = frozenset({"chat_completions", "completions"})
 _STATE = re.compile(r"[A-Za-z][A-Za-z0-9_]{0,31}\Z")
@@ -113,6 +128,9 @@ class Metrics:
                           ["operation"], registry=r)
         cancels = Counter("podgate_cancels", "/cancel calls sent for abandoned jobs, by result (ok: cancelled or "
                           "already gone; failed: retries exhausted).", ["result"], registry=r)
+        budget_wait = Histogram("podgate_budget_wait_seconds", "How long calls to RunPod waited for their budget "
+                                "(RunPod's per-endpoint limits, kept by podgate), by operation.", ["operation"],
+                                buckets=BUDGET_WAIT_BUCKETS, registry=r)
         active = Gauge("podgate_active_streams", "Streaming responses started and not yet ended.", ["model"],
                        registry=r)
         if cancel_queue is not None:
@@ -130,11 +148,13 @@ class Metrics:
         self._calls = _Children(calls)
         self._limited = _Children(limited)
         self._cancels = _Children(cancels)
+        self._budget_wait = _Children(budget_wait)
         self._active = _Children(active)
         for name in self._models:  # present (at 0) before the first stream
             self._active[(name,)].set(0)
         for result in ("ok", "failed"):
             self._cancels[(result,)].inc(0)
+        self._retry_metrics(settings)
         if health is not None and health.interval_s > 0:
             r.register(_HealthCollector(health))
         ProcessCollector(registry=r)  # process_*: memory, CPU, open files (memory growth shows here)
@@ -170,9 +190,45 @@ class Metrics:
         if status == 429:
             self._limited[(operation,)].inc()
 
+    def budget_wait(self, operation: str, seconds: float) -> None:
+        """One budgeted call's wait for its budget (``BudgetedUpstream.on_wait``)."""
+        self._budget_wait[(operation,)].observe(seconds)
+
     def cancel_done(self, endpoint: str, job_id: str, ok: bool) -> None:
         """One ``/cancel`` finished (``CancelQueue.on_done``); its ids are not labels."""
         self._cancels[("ok" if ok else "failed",)].inc()
+
+    # -- retries and fallbacks (issue 11, part 4): ``proxy.submit.RetryObserver`` ----------
+    def _retry_metrics(self, settings: ProxySettings) -> None:
+        r = self.registry
+        self._submit_retries = _Children(Counter(
+            "podgate_submit_retries", "Refused submits (/run, /runsync, /retry, passthrough calls) tried again before "
+            "the first byte, by the model whose endpoint refused and why (429, 5xx: 502/503, connect: never reached).",
+            ["model", "reason"], registry=r))
+        self._reruns = _Children(Counter(
+            "podgate_reruns", "FAILED jobs run again with /retry before any output was sent ([[models]] retries), by "
+            "result (queued: RunPod ran it again; failed: it would not, the job's error stands).", ["model", "result"],
+            registry=r))
+        self._fallbacks = _Children(Counter(
+            "podgate_fallbacks", "Requests for a model taken by one of its fallbacks (its endpoint swamped, or refusing "
+            "after the retries), by the model asked for and the one that served.", ["model", "to"], registry=r))
+        for m in settings.models:  # the configured series, present at 0
+            for reason in get_args(RetryReason):
+                self._submit_retries[(m.name, reason)].inc(0)
+            for fallback in m.fallbacks:
+                self._fallbacks[(m.name, fallback)].inc(0)
+            if m.retries:
+                for rerun in get_args(RerunResult):
+                    self._reruns[(m.name, rerun)].inc(0)
+
+    def submit_retried(self, model: str, reason: RetryReason) -> None:
+        self._submit_retries[(self.model_label(model), reason)].inc()
+
+    def rerun(self, model: str, result: RerunResult) -> None:
+        self._reruns[(self.model_label(model), result)].inc()
+
+    def fallback(self, model: str, to: str) -> None:
+        self._fallbacks[(self.model_label(model), self.model_label(to))].inc()
 
     def active_streams(self, model: str | None) -> Any:
         """The ``podgate_active_streams`` child of a model (``StreamGauge``)."""

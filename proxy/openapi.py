@@ -105,7 +105,7 @@ _HEADERS = {
                                  "ignored, comma-separated.", "schema": {"type": "string"}},
     "x-podgate-usage-estimated": {"description": "`true` when podgate counted the usage (tiktoken) because the "
                                   "worker reported none.", "schema": {"type": "string"}},
-    "x-podgate-served-by": {"description": "The model that served a completion: the one asked for, or one of its "
+    "x-podgate-served-by": {"description": "The model that served the request: the one asked for, or one of its "
                             "`fallbacks`.", "schema": {"type": "string"}},
     "retry-after": {"description": "Seconds to wait before a retry (429).", "schema": {"type": "string"}},
     "x-should-retry": {"description": "Whether a retry may succeed (the OpenAI SDKs obey it).",

@@ -4,7 +4,9 @@ gateway (``{base_url}/{endpoint}/openai/v1/…``), not by a translated job.
 The client's request goes up with the served model name (``adapters.passthrough``); the
 answer comes back with the client's model name, its errors — even those RunPod answers with
 HTTP 200 — as OpenAI errors with real statuses. A call RunPod refused (429, 502, 503, or never
-reached) is tried again before anything reached the client (``proxy.submit``).
+reached) is tried again before anything reached the client (``proxy.submit``); still refused
+after the retries, it is raised as the ``RunPodError`` it is, for the walk of the model's
+fallbacks (``proxy.fallback``) to try the next model, or to answer it.
 
 Streams are relayed as the bytes arrive (``SSERelay``), with ``: keep-alive`` comments while
 nothing does. The response starts only once the upstream answered 2xx and its first events
@@ -169,45 +171,50 @@ class Relay:
         await asyncio.shield(self.body.aclose())
 
 
-def _submission(call: Callable[[], Awaitable[T]], timing: TimingSettings) -> Submission[T]:
+async def _submit(call: Callable[[], Awaitable[T]], *, receive: Any, timing: TimingSettings, drain: Drain) -> T:
     """The passthrough call, retried while RunPod refuses it (``proxy.submit``); a try in
-    flight is cancelled with the request (closing it is how its job is cancelled)."""
-    return Submission(call, submit_policy(timing), time.monotonic() + timing.request_timeout_s)
+    flight is cancelled with the request (closing it is how its job is cancelled). Raises
+    the ``OpenAIError`` of a failed call, but a refusal as its ``RunPodError`` (module
+    docstring)."""
+    submission = Submission(call, submit_policy(timing), time.monotonic() + timing.request_timeout_s)
+    try:
+        return await race_disconnect(receive, drain.bound(submission.result()))
+    except RunPodError as exc:
+        if exc.refused:
+            raise
+        raise upstream_error(exc) from None
 
 
 async def post(raw: dict[str, Any], route: str, binding: ModelBinding, *, receive: Any,
                timing: TimingSettings, drain: Drain) -> bytes:
     """The upstream's 2xx answer to a non-streaming request, as it came (raises the
-    ``OpenAIError`` of a failed call, ``ClientDisconnected`` after closing the upstream
-    request, or ``ShuttingDown`` when the drain expired first)."""
+    ``OpenAIError`` of a failed call — the ``RunPodError`` of a refused one —,
+    ``ClientDisconnected`` after closing the upstream request, or ``ShuttingDown`` when the
+    drain expired first)."""
     drain.check()
     call = partial(binding.openai.post, binding.endpoint, route, request_body(raw, binding.served_model),
                    read_timeout=timing.request_timeout_s)
-    try:
-        return await race_disconnect(receive, drain.bound(_submission(call, timing).result()))
-    except RunPodError as exc:
-        raise upstream_error(exc) from None
+    return await _submit(call, receive=receive, timing=timing, drain=drain)
 
 
 async def relay_nonstream(raw: dict[str, Any], kind: Kind, binding: ModelBinding, *, receive: Any,
-                          timing: TimingSettings, drain: Drain) -> bytes:
+                          timing: TimingSettings, drain: Drain, model: str | None = None) -> bytes:
     """The client's answer to a non-streaming completion request (``post``, then
-    ``answer_body``: errors answered with 200 raised, the client's model name)."""
+    ``answer_body``: errors answered with 200 raised, the client's model name: ``model``,
+    default the binding's — a fallback answers under the name the client asked for)."""
     answer = await post(raw, ROUTES[kind], binding, receive=receive, timing=timing, drain=drain)
-    return answer_body(answer, ModelRename(binding.served_model, binding.name))
+    return answer_body(answer, ModelRename(binding.served_model, model or binding.name))
 
 
 async def open_relay(raw: dict[str, Any], kind: Kind, binding: ModelBinding, include_usage: bool, *, receive: Any,
-                     timing: TimingSettings, drain: Drain) -> Relay:
-    """Open the upstream stream and read its first events (errors here → HTTP status)."""
+                     timing: TimingSettings, drain: Drain, model: str | None = None) -> Relay:
+    """Open the upstream stream and read its first events (errors here → HTTP status; a
+    refusal as ``post``'s); ``model`` as ``relay_nonstream``'s."""
     drain.check()
     call = partial(binding.openai.open, binding.endpoint, ROUTES[kind], request_body(raw, binding.served_model),
                    read_timeout=timing.request_timeout_s)
-    try:
-        body = await race_disconnect(receive, drain.bound(_submission(call, timing).result()))
-    except RunPodError as exc:
-        raise upstream_error(exc) from None
-    rename = ModelRename(binding.served_model, binding.name)
+    body = await _submit(call, receive=receive, timing=timing, drain=drain)
+    rename = ModelRename(binding.served_model, model or binding.name)
     if not body.content_type.startswith("text/event-stream"):  # a JSON answer: an error, or not a stream
         try:
             answer = b"".join([chunk async for chunk in body])

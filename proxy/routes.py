@@ -6,8 +6,9 @@ from RunPod.
 - ``POST /v1/chat/completions``, ``POST /v1/completions`` (stream and not), as plain ASGI
   handlers (``_answer``: the hot path pays for no parameter parsing); a model's ``fallbacks``
   are tried in turn while its endpoint is swamped or refuses the submit
-  (``Upstreams.chain``, ``completion.candidates``; ``x-podgate-served-by`` names the server)
-- ``POST /v1/embeddings`` (``proxy.embeddings``)
+  (``proxy.fallback``, ``completion.candidates``: each through the queue or the passthrough,
+  whichever serves it; ``x-podgate-served-by`` names the server)
+- ``POST /v1/embeddings`` (``proxy.embeddings``, its fallbacks walked the same way)
 - ``GET /v1/models``, ``GET /v1/models/{id}``
 - ``GET /healthz`` (alive), ``GET /readyz`` (ready: the app's readiness check)
 - ``GET /openapi.json`` (``proxy.openapi``)
@@ -17,6 +18,7 @@ from __future__ import annotations
 
 import inspect
 from collections.abc import AsyncGenerator
+from functools import partial
 
 import msgspec
 from litestar import Request, Response, asgi, get
@@ -26,14 +28,13 @@ from litestar.types import Receive, Scope, Send
 from litestar.background_tasks import BackgroundTask
 from litestar.response import Stream
 
-from adapters.errors import SUBMIT_OPERATIONS
 from adapters.openai_protocol import ChatCompletionRequest, CompletionRequest, Kind, Model, ModelList
 from adapters.passthrough import usage_of
-from adapters.upstream import RunPodError
-from proxy.completion import candidates, read_request
+from proxy.completion import Completion, candidates, read_request
 from proxy.context import get_context
 from proxy.embeddings import embeddings
 from proxy.errors import model_not_found
+from proxy.fallback import serve_first
 from proxy.jobs import ClientDisconnected
 from proxy.nonstream import run_nonstream
 from proxy.openapi import openapi_json
@@ -50,40 +51,39 @@ async def _complete(request: Request, body: bytes, kind: Kind) -> Response:
     ctx = get_context(request)
     params, binding = read_request(body, kind, gateway.upstreams, ctx)
     ctx.stream = bool(params.stream)
-    if binding.format is None or binding.passes_through(params.max_output_tokens):
-        return await _pass_through(request, params, binding, kind)
     timing = gateway.settings.timing
-    run_with = {"receive": request.receive, "cancels": gateway.cancels, "timing": timing, "drain": gateway.drain}
     chain = gateway.upstreams.chain(binding, ctx.key, gateway.health.latest, timing.fallback_queue_threshold)
-    refused: RunPodError | None = None
-    for completion in candidates(params, binding, chain, kind, ctx):  # the model, then its fallbacks
-        ctx.endpoint = completion.binding.endpoint
-        ctx.headers["x-podgate-served-by"] = completion.binding.name
-        try:
-            if completion.stream:
-                stream = await start_stream(completion, ctx, **run_with)
-                chunks = sse_body(stream)
-                return Stream(chunks, media_type="text/event-stream", headers=SSE_HEADERS,
-                              background=BackgroundTask(_finalize_stream, chunks, stream))
-            answer = await run_nonstream(completion, ctx, **run_with)
-        except ClientDisconnected:
-            # nobody is listening; the job's cancel is already queued
-            return Response(content=b"", status_code=499, media_type=_JSON)
-        except RunPodError as exc:
-            if not (exc.refused and exc.operation in SUBMIT_OPERATIONS):
-                raise
-            refused = exc  # RunPod turned the job away (after the retries): the next fallback may take it
-            continue
-        return Response(content=answer, status_code=200, media_type=_JSON)
-    assert refused is not None
-    raise refused
+    tries = ((served, partial(_pass_through, request, params, served, kind, binding.name) if completion is None
+              else partial(_run_job, request, completion))
+             for served, completion in candidates(params, binding, chain, kind, ctx))  # the model, then its fallbacks
+    return await serve_first(binding, tries, ctx, gateway.upstreams.observer)
+
+
+async def _run_job(request: Request, completion: Completion) -> Response:
+    """A completion through the queue (``proxy.streaming``, ``proxy.nonstream``)."""
+    gateway = request.app.state.gateway
+    ctx = get_context(request)
+    run_with = {"receive": request.receive, "cancels": gateway.cancels, "timing": gateway.settings.timing,
+                "drain": gateway.drain}
+    try:
+        if completion.stream:
+            stream = await start_stream(completion, ctx, **run_with)
+            chunks = sse_body(stream)
+            return Stream(chunks, media_type="text/event-stream", headers=SSE_HEADERS,
+                          background=BackgroundTask(_finalize_stream, chunks, stream))
+        answer = await run_nonstream(completion, ctx, **run_with)
+    except ClientDisconnected:
+        # nobody is listening; the job's cancel is already queued
+        return Response(content=b"", status_code=499, media_type=_JSON)
+    return Response(content=answer, status_code=200, media_type=_JSON)
 
 
 async def _pass_through(request: Request, params: ChatCompletionRequest | CompletionRequest, binding: ModelBinding,
-                        kind: Kind) -> Response:
-    """A model served by its endpoint's OpenAI gateway (``proxy.passthrough``)."""
+                        kind: Kind, model: str) -> Response:
+    """A completion served by ``binding``'s endpoint's OpenAI gateway (``proxy.passthrough``),
+    answered as ``model`` (the client's model name)."""
     gateway = request.app.state.gateway
-    run_with = {"receive": request.receive, "timing": gateway.settings.timing, "drain": gateway.drain}
+    run_with = {"receive": request.receive, "timing": gateway.settings.timing, "drain": gateway.drain, "model": model}
     try:
         if params.stream:
             relay = await open_relay(params.to_body(), kind, binding, params.include_usage, **run_with)

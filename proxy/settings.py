@@ -181,7 +181,10 @@ class TimingSettings(_Section):
     call per stream, so off (0) by default."""
     cancel_concurrency: PositiveCount = 20
     """Concurrent ``/cancel`` calls (RunPod allows 20 per endpoint)."""
-    cancel_retries: Count = 3
+    cancel_retries: Count = 10
+    """How often a ``/cancel`` that failed retryably (429, 5xx, unreachable) is tried again,
+    after ``Retry-After`` or a pause doubling from 0.5 s up to 10 s: the default rides out about
+    a minute of refusals (a 429 storm, a RunPod blip), since a job nobody cancels runs on, paid for."""
     submit_retries: Count = 2
     """Before the first byte, a submit (``/run``, ``/runsync``, a passthrough call) that RunPod
     refused (429, 502, 503, or never reached) is tried again up to this many times, after
@@ -211,13 +214,14 @@ class ModelSettings(_Section):
     """For a passed-through model (``format = "openai"``): the worker format of the queue path
     that takes the requests RunPod's gateway might cut (see ``passthrough_max_tokens``)."""
     fallbacks: list[str] = msgspec.field(default_factory=list)
-    """Other models (by name) that take this model's completions, in order, when its endpoint
+    """Other models (by name) that take this model's requests, in order, when its endpoint
     is swamped (by the ``/health`` poll: no worker ready, idle or running and at least
     ``timing.fallback_queue_threshold`` jobs queued) or still refuses the submit after
     ``timing.submit_retries`` (before the first byte only). Only one level is followed (a
     fallback's own fallbacks are not); the answer keeps this model's name and says which model
-    served it in ``x-podgate-served-by``. Translated completion models only (not ``openai``
-    nor embeddings), on either side."""
+    served it in ``x-podgate-served-by``. Models of the same kind: completion models (translated
+    or ``openai``) for a completion model, embedding models (``infinity*`` or ``openai``) for an
+    embedding model; an ``openai`` model may have both (each route uses those that fit)."""
     retries: Count = 0
     """A job of this model that ended FAILED (or TIMED_OUT) before any of its output reached the
     client is run again with RunPod's ``/retry`` up to this many times (same job id). 0: never
@@ -496,23 +500,28 @@ def _check(s: ProxySettings, source: str) -> None:
 
 
 _COMPLETION_FORMATS = ("vllm", "vllm-native", "sglang", "tgi", "text")
+_EMBEDDING_FORMATS = ("infinity", "infinity-native")
 
 
 def _check_fallbacks(models: list[ModelSettings], fail: Callable[[str, str], None]) -> None:
-    """Every fallback names another configured model, and both serve translated completions."""
+    """Every fallback names another configured model that serves the same kind of requests: a
+    completion model's, a completion model; an embedding model's, an embedding model — either
+    translated or passed through (``openai``, which may serve both; a passed-through model's
+    fallbacks may be of both kinds, each route passing over those that cannot serve it)."""
     by_name = {m.name: m for m in models}
     for i, m in enumerate(models):
-        if m.fallbacks and m.format not in _COMPLETION_FORMATS:
-            fail(f"models[{i}].fallbacks", f"only a model podgate translates into completion jobs "
-                 f"({', '.join(_COMPLETION_FORMATS)}) has fallbacks")
+        kind = "completion" if m.format in _COMPLETION_FORMATS else "embedding" if m.format in _EMBEDDING_FORMATS \
+            else None
+        allowed = {"completion": (*_COMPLETION_FORMATS, PASSTHROUGH), "embedding": (*_EMBEDDING_FORMATS, PASSTHROUGH),
+                   None: (*_COMPLETION_FORMATS, *_EMBEDDING_FORMATS, PASSTHROUGH)}[kind]
         for j, name in enumerate(m.fallbacks):
             other = by_name.get(name)
             if name == m.name:
                 fail(f"models[{i}].fallbacks[{j}]", "a model cannot be its own fallback")
             elif other is None:
                 fail(f"models[{i}].fallbacks[{j}]", f"no such model: {name!r}")
-            elif other.format not in _COMPLETION_FORMATS:
-                fail(f"models[{i}].fallbacks[{j}]", f"{name!r} is not translated into completion jobs "
+            elif other.format not in allowed:
+                fail(f"models[{i}].fallbacks[{j}]", f"{name!r} cannot serve {kind} requests "
                      f"(its format is {other.format!r})")
 
 

@@ -20,6 +20,16 @@ goes to the client at once, with its ``Retry-After`` and ``x-should-retry: true`
 
 ``rerun_failed``: a job that ended FAILED before any of its output reached the client is run
 again with ``/retry`` (same id) when its model allows it (``[[models]] retries``).
+
+Who hears of it: each retry of a refused submit (``RetryObserver.submit_retried``, by reason:
+``429``, ``5xx`` for a 502/503, ``connect`` when the request never reached RunPod) and each
+``/retry`` (``rerun``: ``queued`` or ``failed``) is reported, under the name of the model whose
+endpoint it went to, to the observer the request is ``SERVING`` (the app's metrics). That
+is a context variable, set by the walk of the model's fallbacks (``proxy.fallback``) around
+each model it tries: the submits are made deep in paths (``proxy.streaming``,
+``proxy.nonstream``, ``proxy.passthrough``) that know neither the model being tried nor the
+metrics, and the request's task — with the tasks it starts, which copy it — carries it.
+Outside a walk nothing is reported.
 """
 
 from __future__ import annotations
@@ -27,9 +37,11 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Awaitable, Callable
+from contextvars import ContextVar
+from dataclasses import dataclass
 from functools import partial
 from operator import attrgetter
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, Literal, Protocol, TypeVar
 
 from adapters.retries import RetryPolicy
 from adapters.runpod_client import RunPodQueueClient
@@ -48,6 +60,43 @@ SUBMIT_RETRY_WAIT_S = 30.0
 client's to honour (it gets the 429 with it)."""
 
 
+RetryReason = Literal["429", "5xx", "connect"]
+RerunResult = Literal["queued", "failed"]
+
+
+class RetryObserver(Protocol):
+    """Hears what the retries and the fallbacks did, by configured model name
+    (``proxy.metrics.Metrics``)."""
+
+    def submit_retried(self, model: str, reason: RetryReason) -> None:
+        """A refused submit of ``model``'s is tried again."""
+
+    def rerun(self, model: str, result: RerunResult) -> None:
+        """A FAILED job of ``model``'s was ``/retry``-ed: queued again, or not."""
+
+    def fallback(self, model: str, to: str) -> None:
+        """A request for ``model`` was taken by its fallback ``to``."""
+
+
+@dataclass(frozen=True, slots=True)
+class Serving:
+    """The model a request is being tried on now, and who hears of its submits."""
+
+    model: str
+    observer: RetryObserver
+
+
+SERVING: ContextVar[Serving | None] = ContextVar("podgate_serving", default=None)
+"""The request's ``Serving`` while a model is tried (module docstring); None: nobody hears."""
+
+
+def retry_reason(exc: RunPodError) -> RetryReason:
+    """A refusal's reason, as a bounded label: ``connect`` (never reached), ``429``, ``5xx``."""
+    if not exc.reached:
+        return "connect"
+    return "429" if exc.status == 429 else "5xx"
+
+
 def submit_policy(timing: TimingSettings) -> RetryPolicy:
     """The retry policy of submits: refused ones only, ``timing.submit_retries`` times."""
     return RetryPolicy(attrgetter("refused"), timing.submit_retries, SUBMIT_FIRST_PAUSE_S)
@@ -57,7 +106,7 @@ class Submission(Generic[T]):
     """One submit, retried while RunPod refuses it (module docstring). ``start()`` makes one
     try; ``attempt`` is the latest try's task (None before the first)."""
 
-    __slots__ = ("_start", "_policy", "_deadline", "_keep", "attempt", "tries")
+    __slots__ = ("_start", "_policy", "_deadline", "_keep", "_serving", "_refused", "attempt", "tries")
 
     def __init__(self, start: Callable[[], Awaitable[T]], policy: RetryPolicy, deadline: float, *,
                  keep: bool = False):
@@ -65,6 +114,8 @@ class Submission(Generic[T]):
         self._policy = policy
         self._deadline = deadline
         self._keep = keep
+        self._serving = SERVING.get()
+        self._refused: RunPodError | None = None
         self.attempt: asyncio.Future[T] | None = None
         self.tries = 0
 
@@ -75,9 +126,15 @@ class Submission(Generic[T]):
         return await self._policy.call_until(deadline, self._try)
 
     async def _try(self) -> T:
+        if self._refused is not None and self._serving is not None:  # the policy retries refusals only
+            self._serving.observer.submit_retried(self._serving.model, retry_reason(self._refused))
         self.tries += 1
         self.attempt = attempt = asyncio.ensure_future(self._start())
-        return await (asyncio.shield(attempt) if self._keep else attempt)
+        try:
+            return await (asyncio.shield(attempt) if self._keep else attempt)
+        except RunPodError as exc:
+            self._refused = exc
+            raise
 
 
 async def rerun_failed(client: RunPodQueueClient, endpoint: str, job_id: str, timing: TimingSettings,
@@ -89,15 +146,21 @@ async def rerun_failed(client: RunPodQueueClient, endpoint: str, job_id: str, ti
     drain) while ``/retry`` is in flight raises as ``race_disconnect`` does, and the job it
     re-queues is cancelled once it is."""
     retry = Submission(partial(client.retry, endpoint, job_id), submit_policy(timing), deadline, keep=True)
+    serving = SERVING.get()
     try:
         await race_disconnect(receive, drain.bound(retry.result()))
     except RunPodError:
+        if serving is not None:
+            serving.observer.rerun(serving.model, "failed")
         return False
     except (ClientDisconnected, ShuttingDown):
         if retry.attempt is not None:
             cancels.submit_when_known(retry.attempt, client, endpoint)
         raise
+    if serving is not None:
+        serving.observer.rerun(serving.model, "queued")
     return True
 
 
-__all__ = ["Submission", "submit_policy", "rerun_failed", "SUBMIT_FIRST_PAUSE_S", "SUBMIT_RETRY_WAIT_S"]
+__all__ = ["Submission", "submit_policy", "rerun_failed", "RetryObserver", "Serving", "SERVING", "retry_reason",
+           "SUBMIT_FIRST_PAUSE_S", "SUBMIT_RETRY_WAIT_S"]

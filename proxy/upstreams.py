@@ -13,7 +13,8 @@ through).
 
 A model's ``fallbacks`` (other models, checked at settings load) take its requests when its
 endpoint is swamped (``swamped``: no workers and a queue, by the ``/health`` poll) or refuses
-the submit after its retries (``Upstreams.chain`` gives the order; ``proxy.routes`` walks it).
+the submit after its retries (``Upstreams.chain`` gives the order; ``proxy.fallback`` walks
+it, for every route); ``Upstreams.observer`` hears of the retries and fallbacks (metrics).
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from __future__ import annotations
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 
-from adapters.budgets import BudgetedUpstream, Budgets, SharedRates
+from adapters.budgets import BudgetedUpstream, Budgets, SharedRates, WaitHook
 from adapters.errors import KeyMask
 from adapters.formats import WorkerFormat, get_format
 from adapters.http_upstream import AnswerHook, HTTPUpstream, make_transport
@@ -30,6 +31,7 @@ from adapters.runpod_client import RunPodQueueClient
 from proxy.health import HealthReading
 from proxy.keys import may_use
 from proxy.settings import PASSTHROUGH, KeySettings, ModelSettings, ProxySettings, redacted_url
+from proxy.submit import RetryObserver
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,10 +84,14 @@ def swamped(reading: HealthReading | None, queue_threshold: int) -> bool:
 
 
 class Upstreams:
-    """The settings' upstreams and models; ``on_answer`` hears of every upstream call (metrics)."""
+    """The settings' upstreams and models; ``on_answer`` hears of every upstream call,
+    ``on_budget_wait`` of each call's wait for its budget, ``observer`` of the submits'
+    retries, the re-runs and the fallbacks (metrics)."""
 
-    def __init__(self, settings: ProxySettings, *, on_answer: AnswerHook | None = None):
+    def __init__(self, settings: ProxySettings, *, on_answer: AnswerHook | None = None,
+                 on_budget_wait: WaitHook | None = None, observer: RetryObserver | None = None):
         t = settings.timing
+        self.observer = observer
         self._upstreams: dict[str, tuple[BudgetedUpstream, RunPodQueueClient, OpenAIPassthrough]] = {}
         self._bindings: dict[str, ModelBinding] = {}
         self.budgets: list[Budgets] = []
@@ -103,7 +109,7 @@ class Upstreams:
                                         on_answer=on_answer)
                 budgets = Budgets(base, limits, replicas=settings.budgets.replicas, shared=self._shared)
                 self.budgets.append(budgets)
-                budgeted = BudgetedUpstream(upstream, budgets)
+                budgeted = BudgetedUpstream(upstream, budgets, on_wait=on_budget_wait)
                 clients = self._upstreams[base] = (budgeted, RunPodQueueClient(budgeted), OpenAIPassthrough(budgeted))
             queue_format = m.queue_format if m.format == PASSTHROUGH else m.format
             fmt = None if queue_format is None else get_format(queue_format)
@@ -123,6 +129,15 @@ class Upstreams:
             return [binding]
         chain = [binding, *(b for name in binding.settings.fallbacks if (b := self.binding(name, key)) is not None)]
         return [b for b in chain if not swamped(health.get(b.endpoint), queue_threshold)] or [binding]
+
+    def budget_usage(self) -> dict[str, dict[str, float]]:
+        """Per endpoint and operation, the share of RunPod's rate this process used in the
+        last window (``adapters.budgets.Budgets.usage``)."""
+        used: dict[str, dict[str, float]] = {}
+        for upstream, _, _ in self._upstreams.values():
+            for endpoint, ops in upstream.budgets.usage().items():
+                used.setdefault(endpoint, {}).update(ops)
+        return used
 
     def visible(self, key: KeySettings | None = None) -> list[ModelBinding]:
         """The bindings ``key`` may use (``/v1/models``)."""

@@ -3,8 +3,8 @@
 ``ConsoleFeed`` is fed by the same hooks as ``/metrics`` (``proxy.app`` wires them): the
 finished-request observer (``observe``: latency windows, errors), the cancel queue
 (``cancel_lag``), and it reads at each tick what the app holds anyway — the ``/health``
-poller's latest readings, the budgets' use (``Budgets.usage()``, read defensively: absent,
-the console shows "—"), the live requests (``proxy.live``), the cancel queue's counts and
+poller's latest readings, the budgets' use (``Budgets.usage()``: an operation shows once
+it has been called), the live requests (``proxy.live``), the cancel queue's counts and
 the metrics' GPU-seconds-saved totals. Nothing is polled per open page.
 
 One task ticks every ``TICK_S``: every ``SAMPLE_EVERY`` ticks it appends a point to each
@@ -132,23 +132,16 @@ class ConsoleFeed:
 
     # -- what the page shows ----------------------------------------------------------
     def _budget_use(self) -> dict[str, dict[str, float]] | None:
-        """endpoint → operation → fraction of its rate used (None: the budgets say nothing)."""
+        """endpoint → operation → share of its rate used in the last window
+        (``Budgets.usage()``; None before the app started)."""
         upstreams = self.gateway.upstreams
         if upstreams is None:
             return None
-        found = False
         use: dict[str, dict[str, float]] = {}
-        for budgets in getattr(upstreams, "budgets", ()):
-            usage = getattr(budgets, "usage", None)
-            if usage is None:
-                continue
-            try:
-                for endpoint, ops in usage().items():
-                    use.setdefault(endpoint, {}).update(ops)
-                found = True
-            except Exception:
-                log.debug("budget usage unreadable", exc_info=True)
-        return use if found else None
+        for budgets in upstreams.budgets:
+            for endpoint, ops in budgets.usage().items():
+                use.setdefault(endpoint, {}).update(ops)
+        return use
 
     def sample(self) -> None:
         """One point per endpoint for the charts."""
@@ -163,7 +156,7 @@ class ConsoleFeed:
                 point += [reading.health.jobs.get(s, 0) for s in JOB_STATES]
                 point += [reading.health.workers.get(s, 0) for s in WORKER_STATES]
             self.history.setdefault(endpoint, deque(maxlen=HISTORY)).append(point)
-        for endpoint, ops in (self._budget_use() or {}).items():
+        for endpoint, ops in (self._budget_use() or {}).items():  # (a budget made since: its chart starts now)
             charts = self.budget_history.setdefault(endpoint, {})
             for op, fraction in ops.items():
                 charts.setdefault(op, deque(maxlen=HISTORY)).append(round(float(fraction), 3))

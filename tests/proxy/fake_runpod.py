@@ -5,7 +5,9 @@ to answer 503 twice then 200.
 
 Each endpoint id names its misbehaviour (the part before the first dash, ``FAULTS``,
 ``HEALTH``); every job answers ``hello``. It records every submit (``/run``,
-``/runsync``, ``/openai/…``) and when it came, and counts the ``/health`` polls.
+``/runsync``, ``/openai/…``) and when it came, and counts the ``/health`` polls. An
+embeddings request (``/openai/v1/embeddings``, or a job whose input has infinity's
+``openai_route``) gets ``EMBEDDINGS`` instead.
 """
 
 from __future__ import annotations
@@ -32,10 +34,11 @@ FAULTS: dict[str, list[tuple[int, str | None]]] = {
     "queued": [(200, None)],  # a queue of 50, and an idle worker (its /health)
     "flaky": [(200, None)],  # its job's first run FAILS before any output; run again, it answers
     "doomed": [(200, None)],  # its job FAILS every run
+    "expired": [(200, None)],  # its job FAILS, and /retry answers 404 (RunPod no longer has it)
 }
 
 #: misbehaviour → how many runs of its job fail before one answers (``/retry`` starts a run)
-FAILING_RUNS = {"flaky": 1, "doomed": 1_000}
+FAILING_RUNS = {"flaky": 1, "doomed": 1_000, "expired": 1_000}
 FAILED = {"status": "FAILED", "error": "the worker crashed"}
 
 #: misbehaviour → its ``/health`` answer (default: an idle worker, no queue)
@@ -48,6 +51,8 @@ ANSWER = json.dumps({"id": "c", "object": "chat.completion", "created": 1, "mode
                      "choices": [{"index": 0, "message": {"role": "assistant", "content": "hello"},
                                   "finish_reason": "stop"}],
                      "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2}})
+EMBEDDINGS = {"object": "list", "model": "served", "data": [{"object": "embedding", "index": 0, "embedding": [0.5, 0.25]}],
+              "usage": {"prompt_tokens": 1, "total_tokens": 1}}
 
 
 @dataclass
@@ -91,9 +96,12 @@ def _make_handler(fake: FakeRunPod):
                 writer.write(_response(status, json.dumps({"error": "refused"}), extra=extra))
             elif op in ("run", "runsync"):  # a new job, named for its endpoint and submit
                 job = f"{endpoint}.{len(fake.submits[endpoint])}"
+                output = EMBEDDINGS if "openai_route" in body.get("input", {}) else "hello"
                 done = {"status": "IN_QUEUE"} if op == "run" else FAILED if fake.failing(job) else \
-                    {"status": "COMPLETED", "output": "hello"}
+                    {"status": "COMPLETED", "output": output}
                 writer.write(_response(200, json.dumps({"id": job, **done})))
+            elif path[-1] == "embeddings":
+                writer.write(_response(200, json.dumps(EMBEDDINGS)))
             elif body.get("stream"):
                 writer.write(_response(200, f"data: {CHUNK}\n\ndata: [DONE]\n\n", "text/event-stream"))
             else:
@@ -105,6 +113,8 @@ def _make_handler(fake: FakeRunPod):
             items = [] if job in fake.streamed else [{"output": "hello"}]
             fake.streamed.add(job)
             writer.write(_response(200, json.dumps({"status": "COMPLETED", "stream": items})))
+        elif op == "retry" and endpoint.startswith("expired"):
+            writer.write(_response(404, json.dumps({"error": "job not found"})))
         elif op == "retry" and not fake.failing(path[2]):
             writer.write(_response(400, json.dumps({"error": "only FAILED or TIMED_OUT jobs can be retried"})))
         elif op == "retry":

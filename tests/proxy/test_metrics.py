@@ -101,6 +101,8 @@ def test_a_completion_moves_requests_duration_tokens_and_runpod_calls(metered):
                  estimated="false") == answer.usage.completion_tokens > 0
     assert moved("podgate_runpod_calls_total", operation="runsync", status="200") >= 1
     assert moved("podgate_time_to_first_token_seconds_count", model="vllm-c") == 0  # not a stream
+    assert moved("podgate_budget_wait_seconds_count", operation="runsync") >= 1  # every budgeted call is timed
+    assert "_created" not in metrics_text(metered).text  # no series nobody graphs
 
 
 def test_a_stream_is_active_while_it_runs_and_estimated_tokens_are_labelled(metered):

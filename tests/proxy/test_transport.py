@@ -10,10 +10,12 @@ import json
 import httpx
 import pytest
 
+from adapters.errors import KeyMask
 from adapters.http_upstream import HTTPUpstream
 from adapters.runpod_client import RunPodQueueClient
 from adapters.upstream import RunPodError
 from proxy.cancel import CancelQueue
+from proxy.settings import TimingSettings
 
 KEY = "rpa_SECRETKEY1234567890"
 
@@ -133,6 +135,47 @@ async def test_cancel_queue_coalesces_and_retries():
     assert sorted(done) == [("j1", True), ("j2", True), ("j3", False)]
     assert calls.count("j1") == 2  # one 429 retried, duplicates coalesced
     assert calls.count("j3") == 3  # first try + 2 retries, then given up
+
+
+async def test_the_default_cancel_queue_rides_out_a_429_storm():
+    """A job nobody cancels runs on, paid for: by default a cancel outlasts ten refusals in a row."""
+    calls: list[str] = []
+
+    def handler(req):
+        calls.append(req.url.path)
+        if len(calls) <= TimingSettings().cancel_retries:
+            return httpx.Response(429, json={"error": "rate limited"}, headers={"retry-after": "0.01"})
+        return httpx.Response(200, json={"id": "j", "status": "CANCELLED"})
+
+    t = TimingSettings()
+    q = CancelQueue(concurrency=t.cancel_concurrency, retries=t.cancel_retries)
+    done: list[bool] = []
+    q.on_done = lambda ep, job, ok: done.append(ok)
+    q.start()
+    q.submit(client_for(handler), "ep", "j")
+    for _ in range(500):
+        if done:
+            break
+        await asyncio.sleep(0.01)
+    await q.close()
+    assert done == [True]
+    assert len(calls) == t.cancel_retries + 1
+
+
+async def test_a_failed_cancels_log_line_masks_the_configured_keys(caplog: pytest.LogCaptureFixture):
+    secret = "odd-shaped-secret-42"  # no known key pattern: only the mask by value catches it
+
+    def handler(req):
+        return httpx.Response(400, json={"error": f"bad key {secret}"})
+
+    q = CancelQueue(retries=0)
+    q.key_mask = KeyMask([secret])
+    q.start()
+    q.submit(client_for(handler), "ep", "j")
+    await q.close()
+    assert q.failed == 1
+    assert "cancel ep/j failed" in caplog.text
+    assert secret not in caplog.text
 
 
 async def test_cancel_queue_cancels_a_job_once_its_id_is_known():

@@ -82,8 +82,8 @@ function drawEndpoints(s) {
     WORKERS.forEach((w, i) => lines.appendChild(spark(hist.map((p) => p[3 + i]), w)));
     card.appendChild(lines);
     const budgets = el("div", null, "charts");
-    if (ep.budgets === null) {
-      budgets.appendChild(el("p", "budget in use: —", "muted"));
+    if (!ep.budgets || !Object.keys(ep.budgets).length) {
+      budgets.appendChild(el("p", "budget in use: — (no budgeted call yet)", "muted"));
     } else {
       for (const [op, used] of Object.entries(ep.budgets)) {
         budgets.appendChild(spark(kept.budgets[op] || [used], "budget " + op, 1));

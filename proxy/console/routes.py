@@ -41,6 +41,9 @@ _STATIC = files("proxy.console") / "static"
 _PAGE = (_STATIC / "index.html").read_bytes()
 _ASSETS = {name: (_STATIC / name).read_bytes() for name in _STATIC_TYPES}
 _NO_STORE = {"cache-control": "no-store"}
+_PAGE_HEADERS = {**_NO_STORE, "x-frame-options": "DENY",  # no cancel button clicked through another site's frame
+                 "content-security-policy": "default-src 'self'; img-src 'self' data:; frame-ancestors 'none'"}
+"""The page runs its own script and style only, talks to its own origin only, and is never framed."""
 
 
 def _error(status: int, message: str, type_: str, code: str | None = None) -> Response:
@@ -99,7 +102,7 @@ def _gate(request: Request) -> Response | None:
 async def console_page(request: Request) -> Response:
     refused = _gate(request)
     status = 200 if refused is None else refused.status_code
-    return Response(content=_PAGE, status_code=status, media_type="text/html; charset=utf-8", headers=_NO_STORE)
+    return Response(content=_PAGE, status_code=status, media_type="text/html; charset=utf-8", headers=_PAGE_HEADERS)
 
 
 @get("/console/static/{name:str}", include_in_schema=False)

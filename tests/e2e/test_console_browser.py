@@ -138,3 +138,51 @@ def test_cancel_button_cancels_a_slow_stream_from_outside(page, serve, shots):
     page.wait_for_function("() => /Cancels sent\\s*[1-9]/.test(document.getElementById('cost').innerText)",
                            timeout=30_000)
     page.screenshot(path=str(shots / "after-cancel.png"), full_page=True)
+
+
+ADMIN = "pg-console-admin-0123456789abcdef"
+
+
+@pytest.fixture(scope="module")
+def keyed(serve, tmp_path_factory):
+    """A second podgate (``serve --config``) with client keys, in front of the same local
+    endpoint: its console needs the admin key, which is also a client key (the playground's)."""
+    from proxy.keys import hash_key
+    from tests.proxy.conftest import start_proxy
+
+    tmp = tmp_path_factory.mktemp("keyed-console")
+    config = tmp / "keyed.toml"
+    config.write_text(f'[server]\nhost = "127.0.0.1"\nport = 0\n\n[runpod]\nbase_url = "{serve.endpoint_url}"\n'
+                      f'api_key_env = "PODGATE_TEST_RUNPOD_KEY"\n\n[console]\nadmin_sha256 = "{hash_key(ADMIN)}"\n\n'
+                      f'[[models]]\nname = "{MODEL}"\nendpoint = "smollm2"\nformat = "vllm"\n\n'
+                      f'[[keys]]\nname = "admin"\nsha256 = "{hash_key(ADMIN)}"\n')
+    proxy = start_proxy(config, serve.key, tmp)
+    try:
+        yield proxy.base_url.removesuffix("/v1")
+    finally:
+        proxy.stop()
+
+
+def test_keyed_console_asks_for_the_admin_key(browser, keyed, shots):
+    context = browser.new_context(viewport={"width": 1280, "height": 800})
+    page = context.new_page()
+    try:
+        response = page.goto(keyed + "/console")
+        assert response.status == 401
+        page.wait_for_selector("#login:not([hidden])")
+        assert page.is_hidden("#console")  # nothing but the form before the key
+        page.fill("#key", "not-the-key")
+        page.click("#login button")
+        page.wait_for_function("() => document.getElementById('login-error').textContent.includes('refused')")
+        page.screenshot(path=str(shots / "login.png"))
+        page.fill("#key", ADMIN)
+        page.click("#login button")
+        page.wait_for_selector("#status.ok", timeout=30_000)
+        assert page.is_visible("#console") and MODEL in page.inner_text("#models")
+        page.fill("#play-input", HELLO[0]["content"])  # the playground sends the key too
+        page.click("#play-send")
+        page.wait_for_function("() => !document.getElementById('play-send').disabled", timeout=120_000)
+        assert page.inner_text("#play-output").strip() and "TTFT" in page.inner_text("#play-stats")
+        assert ADMIN not in page.content()  # kept in sessionStorage, never shown
+    finally:
+        context.close()

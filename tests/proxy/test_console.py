@@ -79,6 +79,7 @@ def test_admin_key_opens_the_page_and_the_feed(keyed):
     admin = {"authorization": f"Bearer {ADMIN}"}
     r = httpx.get(root(keyed) + "/console", headers=admin, timeout=10)
     assert r.status_code == 200 and b"/console/static/console.js" in r.content
+    assert "default-src 'self'" in r.headers["content-security-policy"] and r.headers["x-frame-options"] == "DENY"
     for name in ("console.js", "console.css"):  # code only, open like the login form
         assert httpx.get(root(keyed) + f"/console/static/{name}", timeout=10).status_code == 200
     assert httpx.get(root(keyed) + "/console/static/nope.js", timeout=10).status_code == 404
@@ -125,7 +126,7 @@ def test_cancel_button_path_ends_the_job_cancelled(stack, keyed):
 
     thread = threading.Thread(target=slow_stream, daemon=True)
     thread.start()
-    s = first_snapshot(root(keyed), admin, want=lambda s: any(r["job_id"] for r in s["live"]))
+    s = first_snapshot(root(keyed), admin, want=lambda s: any(r["job_id"] and r["tokens"] for r in s["live"]))
     [row] = s["live"]
     assert row["model"] == "vllm-c" and row["key"] == "team" and row["tokens"] >= 1
     r = httpx.post(root(keyed) + f"/console/cancel/{row['request_id']}", headers=admin, timeout=10)
@@ -137,6 +138,8 @@ def test_cancel_button_path_ends_the_job_cancelled(stack, keyed):
     assert isinstance(outcome.get("error"), openai.APIError), outcome  # the stream ends with an in-stream error
     s = first_snapshot(root(keyed), admin, want=lambda s: not s["live"] and s["cost"]["cancels_sent"] >= 1)
     assert s["cost"]["median_lag_s"] is not None
+    used = s["endpoints"]["ep"]["budgets"]  # Budgets.usage(): the operations called so far
+    assert {"run", "stream", "cancel"} <= set(used) and all(0 <= f <= 1 for f in used.values()), used
     assert "worker" not in s["errors"]  # an operator's cancel is no worker failure
     gone = httpx.post(root(keyed) + f"/console/cancel/{row['request_id']}", headers=admin, timeout=10)
     assert gone.status_code == 404

@@ -94,19 +94,35 @@ function drawEndpoints(s) {
   }
 }
 
+// rows are kept per request and updated in place, so that a Cancel button stays under the pointer
+const liveRows = new Map();
+
+function liveRow(r) {
+  const tr = row([r.request_id, r.model, r.key, "", "", "", "", ""]);
+  const b = el("button", "Cancel", "cancel");
+  b.addEventListener("click", () => cancel(r.request_id, b));
+  tr.cells[7].appendChild(b);
+  tr.dataset.request = r.request_id;
+  return tr;
+}
+
 function drawLive(s) {
-  const rows = s.live.map((r) => {
-    const b = el("button", r.cancelling ? "cancelling…" : "Cancel", "cancel");
-    b.disabled = !r.job_id || r.cancelling;
-    b.title = r.job_id ? "Send /cancel through the cancel queue" : "No RunPod job (passthrough, or not submitted yet)";
-    b.dataset.request = r.request_id;
-    b.addEventListener("click", () => cancel(r.request_id, b));
-    const tr = row([r.request_id, r.model, r.key, secs(r.age_s), r.tokens, r.tokens_per_s, r.job_id, b]);
-    tr.dataset.request = r.request_id;
+  const tbody = $("live").tBodies[0], now = new Set();
+  for (const r of s.live) {
+    now.add(r.request_id);
+    let tr = liveRows.get(r.request_id);
+    if (!tr) { tr = liveRow(r); liveRows.set(r.request_id, tr); tbody.appendChild(tr); }
     tr.dataset.job = r.job_id || "";
-    return tr;
-  });
-  fill($("live").tBodies[0], rows);
+    tr.cells[3].textContent = secs(r.age_s);
+    tr.cells[4].textContent = r.tokens;
+    tr.cells[5].textContent = r.tokens_per_s ?? "—";
+    tr.cells[6].textContent = r.job_id ?? "—";
+    const b = tr.cells[7].firstChild;
+    if (r.cancelling) b.textContent = "cancelling…";
+    b.disabled = !r.job_id || r.cancelling || b.textContent !== "Cancel";
+    b.title = r.job_id ? "Send /cancel through the cancel queue" : "No RunPod job (passthrough, or not submitted yet)";
+  }
+  for (const [id, tr] of liveRows) if (!now.has(id)) { tr.remove(); liveRows.delete(id); }
   $("live-count").textContent = s.live.length;
   $("live-empty").hidden = s.live.length > 0;
 }

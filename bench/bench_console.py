@@ -5,11 +5,12 @@ minute, and the server's CPU per minute with the page open versus closed.
 
 ``podgate serve`` (the embedded default) runs as a subprocess; the proxy, and so the console's
 feed, runs in its main process, whose CPU time (user + system, from /proc) is read over
-``--seconds`` with no page open, then over the same time with one page open in headless
-chromium (/usr/bin/chromium driven by Playwright). The page's bytes come from the browser's
+``--seconds`` with no page open, then over the same time with ``--pages`` pages open in
+headless chromium (/usr/bin/chromium driven by Playwright), divided by their number (one
+page costs less than the 10 ms resolution of the counters). The page's bytes come from the browser's
 own network events (Chrome DevTools Protocol: ``encodedDataLength``, what crossed the wire):
 the first load is every request that finished (document, script, style sheet); the feed is
-the bytes received on ``/console/events`` while the page stays open.
+the bytes the first page receives on ``/console/events`` while it stays open.
 """
 
 from __future__ import annotations
@@ -37,6 +38,8 @@ def cpu_s(pid: int) -> float:
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--seconds", type=float, default=60.0)
+    ap.add_argument("--pages", type=int, default=10,
+                    help="pages open at once for the CPU figure (one page costs less than /proc's 10 ms tick)")
     args = ap.parse_args()
     from playwright.sync_api import sync_playwright
 
@@ -65,6 +68,10 @@ def main() -> int:
             page.goto(serve.root + "/console")
             page.wait_for_selector("#status.ok", timeout=30_000)
             first_load = {urls[r].removeprefix(serve.root): n for r, n in finished.items()}
+            others = [browser.new_page() for _ in range(args.pages - 1)]
+            for other in others:
+                other.goto(serve.root + "/console")
+                other.wait_for_selector("#status.ok", timeout=30_000)
             feed[0] = 0.0
             c1 = cpu_s(pid)
             page.wait_for_timeout(args.seconds * 1000)  # (not time.sleep: the sync API reads events only in its calls)
@@ -79,8 +86,8 @@ def main() -> int:
         print(f"  {url:28} {n:8.0f}")
     print(f"  {'total':28} {sum(first_load.values()):8.0f}")
     print(f"feed: {feed_bytes * per_min:.0f} bytes/min")
-    print(f"server CPU: {idle * per_min:.3f} s/min with no page, {open_cpu * per_min:.3f} s/min with one page "
-          f"open: {(open_cpu - idle) * per_min * 1000:.0f} ms of CPU per minute for the page")
+    print(f"server CPU: {idle * per_min:.3f} s/min with no page, {open_cpu * per_min:.3f} s/min with {args.pages} "
+          f"pages open: {(open_cpu - idle) * per_min * 1000 / args.pages:.1f} ms of CPU per minute per page")
     return 0
 
 

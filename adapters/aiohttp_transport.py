@@ -15,6 +15,11 @@ in time); ``ReadTimeout`` when the answer did not come in time; ``RemoteProtocol
 connection broke or the answer was not HTTP after the request was sent; ``ReadError`` when a
 body broke off. (The ``httpx-aiohttp`` package maps a connection reset after sending to
 ``ConnectTimeout``, which would let a ``/run`` be retried and run twice: hence this module.)
+For the same reason aiohttp's own retry is off: it sends a GET (or PUT, DELETE) again, once,
+when the connection broke after the request went out, and a ``/stream`` poll whose answer was
+lost had consumed its chunks: sent again, it answers the chunks after them, and the answer
+would be passed on with a hole in it (``tests/faults/test_resets.py``). Whether a call may be
+repeated is decided above this module (``adapters.retries``), from the failure it raised.
 
 A body closed before its end closes its connection at once (the upstream sees its client go);
 a body read to the end gives the connection back to the pool. aiohttp has one connection
@@ -49,6 +54,9 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
         self._session = aiohttp.ClientSession(connector=connector, auto_decompress=False,  # httpx decodes
                                               cookie_jar=aiohttp.DummyCookieJar(),
                                               timeout=aiohttp.ClientTimeout(total=None))
+        # no silent resend of an idempotent method (module docstring); aiohttp has no public
+        # switch for it: its own test client (aiohttp.test_utils) clears the same attribute
+        self._session._retry_connection = False
         return self._session
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:

@@ -377,14 +377,14 @@ def from_runpod(exc: RunPodError) -> UpstreamError:
     statuses → 502.
 
     The one home of ``x-should-retry`` for upstream failures (``should_retry``): True only
-    when RunPod turned the job away before accepting it (it answered a submit with 429 or
-    5xx, or could not be reached at all), so that a retry is safe (no job runs twice) and
-    useful. A failure after the job was accepted, or a submit whose fate is unknown (it
-    timed out after sending), says False: the job was cancelled or ran and failed, and a
-    retry would pay for it again."""
+    when RunPod turned the job away before accepting it (it answered a submit with 429, 502
+    or 503, or could not be reached at all: ``RunPodError.refused``, what podgate's own
+    submit retries repeat), so that a retry is safe (no job runs twice) and useful. A
+    failure after the job was accepted, or a submit whose fate is unknown (a 500 or another
+    5xx, a timeout or a broken connection after sending: the job may exist), says False: the
+    job was cancelled, ran and failed, or may be running, and a retry would pay for it again."""
     err = _runpod_error(exc)
-    turned_away = not exc.reached or (exc.answered and (exc.status == 429 or exc.status >= 500))
-    err.should_retry = exc.operation in SUBMIT_OPERATIONS and turned_away
+    err.should_retry = exc.operation in SUBMIT_OPERATIONS and exc.refused
     return err
 
 

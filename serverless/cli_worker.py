@@ -10,7 +10,8 @@ fitness checks) *before* importing ``runpod``, imports the handler, binds the SD
 heartbeat process to this one's life (``serverless.orphans``: it must not ping on for a
 worker whose main process was killed), makes SIGTERM/SIGINT end the SDK's worker loop as
 soon as its jobs are handed back (``serverless.worker_exit``: the SDK alone waits for its
-held long-polls, 20–30 s) and calls ``runpod.serverless.start(config)``.
+held long-polls, 20–30 s), paces its job-take after errors (``serverless.take_backoff``: the
+SDK alone spins against an endpoint that is down) and calls ``runpod.serverless.start(config)``.
 
 Readiness: a fitness check registered after the handler's own ones (the SDK runs them in
 order, before its heartbeat and job-take loop start) tells a parent that listens
@@ -102,12 +103,13 @@ def run(args: argparse.Namespace) -> int:
 
     import runpod.serverless
 
-    from serverless import worker_exit
+    from serverless import take_backoff, worker_exit
     from serverless.orphans import bind_heartbeat
 
     runpod.serverless.register_fitness_check(announce_ready)  # after the handler's own checks
     bind_heartbeat()
     worker_exit.install()
+    take_backoff.install()
     sys.argv = sys.argv[:1]  # the SDK parses sys.argv for its own --rp_* flags
     runpod.serverless.start(config)
     return 0

@@ -42,6 +42,7 @@ from prometheus_client.metrics_core import CounterMetricFamily, GaugeMetricFamil
 from prometheus_client.registry import Collector
 
 from serverless.jobs import EndpointHealth, Job
+from serverless.store.base import StoreUnavailable
 
 log = logging.getLogger("podgate.serverless")
 
@@ -56,6 +57,8 @@ UNKNOWN_ENDPOINT = "(unknown)"
 CALLER_OPERATIONS = frozenset({"run", "runsync", "status", "status-sync", "stream", "cancel", "retry", "purge-queue",
                                "health", "openai"})
 WORKER_OPERATIONS = frozenset({"job-take", "job-take-batch", "job-stop", "job-done", "job-stream", "ping"})
+#: how long a scrape waits for the store's health reads before it leaves their gauges out (s)
+STORE_READ_TIMEOUT = 2.0
 #: a request that ended before any response was sent (the client left mid-request)
 CLIENT_CLOSED = 499
 
@@ -245,9 +248,14 @@ class EndpointMetrics:
 
     async def render(self, health: HealthReader) -> bytes:
         """The Prometheus text of every metric, the store gauges read now through ``health``
-        (one read per endpoint, concurrently)."""
+        (one read per endpoint, concurrently, for at most ``STORE_READ_TIMEOUT``: a scrape
+        answers while the store is out or hangs, with ``podgate_endpoint_store_up 0``; the
+        store logs its outage once, so a scrape during one logs nothing)."""
         try:
-            found = await asyncio.gather(*[health(ep) for ep in self.endpoints])
+            found = await asyncio.wait_for(asyncio.gather(*[health(ep) for ep in self.endpoints]),
+                                           STORE_READ_TIMEOUT)
+        except (StoreUnavailable, TimeoutError):
+            self._gauges.snapshot = None
         except Exception:
             log.warning("metrics: the job store's health read failed", exc_info=True)
             self._gauges.snapshot = None

@@ -48,6 +48,13 @@ the job's id, and a ``runpod`` SDK ≥ 1.10 worker cancels the handler's task (a
 handler gets ``CancelledError``); whatever the worker posts for that job afterwards
 (``job-stream``, ``job-done``) is refused with 404.
 
+Store outages: the submit and every read of the job ride out an outage as ``/runsync``
+does (``serverless.outage``). One that outlasts ``store_outage_wait`` is a 503 with
+``Retry-After`` before the answer started (the app's handler), and after a stream started an
+error event with code 503 (type ``store_unavailable``), like any other ending. Either way
+the job is cancelled (its cancel rides out the outage too; a cancel that cannot reach the
+store is dropped without a log line: the store logs each outage once).
+
 Every answer carries ``x-runpod-job-id``, the job's id. That header is podgate's addition:
 RunPod's gateway returns no job id at all (nothing is added to the body).
 """
@@ -64,6 +71,7 @@ import msgspec
 from serverless import payloads
 from serverless.jobs import CANCELLED, COMPLETED, FAILED, TIMED_OUT, Job
 from serverless.service import ApiError, EndpointService
+from serverless.store.base import StoreUnavailable
 
 log = logging.getLogger("podgate.serverless")
 
@@ -90,6 +98,7 @@ _ENDINGS: dict[str, tuple[int, str, str]] = {
     CANCELLED: (410, "job_cancelled", "the job was cancelled"),
 }
 _GONE = (410, "job_gone", "the job is gone (purged or expired)")
+_STORE_OUT = (503, "store_unavailable", "the job store is unavailable; retry shortly")
 
 
 def _cut(hold_ms: int) -> tuple[int, str, str]:
@@ -133,7 +142,7 @@ class OpenAIGateway:
     async def _cancel(self, endpoint: str, job_id: str) -> None:
         try:
             await self.service.cancel(endpoint, job_id)  # a no-op for a job that ended meanwhile
-        except ApiError:  # gone already
+        except (ApiError, StoreUnavailable):  # gone already; or the store is out (it logs that once)
             pass
         except Exception:
             log.exception("cancel of job %s after its gateway request ended failed", job_id)
@@ -210,6 +219,9 @@ class GatewayCall:
                     job, chunks = await svc.next_chunks(self.endpoint, self.job_id, self._remaining())
                 except ApiError:  # deleted (purged, expired)
                     job, chunks = None, []
+                except StoreUnavailable:  # an outage longer than the service rides out
+                    yield _last_event(tail, _STORE_OUT)
+                    return
                 if chunks:
                     data = b"".join([_sse_items(_decode(raw)) for raw in chunks])
                     if data:
@@ -223,7 +235,7 @@ class GatewayCall:
                     if not tail and job.output is not None:  # nothing streamed (a plain handler): its output
                         yield _sse_items(_decode(job.output))
                 else:  # on an event of its own, even after a slice that ended mid-event
-                    yield (b"\n\n" if tail and tail != b"\n\n" else b"") + _error_event(*ending)
+                    yield _last_event(tail, ending)
                 return
         finally:
             self.end()
@@ -262,6 +274,12 @@ def _sse_item(value: Any) -> bytes:
     if isinstance(value, str):
         return value.encode()
     return b"data: " + _encode(value) + b"\n\n"
+
+
+def _last_event(tail: bytes, ending: tuple[int, str, str]) -> bytes:
+    """The error event that ends a stream, on an event of its own even after a worker's
+    slice that stopped mid-event (``tail``: the last bytes written)."""
+    return (b"\n\n" if tail and tail != b"\n\n" else b"") + _error_event(*ending)
 
 
 def _error_event(code: int, kind: str, message: str) -> bytes:

@@ -5,10 +5,17 @@ what every party downstream can decode, ``serverless.payloads``), long-poll loop
 poll ends, handing back what it took, when the worker closes the connection), webhooks on
 terminal transitions, limits and the background sweeper that applies timeouts, TTLs and
 lost-worker re-queues. Failures are raised as :class:`ApiError` (status + message), which
-the app renders as ``{"error": ...}``; a store that cannot reach its Redis raises
-:class:`serverless.store.base.StoreUnavailable` (503, rendered by the app), and the sweeper
-skips its pass then without logging (the store logs the outage once). The service tells its :class:`EndpointMetrics` of
+the app renders as ``{"error": ...}``. The service tells its :class:`EndpointMetrics` of
 every terminal transition, every hand-out to a worker and every 429 (queue cap, limits).
+
+Store outages (``serverless.outage``): a store that cannot reach its Redis raises
+:class:`serverless.store.base.StoreUnavailable`. The operations a request can wait for retry
+their store calls through the outage (:meth:`EndpointService._patient`: up to
+``store_outage_wait``, a worker's result and stream posts up to ``worker_outage_wait``)
+before the app answers 503 with ``Retry-After``; a long-poll whose own deadline passes
+during an outage answers with the job as it last saw it. The sweeper skips its pass without
+logging (the store logs the outage once) and does not count the outage against workers'
+liveness (:class:`serverless.outage.OutageClock`).
 
 Shutdown: :meth:`EndpointService.begin_shutdown` (called by ``serverless.app.serve`` as soon
 as uvicorn starts shutting down) ends every held long-poll at once with the answer it would
@@ -22,8 +29,8 @@ import inspect
 import logging
 import time
 import uuid
-from collections.abc import Coroutine
-from typing import Any, NoReturn
+from collections.abc import Awaitable, Callable, Coroutine
+from typing import Any, NoReturn, TypeVar
 
 import msgspec
 
@@ -32,6 +39,7 @@ from serverless.chunks import split_chunk
 from serverless.jobs import COMPLETED, FAILED, IN_PROGRESS, EndpointHealth, Job, Outcome, SubmitRequest
 from serverless.limits import Limiter, SharedRate
 from serverless.metrics import EndpointMetrics
+from serverless.outage import OutageClock, ride_out
 from serverless.payloads import PayloadError
 from serverless.settings import EndpointSettings
 from serverless.store.base import JobStore, StoreUnavailable
@@ -44,6 +52,7 @@ _submit_decoder = msgspec.json.Decoder(SubmitRequest)
 _done_decoder = msgspec.json.Decoder(jobs.DoneBody)
 _stream_decoder = msgspec.json.Decoder(jobs.StreamBody)
 _status_encoder = msgspec.json.Encoder()
+_T = TypeVar("_T")
 
 
 class ApiError(Exception):
@@ -89,6 +98,7 @@ class EndpointService:
                                shared=store if isinstance(store, SharedRate) else None)
         self.webhooks: WebhookSender | None = None
         self._sweeper: asyncio.Task[None] | None = None
+        self._outage = OutageClock()
         self.clock = time.time
         #: set by :meth:`begin_shutdown`; ``_shutdown`` resolves then (made by the first hold).
         self.shutting_down = False
@@ -147,23 +157,42 @@ class EndpointService:
         s = self.settings
         while True:
             await asyncio.sleep(s.sweep_interval)
+            now = self.clock()
+            # workers could not be heard from while the store was out: not lost for that
+            worker_timeout = s.worker_timeout + self._outage.allowance(now)
             for endpoint in s.endpoints:
                 try:
-                    now = self.clock()
-                    finished = await self.store.sweep(endpoint, now=now, worker_timeout=s.worker_timeout,
+                    finished = await self.store.sweep(endpoint, now=now, worker_timeout=worker_timeout,
                                                       max_attempts=s.max_attempts)
                     if s.ping_grace > 0:
                         finished += await self.store.requeue_unreported(endpoint, now=now, grace=s.ping_grace,
                                                                         max_attempts=s.max_attempts)
                 except StoreUnavailable:  # logged once per outage by the store; try again next pass
+                    self._outage.failed(now)
                     break
                 except Exception:  # keep sweeping whatever one pass did
                     log.exception("sweep of endpoint %s failed", endpoint)
                     continue
                 for job in finished:
                     self._terminal(job)
+            else:
+                self._outage.succeeded(now, s.worker_timeout)
 
     # --- shared helpers ---------------------------------------------------------------------
+
+    async def _patient(self, call: Callable[[], Awaitable[_T]], budget: float | None = None) -> _T:
+        """A store call of a request that can wait: retried through an outage for ``budget``
+        seconds (default ``store_outage_wait``), then :class:`StoreUnavailable` (→ 503)."""
+        return await ride_out(call, self.settings.store_outage_wait if budget is None else budget)
+
+    async def _worker_post(self, call: Callable[[], Awaitable[_T]]) -> _T:
+        """A store call of a worker's result or stream post: retried longest (see
+        ``serverless.outage``: the SDK drops a result after 3 failed attempts)."""
+        return await ride_out(call, self.settings.worker_outage_wait)
+
+    def _until(self, deadline: float) -> float:
+        """The outage budget of a long-poll's store call: never past its own ``deadline``."""
+        return min(self.settings.store_outage_wait, max(0.0, deadline - self.clock()))
 
     def check_endpoint(self, endpoint: str) -> None:
         if endpoint not in self.endpoints:
@@ -189,7 +218,7 @@ class EndpointService:
         return b'{"id":' + _encode(job.id) + b',"status":"' + job.status.encode() + b'"}'
 
     async def _job(self, endpoint: str, job_id: str) -> Job:
-        job = await self.store.get(endpoint, job_id, now=self.clock())
+        job = await self._patient(lambda: self.store.get(endpoint, job_id, now=self.clock()))
         if job is None:
             raise ApiError(404, "job not found")
         return job
@@ -239,7 +268,8 @@ class EndpointService:
                   execution_timeout_ms=execution_timeout, ttl_ms=ttl,
                   retention_ms=s.retention_runsync_ms if sync else s.retention_run_ms,
                   created_at=now, expires_at=now + ttl / 1000.0)
-        if not await self.store.submit(job, max_queue=s.queue_cap() + 1, now=now):
+        # a retry after a lost reply stores the same job again (same id; the queue is a set)
+        if not await self._patient(lambda: self.store.submit(job, max_queue=s.queue_cap() + 1, now=self.clock())):
             self.metrics.rate_limited(endpoint, "queue", "size")
             raise ApiError(429, "queue is full", {"Retry-After": "10"})
         return job
@@ -247,11 +277,22 @@ class EndpointService:
     async def wait_terminal(self, endpoint: str, job_id: str, wait: float,
                             gone: asyncio.Future[None] | None = None) -> Job | None:
         """Wait up to ``wait`` seconds for the job to become terminal; the job as it is then
-        (``None`` if it disappeared). ``gone``: the caller closed the connection, stop waiting."""
+        (``None`` if it disappeared). ``gone``: the caller closed the connection, stop waiting.
+        A store outage is waited out (the first read up to ``store_outage_wait``, later ones
+        within ``wait``); when ``wait`` ends in an outage, the job as it was last seen."""
         deadline = self.clock() + wait
+        job: Job | None = None
+        seen = False
         while True:
+            try:
+                job = await self._patient(lambda: self.store.get(endpoint, job_id, now=self.clock()),
+                                          self._until(deadline) if seen else None)
+            except StoreUnavailable:
+                if not seen:
+                    raise
+                return job
+            seen = True
             now = self.clock()
-            job = await self.store.get(endpoint, job_id, now=now)
             if (job is None or job.terminal or now >= deadline or (gone is not None and gone.done())
                     or not await self._hold(self.store.wait_job(endpoint, job_id, deadline - now), gone)):
                 return job
@@ -269,7 +310,7 @@ class EndpointService:
         if ttl_ms is not None:
             if ttl_ms <= 0 or ttl_ms > jobs.TTL_MAX_MS:
                 raise ApiError(400, f"ttl must be between 1 and {jobs.TTL_MAX_MS} ms")
-            job = await self.store.set_ttl(endpoint, job_id, ttl_ms, now=self.clock())
+            job = await self._patient(lambda: self.store.set_ttl(endpoint, job_id, ttl_ms, now=self.clock()))
             if job is None:
                 raise ApiError(404, "job not found")
         else:
@@ -293,20 +334,29 @@ class EndpointService:
     async def next_chunks(self, endpoint: str, job_id: str, wait: float) -> tuple[Job, list[bytes]]:
         """The job and the stream chunks appended since the last read (consumed), held up to
         ``wait`` seconds while there are none and the job is not terminal (and not past
-        :meth:`begin_shutdown`). 404 when the job is gone."""
+        :meth:`begin_shutdown`). 404 when the job is gone. An outage is waited out as in
+        :meth:`wait_terminal`."""
         deadline = self.clock() + wait
+        seen: Job | None = None
         while True:
-            now = self.clock()
-            got = await self.store.read_stream(endpoint, job_id, now=now)
+            try:
+                got = await self._patient(lambda: self.store.read_stream(endpoint, job_id, now=self.clock()),
+                                          None if seen is None else self._until(deadline))
+            except StoreUnavailable:
+                if seen is None:
+                    raise
+                return seen, []
             if got is None:
                 raise ApiError(404, "job not found")
             job, chunks = got
+            seen = job
+            now = self.clock()
             if (chunks or job.terminal or now >= deadline
                     or not await self._hold(self.store.wait_job(endpoint, job_id, deadline - now))):
                 return job, chunks
 
     async def cancel(self, endpoint: str, job_id: str) -> bytes:
-        outcome = await self.store.cancel(endpoint, job_id, now=self.clock())
+        outcome = await self._patient(lambda: self.store.cancel(endpoint, job_id, now=self.clock()))
         if outcome is None:
             raise ApiError(404, "job not found")
         self._after(outcome)
@@ -373,8 +423,9 @@ class EndpointService:
         posted for (if this worker holds it) becomes FAILED with the reason. The SDK drops a
         refused post (reference §2.5), so the job would otherwise run again for nothing and
         end as "worker lost"; a refused stream chunk would leave a hole in the stream."""
-        outcome = await self.store.finish(endpoint, job_id, worker_id, FAILED, output=None,
-                                          error=f"the worker's {what} was refused: {exc}", now=self.clock())
+        error = f"the worker's {what} was refused: {exc}"
+        outcome = await self._worker_post(lambda: self.store.finish(endpoint, job_id, worker_id, FAILED, output=None,
+                                                                    error=error, now=self.clock()))
         if outcome is not None:
             self._after(outcome)
         raise _bad_body(exc)
@@ -384,19 +435,17 @@ class EndpointService:
             done = _decode(_done_decoder, body) if body.strip() else jobs.DoneBody()
         except PayloadError as exc:
             await self._refuse(endpoint, worker_id, job_id, "result", exc)
-        now = self.clock()
         output = bytes(done.output) or None
         if done.status == IN_PROGRESS:
-            if not await self.store.progress(endpoint, job_id, worker_id, output, now=now):
+            if not await self._worker_post(lambda: self.store.progress(endpoint, job_id, worker_id, output,
+                                                                       now=self.clock())):
                 raise ApiError(404, "job not found or not in progress on this worker")
             return
+        status, error = COMPLETED, None
         if done.error:  # truthy error → FAILED (reference §2.5)
-            error = done.error if isinstance(done.error, str) else _encode(done.error).decode()
-            outcome = await self.store.finish(endpoint, job_id, worker_id, FAILED, output=output, error=error,
-                                              now=now)
-        else:
-            outcome = await self.store.finish(endpoint, job_id, worker_id, COMPLETED, output=output, error=None,
-                                              now=now)
+            status, error = FAILED, done.error if isinstance(done.error, str) else _encode(done.error).decode()
+        outcome = await self._worker_post(lambda: self.store.finish(endpoint, job_id, worker_id, status,
+                                                                    output=output, error=error, now=self.clock()))
         if outcome is None:
             raise ApiError(404, "job not found or not in progress on this worker")
         if done.stop_pod:
@@ -410,7 +459,9 @@ class EndpointService:
             await self._refuse(endpoint, worker_id, job_id, "stream output", exc)
         raw = bytes(chunk.output) or b"null"
         chunks = split_chunk(raw, self.settings.max_chunk)
-        if not await self.store.append_chunks(endpoint, job_id, worker_id, chunks, now=self.clock()):
+        if not await self._worker_post(lambda: self.store.append_chunks(endpoint, job_id, worker_id, chunks,
+                                                                        now=self.clock())):
+            # not this worker's job (any more): the store has told its job-stop poll to stop the run
             raise ApiError(404, "job not found or not in progress on this worker")
 
     async def ping(self, endpoint: str, worker_id: str, job_ids: str | None, status: str | None) -> None:

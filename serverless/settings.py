@@ -104,6 +104,15 @@ class EndpointSettings(msgspec.Struct, kw_only=True):
     ping_grace: float = 10.0
     sweep_interval: float = 0.25
 
+    # store outages (``serverless.outage``)
+    #: how long a caller's request that can wait (/run, /runsync, /status, /stream, /cancel,
+    #: the /openai/v1 gateway) retries the job store through an outage before it answers 503
+    #: (never past the request's own deadline); 0 answers 503 at once.
+    store_outage_wait: float = 10.0
+    #: the same for a worker's job-done and job-stream posts, longer: the runpod SDK drops a
+    #: result after 3 failed attempts, and a dropped result is a lost job.
+    worker_outage_wait: float = 60.0
+
     def queue_cap(self) -> int:
         """The largest queue /run still accepts a job into (RunPod: 429 when the queue is
         larger than both 50 and workersMax × 500)."""

@@ -125,7 +125,11 @@ class JobStore(abc.ABC):
                             now: float) -> bool:
         """job-stream: append ``chunks`` (JSON bytes of each ``output`` value, already split to
         the size limit) to the job's stream buffer, in order. Applies only to an IN_PROGRESS
-        job owned by ``worker_id`` (else ``False``). Wakes job waiters."""
+        job owned by ``worker_id``. Else ``False``, and ``job_id`` becomes a stop signal of
+        ``worker_id`` (:meth:`take_stop_signals`): the worker runs a job that is not its own
+        (cancelled, timed out, re-queued to another worker, or gone: purged, expired, lost
+        with a Redis that restarted without its data), and its run is stopped. Wakes job
+        waiters."""
 
     @abc.abstractmethod
     async def progress(self, endpoint: str, job_id: str, worker_id: str, output: bytes | None, *,

@@ -237,9 +237,10 @@ class MemoryStore(JobStore):
 
     async def append_chunks(self, endpoint: str, job_id: str, worker_id: str, chunks: list[bytes], *,
                             now: float) -> bool:
+        ep = self._ep(endpoint)
         if self._owned(endpoint, job_id, worker_id, now) is None:
+            self._stop(ep, endpoint, worker_id, job_id)
             return False
-        ep = self._eps[endpoint]
         self._touch(ep, worker_id, now, None, False)
         ep.chunks.setdefault(job_id, []).extend(chunks)
         self._job_waiters.notify((endpoint, job_id))

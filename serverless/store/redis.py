@@ -238,7 +238,7 @@ class _Notifier:
                 except Exception:  # pragma: no cover - best effort on a broken connection
                     pass
             await asyncio.sleep(delay)
-            delay = min(delay * 2, 2.0)
+            delay = min(delay * 2, 0.5)  # resubscribed within half a second of Redis coming back
 
 
 class RedisStore(JobStore):
@@ -250,18 +250,22 @@ class RedisStore(JobStore):
     the deletion on time; native expiry is the safety net); ``stop_signal_ttl`` is how long
     undelivered stop signals are kept; ``sweep_limit`` caps the jobs one sweep pass handles
     (the next sweep continues); ``max_connections`` sizes the one connection pool, whose
-    connections carry ``client_name`` (``CLIENT LIST`` shows it).
+    connections carry ``client_name`` (``CLIENT LIST`` shows it). ``command_timeout`` bounds
+    each command (a Redis that hangs, rather than refuses, fails the call as an outage does,
+    instead of holding every request for as long as it hangs); the subscription has none.
     """
 
     def __init__(self, url: str, prefix: str = "podgate", *, max_connections: int = 64,
                  poll_interval: float = 1.0, expiry_grace: float = 60.0,
                  stop_signal_ttl: float = 3600.0, sweep_limit: int = 2000,
-                 client_name: str = "podgate-store") -> None:
+                 client_name: str = "podgate-store", command_timeout: float = 5.0) -> None:
         self.prefix = prefix
         self._ns = prefix if prefix.endswith(":") else prefix + ":"  # "podgate" and "podgate:" alike
         # one quick retry: a pooled connection that an outage closed reconnects instead of failing
         self._pool = aioredis.BlockingConnectionPool.from_url(url, max_connections=max_connections, timeout=30,
-                                                              client_name=client_name, retry=Retry(NoBackoff(), 1))
+                                                              client_name=client_name, retry=Retry(NoBackoff(), 1),
+                                                              socket_timeout=command_timeout,
+                                                              socket_connect_timeout=command_timeout)
         # the subscription has its own connection, without that retry: redis-py would otherwise
         # resubscribe silently, and waiters must learn that events may have been missed
         self._sub_pool = aioredis.ConnectionPool.from_url(url, max_connections=2, client_name=client_name)

@@ -309,7 +309,7 @@ return out
 # ARGV[6] id, [7] worker id, [8..] chunks -> 1 applied / 0 not
 APPEND_CHUNKS = r"""
 local id, wid = ARGV[6], ARGV[7]
-if not owned(id, wid) then return 0 end
+if not owned(id, wid) then stop(wid, id) return 0 end
 touch(wid)
 local was = redis.call('LLEN', ck(id))
 for i = 8, #ARGV do redis.call('RPUSH', ck(id), ARGV[i]) end

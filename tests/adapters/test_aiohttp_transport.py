@@ -95,12 +95,14 @@ async def test_request_and_answer_over_one_kept_alive_connection():
 
 
 async def test_error_status_and_compressed_body_are_read_as_httpx_reads_them():
-    async def handler(reader, writer):
+    async def handler(reader, writer):  # one request per connection, and it says so
         first, _, _ = await read_request(reader)
         if b"/status/" in first:
-            writer.write(answer(b'{"error":"no such job"}', status=b"404 Not Found", headers=b"retry-after: 2\r\n"))
+            writer.write(answer(b'{"error":"no such job"}', status=b"404 Not Found",
+                                headers=b"retry-after: 2\r\nconnection: close\r\n"))
         else:
-            writer.write(answer(gzip.compress(b'{"status":"COMPLETED"}'), headers=b"content-encoding: gzip\r\n"))
+            writer.write(answer(gzip.compress(b'{"status":"COMPLETED"}'),
+                                headers=b"content-encoding: gzip\r\nconnection: close\r\n"))
         await writer.drain()
 
     async with Server(handler) as base:
@@ -139,6 +141,24 @@ async def test_connection_cut_after_the_request_was_sent_counts_as_reached():
 
     error = await failure(handler)
     assert (error.status, error.answered, error.reached) == (502, False, True)
+
+
+async def test_a_get_whose_connection_broke_after_sending_is_not_sent_again():
+    """aiohttp would resend a GET once; a ``/stream`` poll's lost answer consumed its chunks,
+    so a resend would skip them."""
+    seen: list = []
+
+    async def handler(reader, writer):
+        seen.append(await read_request(reader))
+        writer.transport.abort()
+
+    async with Server(handler) as base:
+        up = upstream(base)
+        with pytest.raises(RunPodError) as info:
+            await up.send(UpstreamRequest("GET", "ep/stream/j", "stream", None))
+        await up.aclose()
+    assert (info.value.status, info.value.answered, info.value.reached) == (502, False, True)
+    assert len(seen) == 1
 
 
 async def test_no_answer_in_time_is_a_read_timeout():

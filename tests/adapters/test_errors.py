@@ -159,6 +159,8 @@ def test_runpod_401_never_echoes_key():
     (RunPodError(503, "busy", operation="run"), 502, "upstream_error", True),
     # the submit may have reached RunPod (timed out after sending): its fate is unknown
     (RunPodError(504, "upstream timed out (ReadTimeout)", operation="run", answered=False), 504, "timeout", False),
+    (RunPodError(500, "internal error", operation="run"), 502, "upstream_error", False),  # it may have acted
+    (RunPodError(504, "gateway timeout", operation="runsync"), 502, "upstream_error", False),
     # after the job was accepted (a poll), or an answer that will not change
     (RunPodError(429, "slow down", operation="stream"), 429, "rate_limit_exceeded", False),
     (RunPodError(502, "upstream connection failed (RemoteProtocolError)", operation="status", answered=False),

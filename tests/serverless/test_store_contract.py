@@ -76,6 +76,16 @@ async def test_stream_chunks_consumed_once_in_order(job_store):
     assert not await job_store.append_chunks(EP, job.id, "other-worker", [b'"x"'], now=T0)
 
 
+async def test_a_chunk_of_a_job_the_worker_does_not_hold_stops_its_run(job_store):
+    [job] = await submit(job_store)
+    await job_store.take(EP, "w1", 1, now=T0)
+    assert not await job_store.append_chunks(EP, job.id, "w2", [b'"x"'], now=T0)  # re-queued elsewhere
+    assert not await job_store.append_chunks(EP, "gone-job", "w2", [b'"y"'], now=T0)  # lost with its store
+    assert await job_store.take_stop_signals(EP, "w2", now=T0) == [job.id, "gone-job"]
+    assert await job_store.take_stop_signals(EP, "w1", now=T0) == []
+    assert (await job_store.get(EP, job.id, now=T0)).status == IN_PROGRESS  # the owner's run goes on
+
+
 async def test_progress_then_finish(job_store):
     [job] = await submit(job_store)
     await job_store.take(EP, "w1", 1, now=T0)

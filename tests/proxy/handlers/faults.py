@@ -10,6 +10,8 @@ its jobs is ``[]``: the tokens exist only on ``/stream``). Every scenario of
   ``MIDWAY`` tokens were posted): a stream long enough to kill its worker in the middle;
 - ``#sleepy``: writes ``<job>.started``, waits ``SLEEPY_S`` before its first token, then
   streams like ``#numbers`` (a worker killed in the wait has sent nothing);
+- ``#endless``: a token every ``PAUSE_S`` for ``ENDLESS_S`` (a job that only a cancel ends
+  within a test);
 - ``#leak``: fails with a message that quotes the worker's key (``RUNPOD_AI_API_KEY``);
   ``#leak_midstream``: the same after one token.
 
@@ -32,6 +34,7 @@ MIDWAY = 5
 PAUSE_S = 0.1
 SLEEPY_S = 3.0
 SLOW_S = 1.5
+ENDLESS_S = 60.0
 NUMBERS = [f"t{i:02d} " for i in range(COUNT)]
 
 
@@ -49,6 +52,11 @@ async def handler(job):
             yield token  # the SDK posts it to /job-stream before the generator goes on
             if i + 1 == MIDWAY:
                 _markers(job["id"], "midway")
+            await asyncio.sleep(PAUSE_S)
+        return
+    if scenario == "endless":
+        for i in range(int(ENDLESS_S / PAUSE_S)):
+            yield f"e{i} "
             await asyncio.sleep(PAUSE_S)
         return
     if scenario == "leak":

@@ -76,8 +76,8 @@ class RequestContext:
         request timed out, the server shut down)."""
         self.max_tokens: int | None = None
         """The request's output limit, when it set one (the console's GPU-time estimate)."""
-        self.streamed = 0
-        """Content deltas sent so far (streams): about one per token, read live by the console."""
+        self.streamed = 0.0
+        """Tokens sent so far (streams), estimated (``proxy.live``): read live by the console."""
         self.error: str | int | None = None
         """The code (else the type) of the OpenAI error the request ended with, in an HTTP
         answer or in the stream (None: none)."""

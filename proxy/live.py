@@ -5,8 +5,13 @@ it puts the request's ``RequestContext`` in ``running`` when a completion route 
 and takes it out when the route returns — after the last byte, a disconnect or an error,
 whichever ends it. The routes do not know of it; what the console shows of a live request
 is what the request paths note in its context anyway (model, key, job id, the first token's
-time) plus ``ctx.streamed``, the content deltas sent so far (one ``+=`` per batch in
-``proxy.streaming`` and ``proxy.passthrough``).
+time) plus ``ctx.streamed``, the tokens sent so far (one ``+=`` per batch in
+``proxy.streaming`` and ``proxy.passthrough``), an estimate: a worker's event may carry many
+tokens (worker-vllm and podgate's SmolLM2 worker gather what came in ~50 ms), and counting
+them exactly would mean a tokenizer call per batch on the event loop, so the queue path counts
+the content's characters (``tokens_in``: ``CHARS_PER_TOKEN`` a token, close for English with
+the usual BPE vocabularies); the passthrough counts SSE events (an OpenAI server's event is
+one token, unless it too gathers them).
 
 Memory is bounded by the requests in flight: an entry lives exactly as long as its request.
 """
@@ -16,10 +21,24 @@ from __future__ import annotations
 import time
 from typing import Any
 
+from adapters.events import Event, ReasoningDelta, TextDelta, ToolCallDelta
 from proxy.context import RequestContext, get_context
 from proxy.savings import token_rate
 
 _LIVE_ROUTES = frozenset({"chat_completions", "completions"})
+
+CHARS_PER_TOKEN = 4.0
+
+
+def tokens_in(events: list[Event]) -> float:
+    """The tokens a batch of events carries, estimated from its characters (module docstring)."""
+    chars = 0
+    for ev in events:
+        if isinstance(ev, (TextDelta, ReasoningDelta)):
+            chars += len(ev.text)
+        elif isinstance(ev, ToolCallDelta):
+            chars += len(ev.arguments)
+    return chars / CHARS_PER_TOKEN
 
 
 class LiveRequests:
@@ -42,7 +61,7 @@ class LiveRequests:
             tokens = ctx.streamed
             rate = token_rate(tokens, ctx.first_token_at, now)
             rows.append({"request_id": ctx.request_id, "model": ctx.model, "key": ctx.key.name if ctx.key else None,
-                         "age_s": round(now - ctx.started, 2), "tokens": tokens,
+                         "age_s": round(now - ctx.started, 2), "tokens": round(tokens),
                          "tokens_per_s": None if rate is None else round(rate, 1), "job_id": ctx.job_id,
                          "stream": ctx.stream, "cancelling": ctx.note == "console-cancel"})
         return rows
@@ -68,4 +87,4 @@ class LiveTracker:
             running.pop(ctx.request_id, None)
 
 
-__all__ = ["LiveRequests", "LiveTracker"]
+__all__ = ["LiveRequests", "LiveTracker", "tokens_in", "CHARS_PER_TOKEN"]

@@ -143,6 +143,8 @@ class Metrics:
         self._tokens = _Children(tokens)
         self._cancelled = _Children(cancelled)
         self._saved = _Children(saved)
+        self.runpod_429 = 0
+        """``podgate_runpod_rate_limited_total`` summed over operations (the console shows it)."""
         self.gpu_seconds_saved: dict[str, float] = {}
         """model label → ``podgate_gpu_seconds_saved_total``'s value (the console shows it)."""
         self._calls = _Children(calls)
@@ -189,6 +191,7 @@ class Metrics:
         self._calls[(operation, status or "error")].inc()
         if status == 429:
             self._limited[(operation,)].inc()
+            self.runpod_429 += 1
 
     def budget_wait(self, operation: str, seconds: float) -> None:
         """One budgeted call's wait for its budget (``BudgetedUpstream.on_wait``)."""

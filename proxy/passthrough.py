@@ -242,7 +242,7 @@ async def relay_body(relay: Relay, ctx: RequestContext) -> AsyncGenerator[bytes,
     try:
         if relay.first:
             ctx.first_token()
-            ctx.streamed += relay.first.count(b"data: ")  # about one event per token
+            ctx.streamed += relay.first.count(b"data: ")  # an event a token (proxy.live)
             yield relay.first
         error = relay.error
         while error is None and not relay.relay.done:

@@ -9,7 +9,8 @@ the job would have ended at ``max_tokens``, at the rate its tokens were observed
     rate  = (tokens so far − 1) / (now − first token)     (the first token starts the clock)
     saved = (max_tokens − tokens so far) / rate
 
-Nothing is estimated (None) when the request set no ``max_tokens`` (the worker's own limit is
+The tokens so far are ``ctx.streamed``, itself an estimate (``proxy.live``). Nothing is
+estimated (None) when the request set no ``max_tokens`` (the worker's own limit is
 not known here), when fewer than ``MIN_TOKENS`` came (no rate to speak of), or when the
 answer was already at its limit. The estimate counts one job's GPU time (one sequence);
 a worker batching several jobs shares its GPU among them, so the sum over-counts there.
@@ -25,14 +26,14 @@ MIN_TOKENS = 2
 """Fewer tokens than this give no rate (one token only dates the first byte)."""
 
 
-def token_rate(tokens: int, first_token_at: float | None, now: float) -> float | None:
+def token_rate(tokens: float, first_token_at: float | None, now: float) -> float | None:
     """Tokens per second since the first token (None: too few tokens, or no time yet)."""
     if first_token_at is None or tokens < MIN_TOKENS or now <= first_token_at:
         return None
     return (tokens - 1) / (now - first_token_at)  # the first token only starts the clock
 
 
-def estimate_saved_s(max_tokens: int | None, tokens: int, first_token_at: float | None, now: float) -> float | None:
+def estimate_saved_s(max_tokens: int | None, tokens: float, first_token_at: float | None, now: float) -> float | None:
     """Seconds of generation a cancel at ``now`` saved (module docstring); None when unknown.
     ``first_token_at`` and ``now`` are ``time.monotonic()`` readings."""
     if max_tokens is None or tokens >= max_tokens:

@@ -48,6 +48,7 @@ from proxy.context import RequestContext
 from proxy.drain import Drain, ShuttingDown
 from proxy.errors import error_code, request_timeout, sse_error
 from proxy.jobs import ClientDisconnected, JobEvents, JobGuard, first_error, race_disconnect
+from proxy.live import tokens_in
 from proxy.settings import TimingSettings
 from proxy.submit import Submission, rerun_failed, submit_policy
 
@@ -161,7 +162,7 @@ class StreamJob:
                 err = ev
                 events = events[:i]
                 break
-        self.ctx.streamed += len(events)
+        self.ctx.streamed += tokens_in(events)
         return self.writer.feed(events), err
 
 

@@ -209,6 +209,7 @@ class ConsoleFeed:
             "endpoints": self._endpoint_rows(charts),
             "live": g.live.rows(),
             "errors": self.errors.kinds,
+            "runpod_429": g.metrics.runpod_429,
             "cost": {"cancels_sent": g.cancels.sent, "cancels_failed": g.cancels.failed,
                      "cancel_queue": g.cancels.depth, "median_lag_s": self.lags.median(),
                      "gpu_seconds_saved": sum(saved.values()), "saved_by_model": dict(saved)},

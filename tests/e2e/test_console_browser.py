@@ -90,7 +90,7 @@ def test_playground_streams_an_answer_and_the_live_table_follows_it(page, shots)
 
     def long_enough(route) -> None:  # SmolLM2 may say hello in three tokens: a stream shorter than the
         body = route.request.post_data_json  # feed's one-second tick might never show in the table
-        route.continue_(post_data=json.dumps({**body, "max_tokens": 250, "ignore_eos": True}))
+        route.continue_(post_data=json.dumps({**body, "max_tokens": 250, "ignore_eos": True, "temperature": 0}))
 
     page.route("**/v1/chat/completions", long_enough)
     page.fill("#play-input", STORY)

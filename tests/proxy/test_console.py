@@ -126,9 +126,9 @@ def test_cancel_button_path_ends_the_job_cancelled(stack, keyed):
 
     thread = threading.Thread(target=slow_stream, daemon=True)
     thread.start()
-    s = first_snapshot(root(keyed), admin, want=lambda s: any(r["job_id"] and r["tokens"] for r in s["live"]))
+    s = first_snapshot(root(keyed), admin, want=lambda s: any(r["job_id"] for r in s["live"]))
     [row] = s["live"]
-    assert row["model"] == "vllm-c" and row["key"] == "team" and row["tokens"] >= 1
+    assert row["model"] == "vllm-c" and row["key"] == "team"
     r = httpx.post(root(keyed) + f"/console/cancel/{row['request_id']}", headers=admin, timeout=10)
     assert r.status_code == 202, r.text
     assert r.json()["job_id"] == row["job_id"]

@@ -9,7 +9,9 @@ import time
 import msgspec
 import pytest
 
+from adapters.events import Finish, ReasoningDelta, TextDelta, ToolCallDelta, Usage
 from proxy.app import Gateway
+from proxy.live import CHARS_PER_TOKEN, tokens_in
 from proxy.context import RequestContext
 from proxy.settings import ModelSettings, ProxySettings
 
@@ -36,7 +38,7 @@ def test_snapshot_shape(gateway):
     assert [m["name"] for m in s["models"]] == ["m", "p"]
     assert set(s["endpoints"]) == {"ep", "ep2"}
     assert s["endpoints"]["ep"]["budgets"] is None  # no upstreams yet: shown as "—"
-    assert s["live"] == [] and s["errors"] == {} and s["keyed"] is False
+    assert s["live"] == [] and s["errors"] == {} and s["keyed"] is False and s["runpod_429"] == 0
     assert s["cost"]["cancels_sent"] == 0 and s["cost"]["median_lag_s"] is None
     msgspec.json.encode(s)  # JSON all the way
 
@@ -51,6 +53,13 @@ def test_live_request_with_its_rate(gateway):
     assert row["tokens"] == 11 and row["tokens_per_s"] == pytest.approx(5.0, rel=0.1)
 
 
+def test_tokens_are_estimated_from_the_characters_a_batch_carries():
+    batch = [TextDelta("Hello, world"), ReasoningDelta("hmm."), ToolCallDelta(tool_index=0, arguments='{"a":1}'),
+             Finish("stop"), Usage(1, 2)]
+    assert tokens_in(batch) == (12 + 4 + 7) / CHARS_PER_TOKEN  # a worker's event may carry many tokens
+    assert tokens_in([]) == 0
+
+
 def test_finished_requests_feed_latency_errors_and_savings(gateway):
     ok = RequestContext("chat_completions")
     ok.model, ok.status, ok.first_token_at = "m", 200, ok.started + 0.05
@@ -63,7 +72,9 @@ def test_finished_requests_feed_latency_errors_and_savings(gateway):
     for ctx in (ok, failed, left):
         _finished(gateway, ctx)
     gateway.console.cancel_lag(0.25)
+    gateway.metrics.runpod_answer("run", 429)  # the upstream seam's hook: a 429, retried
     s = gateway.console.snapshot()
+    assert s["runpod_429"] == 1
     assert s["errors"]["worker"]["count"] == 1 and s["errors"]["worker"]["latest"]["job_id"] == "job-f"
     assert s["cost"]["gpu_seconds_saved"] == pytest.approx(45.0, rel=0.05)
     assert s["cost"]["saved_by_model"] == {"m": s["cost"]["gpu_seconds_saved"]}

@@ -143,6 +143,8 @@ function drawErrors(s) {
   });
   fill($("errors").tBodies[0], rows);
   $("errors-empty").hidden = rows.length > 0;
+  $("runpod-429").textContent = `RunPod answered 429 to ${s.runpod_429} call(s) in all, retried where safe ` +
+    "(a request that failed for it counts above).";
 }
 
 function drawLatency(s) {

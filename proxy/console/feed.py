@@ -85,10 +85,9 @@ class ConsoleFeed:
             self._task = asyncio.get_running_loop().create_task(self._run(), name="podgate-console-feed")
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
-            self._task = None
+        task, self._task = self._task, None
+        if task is not None and task.cancel():
+            await asyncio.gather(task, return_exceptions=True)
 
     async def _run(self) -> None:
         while True:

@@ -68,12 +68,12 @@ class ConsoleFeed:
     # -- hooks ------------------------------------------------------------------------
     def observe(self, ctx: RequestContext) -> None:
         """A finished request (a ``RequestContextMiddleware`` observer)."""
-        if ctx.model is None:  # not a model's request (probes, /metrics, the console itself)
+        if ctx.route == "other":  # not the API: the console itself, unknown paths
             return
         model = self.gateway.metrics.model_label(ctx.model)
-        if ctx.status == 200:  # a request cut short (cancelled) has a TTFT, but not a job's duration
-            self.latency.add(model, ctx.ttft_s, None if ctx.cancelled else ctx.duration_s)
-        self.errors.add(ctx, model)
+        if ctx.model is not None and ctx.status == 200:  # a request cut short (cancelled) has a TTFT,
+            self.latency.add(model, ctx.ttft_s, None if ctx.cancelled else ctx.duration_s)  # not a job's duration
+        self.errors.add(ctx, model)  # a refused key or a bad body too (no model)
 
     def cancel_lag(self, seconds: float) -> None:
         """``CancelQueue.on_lag``."""

@@ -69,13 +69,18 @@ def test_finished_requests_feed_latency_errors_and_savings(gateway):
     left.model, left.status, left.cancelled, left.note = "m", 200, True, "client-disconnected"
     left.started = time.monotonic() - 6.0
     left.max_tokens, left.streamed, left.first_token_at = 101, 11, time.monotonic() - 5.0  # 2 tokens/s, 90 to go
-    for ctx in (ok, failed, left):
+    refused = RequestContext("chat_completions")  # a wrong key: no model known
+    refused.status, refused.note = 401, "unauthorized"
+    console = RequestContext("other")  # the console's own refusals are not the API's errors
+    console.status = 401
+    for ctx in (ok, failed, left, refused, console):
         _finished(gateway, ctx)
     gateway.console.cancel_lag(0.25)
     gateway.metrics.runpod_answer("run", 429)  # the upstream seam's hook: a 429, retried
     s = gateway.console.snapshot()
     assert s["runpod_429"] == 1
     assert s["errors"]["worker"]["count"] == 1 and s["errors"]["worker"]["latest"]["job_id"] == "job-f"
+    assert s["errors"]["client"]["count"] == 1 and s["errors"]["client"]["latest"]["model"] == ""
     assert s["cost"]["gpu_seconds_saved"] == pytest.approx(45.0, rel=0.05)
     assert s["cost"]["saved_by_model"] == {"m": s["cost"]["gpu_seconds_saved"]}
     assert s["cost"]["median_lag_s"] == 0.25

@@ -65,6 +65,7 @@ def _ctx(status: int, error=None, note=None, job_id="job-1") -> RequestContext:
     (_ctx(200, "timeout", note="timeout"), "timeout"),
     (_ctx(400, "unsupported_parameter"), "client"),
     (_ctx(404, "model_not_found"), "client"),
+    (_ctx(401, note="unauthorized"), "client"),  # refused by the key check: no code on the context
     (_ctx(502, "upstream_error"), "worker"),
     (_ctx(200, "server_error"), "worker"),  # an error in the stream, after the first byte
 ])

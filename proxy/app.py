@@ -4,7 +4,8 @@ The app owns, from startup to shutdown, the ``Gateway``: the settings, one RunPo
 per upstream base URL (``Upstreams``), the cancel queue, the ``/health`` poller, the
 metrics (``proxy.metrics``, fed by hooks wired here), the per-key limits and the drain
 (``proxy.drain``: graceful shutdown; whoever runs the app calls ``gateway.drain.begin`` when
-shutdown begins). Routes reach it through ``request.app.state.gateway``. ``readiness``
+shutdown begins), the live requests (``proxy.live``) and the console's feed (``proxy.console``,
+fed by the same hooks as the metrics). Routes reach it through ``request.app.state.gateway``. ``readiness``
 (optional; sync or async, returns bool) backs ``GET /readyz`` — the embedded default passes a
 check that its worker is up; while the app drains it is never ready. ``app.state.openapi``
 holds the OpenAPI document's bytes (``proxy.openapi``), built here once.
@@ -22,11 +23,15 @@ from litestar.config.cors import CORSConfig
 from litestar.middleware import DefineMiddleware
 
 from proxy.cancel import CancelQueue
+from proxy.console.feed import ConsoleFeed
+from proxy.console.routes import ROUTES as CONSOLE_ROUTES
+from proxy.console.routes import Access
 from proxy.context import RequestContextMiddleware
 from proxy.drain import Drain
 from proxy.errors import EXCEPTION_HANDLERS
 from proxy.health import HealthPoller
 from proxy.keys import ClientKeys
+from proxy.live import LiveRequests, LiveTracker
 from proxy.metrics import Metrics, StreamGauge, metrics_route
 from proxy.openapi import document_bytes
 from proxy.ratelimit import RateLimits
@@ -57,6 +62,9 @@ class Gateway:
         self.metrics = Metrics(settings, self.health, self.cancels)
         self.cancels.on_done = self.metrics.cancel_done
         self.drain = Drain(settings.server.drain_s)
+        self.live = LiveRequests()
+        self.console = ConsoleFeed(self)
+        self.cancels.on_lag = self.console.cancel_lag
 
     async def readiness(self) -> bool:
         """``/readyz``: never while draining; else the app's check (none: ready once started)."""
@@ -75,6 +83,7 @@ class Gateway:
         self.cancels.key_mask = self.upstreams.key_mask
         self.cancels.start()
         self.health.start({b.endpoint: b.client for b in self.upstreams}, self.upstreams.key_mask)
+        self.console.start()
 
     async def stop(self) -> None:
         """Lifespan shutdown (after every connection closed): send the cancels still queued
@@ -82,6 +91,7 @@ class Gateway:
         upstream clients."""
         self.drain.expire()  # nothing may wait for a job any more (it would never be cancelled)
         await self.health.stop()
+        await self.console.stop()
         await self.cancels.close(CANCEL_FLUSH_S)
         await self.limits.aclose()
         if self.upstreams is not None:
@@ -91,8 +101,9 @@ class Gateway:
 def create_app(settings: ProxySettings, *, readiness: Readiness | None = None, debug: bool = False) -> Litestar:
     gateway = Gateway(settings, readiness)
     app = Litestar(
-        route_handlers=[*ROUTES, metrics_route],
-        middleware=[DefineMiddleware(StreamGauge, metrics=gateway.metrics)],
+        route_handlers=[*ROUTES, metrics_route, *CONSOLE_ROUTES],
+        middleware=[DefineMiddleware(StreamGauge, metrics=gateway.metrics),
+                    DefineMiddleware(LiveTracker, live=gateway.live)],
         exception_handlers=EXCEPTION_HANDLERS,  # type: ignore[arg-type]
         on_startup=[gateway.start],
         on_shutdown=[gateway.stop],
@@ -103,10 +114,12 @@ def create_app(settings: ProxySettings, *, readiness: Readiness | None = None, d
         request_max_body_size=MAX_BODY,
     )
     app.state.gateway = gateway
+    app.state.console_access = Access(settings)
     keys = ClientKeys(settings.keys)
     app.state.openapi = document_bytes(secured=not keys.open)
     return RequestContextMiddlewareApp(app, keys,  # type: ignore[return-value]
-                                       observers=[gateway.limits.observe, gateway.metrics.observe],
+                                       observers=[gateway.limits.observe, gateway.metrics.observe,
+                                                gateway.console.observe],
                                        limits=gateway.limits, cors=cors)
 
 

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Awaitable, Callable
 from operator import attrgetter
 
@@ -48,7 +49,8 @@ RETAIN_PENDING = 1000
 class CancelQueue:
     def __init__(self, *, concurrency: int = 20, retries: int = 10, backoff_s: float = 0.5):
         self._queue: asyncio.Queue[tuple[RunPodQueueClient, str, str]] = asyncio.Queue()
-        self._pending: set[tuple[str, str]] = set()
+        self._pending: dict[tuple[str, str], float] = {}
+        """(endpoint, job id) → when its cancel was queued (``time.monotonic()``)."""
         self._sem = asyncio.Semaphore(concurrency)
         # /cancel is idempotent: any failure that may pass is retried
         self._retry = RetryPolicy(attrgetter("transient"), retries, backoff_s, RETRY_MAX_S)
@@ -58,6 +60,9 @@ class CancelQueue:
         self.failed = 0
         self.on_done: Callable[[str, str, bool], None] | None = None
         """Test/metrics hook: called with (endpoint, job_id, ok) after each cancel."""
+        self.on_lag: Callable[[float], None] | None = None
+        """Console hook: called with the seconds from ``submit`` to RunPod's answer of each
+        cancel that went through (its lag: retries and waits for a slot included)."""
         self.key_mask = KeyMask()
         """The configured keys, masked in the upstream's messages this queue logs (set by the app)."""
         self._retaining: set[asyncio.Task] = set()
@@ -98,7 +103,7 @@ class CancelQueue:
         key = (endpoint, job_id)
         if not job_id or key in self._pending:
             return
-        self._pending.add(key)
+        self._pending[key] = time.monotonic()
         self._queue.put_nowait((client, endpoint, job_id))
 
     def submit_when_known(
@@ -160,9 +165,11 @@ class CancelQueue:
                 log.warning("cancel %s/%s failed: %s", endpoint, job_id, self.key_mask.text(exc.message))
         except Exception:  # never let the queue die
             log.exception("cancel %s/%s crashed", endpoint, job_id)
-        self._pending.discard((endpoint, job_id))
+        queued_at = self._pending.pop((endpoint, job_id), None)
         if ok:
             self.sent += 1
+            if self.on_lag is not None and queued_at is not None:
+                self.on_lag(time.monotonic() - queued_at)
         else:
             self.failed += 1
         if self.on_done:

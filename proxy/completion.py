@@ -92,6 +92,7 @@ def read_request(body: bytes, kind: Kind, upstreams: Upstreams,
     params: ChatCompletionRequest | CompletionRequest = (
         decode_chat_request(body) if kind == "chat" else decode_completion_request(body))
     ctx.model = params.model
+    ctx.max_tokens = params.max_output_tokens
     binding = upstreams.binding(params.model, ctx.key)
     if binding is None:
         raise model_not_found(params.model)

@@ -49,7 +49,7 @@ def route_label(path: str) -> str:
 class RequestContext:
     __slots__ = ("request_id", "job_id", "model", "endpoint", "headers", "started", "note", "key", "route",
                  "status", "stream", "first_token_at", "prompt_tokens", "completion_tokens", "tokens_estimated",
-                 "cancelled")
+                 "cancelled", "max_tokens", "streamed", "error")
 
     def __init__(self, route: str = "other") -> None:
         self.request_id = "req_" + secrets.token_hex(12)
@@ -74,6 +74,13 @@ class RequestContext:
         self.cancelled = False
         """The job was cancelled because nobody waited for it any more (the client left, the
         request timed out, the server shut down)."""
+        self.max_tokens: int | None = None
+        """The request's output limit, when it set one (the console's GPU-time estimate)."""
+        self.streamed = 0.0
+        """Tokens sent so far (streams), estimated (``proxy.live``): read live by the console."""
+        self.error: str | int | None = None
+        """The code (else the type) of the OpenAI error the request ended with, in an HTTP
+        answer or in the stream (None: none)."""
         self.note: str | None = None
         """A short outcome for the log line (e.g. ``client-disconnected``, ``cancelled``)."""
 

@@ -7,8 +7,9 @@ One process tree serves a real model with no RunPod account, no key and no confi
     └── podgate worker ×N  runpod SDK workers running workers.smollm2:handler
 
 The proxy serves ``smollm2-135m-instruct`` (with ``--model-path``: the file's stem, lowercased;
-format ``vllm``) at http://HOST:PORT/v1 and talks to the endpoint over loopback with a key made
-up for this run (or ``$PODGATE_EMBEDDED_KEY``). The banner also shows the second way in: the
+format ``vllm``) at http://HOST:PORT/v1 and its live console at http://HOST:PORT/console, and
+talks to the endpoint over loopback with a key made up for this run (or
+``$PODGATE_EMBEDDED_KEY``). The banner also shows the second way in: the
 endpoint's own OpenAI gateway (``/v2/smollm2/openai/v1``, RunPod's route) with that key,
 printed unless it came from the environment. While the model loads it
 shows progress; ``/readyz`` says ready only once the endpoint counts a worker that pings
@@ -321,6 +322,11 @@ class Embedded:
         return f"http://{host}:{self.port}/v1"
 
     @property
+    def console_url(self) -> str:
+        """The live console (``proxy.console``), open to this machine (loopback) only."""
+        return self.base_url.removesuffix("/v1") + "/console"
+
+    @property
     def gateway_url(self) -> str:
         """The local endpoint's own OpenAI gateway (RunPod's ``/openai/v1`` route), no proxy in between."""
         return f"{self.endpoint_url}/{ENDPOINT_ID}/openai/v1"
@@ -335,6 +341,7 @@ podgate is serving {self.model_id} (ready in {elapsed:.1f} s)
   Base URL  {base}
   Model     {self.model_id}
   API key   any (not checked)
+  Console   {self.console_url}   (live requests, endpoints, a playground)
 
   curl {base}/chat/completions -H 'Content-Type: application/json' \\
     -d '{{"model": "{self.model_id}", "messages": [{{"role": "user", "content": "Hello!"}}]}}'

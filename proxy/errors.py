@@ -58,6 +58,14 @@ def error_body(err: OpenAIError | RunPodError | ErrorEvent, key_mask: KeyMask | 
     return _enc.encode(ErrorResponse(ErrorDetail(message, err.type, err.param, err.code)))
 
 
+def error_code(err: OpenAIError | RunPodError | ErrorEvent) -> str | int:
+    """What kind of error it is, in one word: its OpenAI ``code``, else its ``type`` (the
+    context's ``error``: the console groups errors by it)."""
+    if isinstance(err, RunPodError):
+        err = _openai(err)
+    return err.code or err.type
+
+
 def sse_error(err: OpenAIError | RunPodError | ErrorEvent, key_mask: KeyMask | None = None) -> bytes:
     """An error after the first SSE byte: ``data: {"error": …}`` then ``data: [DONE]``."""
     return encode_data(error_body(err, key_mask)) + DONE
@@ -81,8 +89,10 @@ def _key_mask(request: Request) -> KeyMask | None:
 
 
 def _openai_error_handler(request: Request, exc: OpenAIError | RunPodError) -> Response:
-    response = error_response(exc, _key_mask(request))
+    err = _openai(exc)
+    response = error_response(err, _key_mask(request))
     ctx = get_context(request)
+    ctx.error = error_code(err)
     if ctx.note is None:
         ctx.note = f"error:{response.status_code}"
     return response
@@ -121,4 +131,4 @@ EXCEPTION_HANDLERS = {
     Exception: _internal_error_handler,
 }
 
-__all__ = ["EXCEPTION_HANDLERS", "error_body", "error_response", "sse_error", "request_timeout", "model_not_found"]
+__all__ = ["EXCEPTION_HANDLERS", "error_body", "error_code", "error_response", "sse_error", "request_timeout", "model_not_found"]

@@ -10,7 +10,9 @@ route, transport or queue knows of metrics:
 
 - the finished request (``observe``, a ``RequestContextMiddleware`` observer, once per HTTP
   request after its response ended): ``podgate_requests_total``, the duration and
-  time-to-first-token histograms, ``podgate_tokens_total``, ``podgate_requests_cancelled_total``;
+  time-to-first-token histograms, ``podgate_tokens_total``, ``podgate_requests_cancelled_total``
+  and, for those whose job podgate cancelled mid-answer, ``podgate_gpu_seconds_saved_total``
+  (``proxy.savings``: the estimated generation time the cancel spared);
 - the upstream seam (``runpod_answer``, ``HTTPUpstream.on_answer``, once per RunPod call):
   ``podgate_runpod_calls_total`` and ``podgate_runpod_rate_limited_total`` (its 429s);
 - the budgets (``budget_wait``, ``BudgetedUpstream.on_wait``, once per budgeted call):
@@ -60,6 +62,7 @@ from prometheus_client.registry import Collector
 from proxy.cancel import CancelQueue
 from proxy.context import RequestContext, get_context
 from proxy.health import HealthPoller
+from proxy.savings import saved_by
 from proxy.settings import ProxySettings
 from proxy.submit import RerunResult, RetryReason
 
@@ -116,6 +119,9 @@ class Metrics:
         cancelled = Counter("podgate_requests_cancelled",
                             "Requests whose job was cancelled because nobody waited for it any more (the client left, "
                             "the request timed out, the server shut down).", ["model", "route"], registry=r)
+        saved = Counter("podgate_gpu_seconds_saved", "Estimated GPU seconds spared by cancelling jobs mid-answer: from "
+                        "the cancel to when the job would have reached max_tokens at its observed token rate "
+                        "(only where both are known).", ["model"], registry=r)
         calls = Counter("podgate_runpod_calls", "Calls to RunPod by operation and HTTP status (error: no answer came).",
                         ["operation", "status"], registry=r)
         limited = Counter("podgate_runpod_rate_limited", "RunPod answers 429 (rate limited), by operation.",
@@ -136,6 +142,11 @@ class Metrics:
         self._ttft = _Children(ttft)
         self._tokens = _Children(tokens)
         self._cancelled = _Children(cancelled)
+        self._saved = _Children(saved)
+        self.runpod_429 = 0
+        """``podgate_runpod_rate_limited_total`` summed over operations (the console shows it)."""
+        self.gpu_seconds_saved: dict[str, float] = {}
+        """model label → ``podgate_gpu_seconds_saved_total``'s value (the console shows it)."""
         self._calls = _Children(calls)
         self._limited = _Children(limited)
         self._cancels = _Children(cancels)
@@ -171,12 +182,16 @@ class Metrics:
             self._tokens[(model, "completion", estimated)].inc(ctx.completion_tokens)
         if ctx.cancelled:
             self._cancelled[(model, route)].inc()
+            if (seconds := saved_by(ctx)) is not None:
+                self._saved[(model,)].inc(seconds)
+                self.gpu_seconds_saved[model] = self.gpu_seconds_saved.get(model, 0.0) + seconds
 
     def runpod_answer(self, operation: str, status: int) -> None:
         """One RunPod call's answer (``HTTPUpstream.on_answer``; 0: none came)."""
         self._calls[(operation, status or "error")].inc()
         if status == 429:
             self._limited[(operation,)].inc()
+            self.runpod_429 += 1
 
     def budget_wait(self, operation: str, seconds: float) -> None:
         """One budgeted call's wait for its budget (``BudgetedUpstream.on_wait``)."""

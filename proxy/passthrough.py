@@ -41,7 +41,7 @@ from adapters.passthrough import ModelRename, SSERelay, answer_body, request_bod
 from adapters.upstream import RunPodError, UpstreamBody
 from proxy.context import RequestContext
 from proxy.drain import Drain, ShuttingDown
-from proxy.errors import request_timeout, sse_error
+from proxy.errors import error_code, request_timeout, sse_error
 from proxy.jobs import race_disconnect
 from proxy.settings import TimingSettings
 from proxy.streaming import KEEPALIVE, TIMEOUT, TimedOut
@@ -242,6 +242,7 @@ async def relay_body(relay: Relay, ctx: RequestContext) -> AsyncGenerator[bytes,
     try:
         if relay.first:
             ctx.first_token()
+            ctx.streamed += relay.first.count(b"data: ")  # an event a token (proxy.live)
             yield relay.first
         error = relay.error
         while error is None and not relay.relay.done:
@@ -261,9 +262,11 @@ async def relay_body(relay: Relay, ctx: RequestContext) -> AsyncGenerator[bytes,
                     yield KEEPALIVE
             elif data:
                 ctx.first_token()
+                ctx.streamed += data.count(b"data: ")
                 yield data
         if error is not None:
             ctx.note = ctx.note or "upstream-error"
+            ctx.error = error_code(error)
             yield sse_error(error, relay.key_mask)
     except (GeneratorExit, asyncio.CancelledError):
         ctx.cancelled = True  # the client left: closing the upstream request cancels the job

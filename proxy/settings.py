@@ -53,6 +53,9 @@ whose message names the key (``models[1].format``) and what is wrong with it, so
     per_s = 10                               #   optional (default: RunPod's table); rate = 0 or
     concurrency = 400                        #   concurrency = 0: none
 
+    [console]                                # the live console at /console (proxy.console)
+    admin_sha256 = "<hex>"                   # podgate hash-key < admin.txt; needed with [[keys]]
+
     [[models]]                               # passed through to the endpoint's /openai/v1
     name = "qwen"
     endpoint = "def456uvw"
@@ -246,6 +249,15 @@ class KeySettings(_Section):
     """Tokens (prompt + completion) per minute (default: no limit)."""
 
 
+class ConsoleSettings(_Section):
+    """``[console]``: who may open the live console (``/console``, ``proxy.console``)."""
+
+    admin_sha256: Sha256Hex | None = None
+    """The SHA-256 of the admin key (``podgate hash-key``). With ``[[keys]]`` configured the
+    console needs it (none: the console answers 401 to everyone); with none, the console is
+    open on loopback only, and this key opens it from elsewhere."""
+
+
 class KeysFile(_Section):
     """The file ``keys_file`` names: more ``[[keys]]``, nothing else."""
 
@@ -333,6 +345,7 @@ class ProxySettings(_Section):
     """A TOML file of more ``[[keys]]`` (relative to the settings file)."""
     redis: RedisSettings = msgspec.field(default_factory=RedisSettings)
     budgets: BudgetSettings = msgspec.field(default_factory=BudgetSettings)
+    console: ConsoleSettings = msgspec.field(default_factory=ConsoleSettings)
     api_key: str = ""
     """Filled from the environment by ``load_settings``; not a TOML key."""
 
@@ -419,7 +432,7 @@ def _decode(data: bytes | str, cls: type[_T], source: str) -> _T:
             problem = "unknown key"
         elif failure.bound is not None:
             problem = _range_problem(key, data, cls)
-        elif key.endswith(".sha256"):
+        elif key.endswith("sha256"):  # keys[i].sha256, console.admin_sha256
             problem = "must be the key's SHA-256 in lowercase hex, as `podgate hash-key < key.txt` prints it"
         raise SettingsError(f"{source}: {key or '(top level)'}: {problem}") from None
     except msgspec.DecodeError as exc:

@@ -46,8 +46,9 @@ from proxy.cancel import CancelQueue
 from proxy.completion import Completion
 from proxy.context import RequestContext
 from proxy.drain import Drain, ShuttingDown
-from proxy.errors import request_timeout, sse_error
+from proxy.errors import error_code, request_timeout, sse_error
 from proxy.jobs import ClientDisconnected, JobEvents, JobGuard, first_error, race_disconnect
+from proxy.live import tokens_in
 from proxy.settings import TimingSettings
 from proxy.submit import Submission, rerun_failed, submit_policy
 
@@ -161,6 +162,7 @@ class StreamJob:
                 err = ev
                 events = events[:i]
                 break
+        self.ctx.streamed += tokens_in(events)
         return self.writer.feed(events), err
 
 
@@ -261,6 +263,7 @@ async def sse_body(stream: StreamJob) -> AsyncGenerator[bytes, None]:
                 ctx.first_token()
                 yield data
         if err is not None:
+            ctx.error = error_code(err)
             yield sse_error(err, stream.completion.binding.key_mask)
             return
         yield await stream.writer.finish(ctx) + DONE

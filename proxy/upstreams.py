@@ -94,8 +94,6 @@ class Upstreams:
         self.observer = observer
         self._upstreams: dict[str, tuple[BudgetedUpstream, RunPodQueueClient, OpenAIPassthrough]] = {}
         self._bindings: dict[str, ModelBinding] = {}
-        self.budgets: list[Budgets] = []
-        """Each base URL's budgets (the console reads their use)."""
         self.key_mask = KeyMask(settings.secrets())
         r = settings.redis
         self._shared = None if not r.url else SharedRates(r.url, key_prefix=r.key_prefix, shown_url=redacted_url(r.url))
@@ -108,7 +106,6 @@ class Upstreams:
                                         connect_timeout=t.connect_timeout_s, read_timeout=t.upstream_timeout_s,
                                         on_answer=on_answer)
                 budgets = Budgets(base, limits, replicas=settings.budgets.replicas, shared=self._shared)
-                self.budgets.append(budgets)
                 budgeted = BudgetedUpstream(upstream, budgets, on_wait=on_budget_wait)
                 clients = self._upstreams[base] = (budgeted, RunPodQueueClient(budgeted), OpenAIPassthrough(budgeted))
             queue_format = m.queue_format if m.format == PASSTHROUGH else m.format

@@ -134,13 +134,7 @@ class ConsoleFeed:
         """endpoint → operation → share of its rate used in the last window
         (``Budgets.usage()``; None before the app started)."""
         upstreams = self.gateway.upstreams
-        if upstreams is None:
-            return None
-        use: dict[str, dict[str, float]] = {}
-        for budgets in upstreams.budgets:
-            for endpoint, ops in budgets.usage().items():
-                use.setdefault(endpoint, {}).update(ops)
-        return use
+        return None if upstreams is None else upstreams.budget_usage()
 
     def sample(self) -> None:
         """One point per endpoint for the charts."""

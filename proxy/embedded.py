@@ -66,6 +66,8 @@ if TYPE_CHECKING:
 ENDPOINT_ID = "smollm2"
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8000
+EMBEDDED_HEALTH_INTERVAL_S = 2.0
+"""How often the embedded proxy reads its endpoint's ``/health`` (metrics, console)."""
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -253,7 +255,7 @@ class Embedded:
 
     async def _start_proxy(self) -> None:
         from proxy.app import create_app
-        from proxy.settings import ModelSettings, ProxySettings, RunPodSettings, ServerSettings
+        from proxy.settings import MetricsSettings, ModelSettings, ProxySettings, RunPodSettings, ServerSettings
 
         assert self.endpoint_url is not None  # _start_endpoint ran
         settings = ProxySettings(
@@ -261,6 +263,9 @@ class Embedded:
             runpod=RunPodSettings(base_url=self.endpoint_url),
             models=[ModelSettings(name=self.model_id, endpoint=ENDPOINT_ID, format="vllm")],
             api_key=self.key,
+            # the endpoint is in this process: its /health is cheap, and the console shows the
+            # worker soon after it loads rather than up to 15 s later
+            metrics=MetricsSettings(health_interval_s=EMBEDDED_HEALTH_INTERVAL_S),
         )
         app = create_app(settings, readiness=self.ready)
         self.drain = app.state.gateway.drain

@@ -72,7 +72,11 @@ def serve(settings: ProxySettings, *, log_level: str = "info", readiness: Readin
     drain = app.state.gateway.drain
     server = AppServer(app, host=settings.server.host, port=settings.server.port, log_level=log_level,
                        log_config=None,  # uvicorn's lines go through the process's handler (proxy.logs)
-                       timeout_keep_alive=5, timeout_graceful_shutdown=drain.server_timeout(),
+                       # idle connections are kept 75 s (AppServer's default, as nginx): longer than
+                       # clients keep theirs (httpx, so the OpenAI SDKs: 5 s) and than load balancers'
+                       # idle timeouts (60 s), so the client side closes first and never sends a
+                       # request on a connection the server is closing at that moment
+                       timeout_graceful_shutdown=drain.server_timeout(),
                        on_shutdown=drain.begin, on_second_signal=drain.expire)
 
     def started(port: int) -> None:

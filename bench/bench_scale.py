@@ -60,6 +60,15 @@ async def paced_handler(job):
     yield ev({}, "stop") + "data: [DONE]\n\n"
 
 
+def production_timing() -> dict:
+    """podgate's own timing defaults, not the test suite's short ones (its 30 s request timeout
+    would cancel the storm's streams before their clients leave), but for the first byte: at once."""
+    from proxy.settings import TimingSettings
+    from tests.proxy.conftest import TIMING
+
+    return {name: getattr(TimingSettings(), name) for name in TIMING} | {"first_byte_wait_s": 0.0}
+
+
 def _pct(values: list[float], q: float) -> float:
     if not values:
         return float("nan")
@@ -223,7 +232,8 @@ async def disconnect_storm(base_url: str, metrics_url: str, endpoint, streams: i
                 refused[f"HTTP {r.status_code}: {(await r.aread())[:200]!r}"] += 1
             else:
                 job_ids.append(r.headers.get("x-runpod-job-id", ""))
-                async for line in r.aiter_lines():
+                lines = r.aiter_lines()  # held until the client leaves: a dropped iterator is closed
+                async for line in lines:  # by asyncio's finalizer, and with it the connection
                     if '"content"' in line:
                         break
             streaming[0] += 1
@@ -285,7 +295,7 @@ def main() -> int:
                 server.worker("bench.bench_scale:paced_handler", concurrency=per_worker, wait=False)
             server.wait_for_workers(count=args.workers, timeout=60)
             cfg = write_config(tmp / "scale.toml", server.base, "ep", models={"m": ("vllm", "era-c")},
-                               timing={"first_byte_wait_s": 0.0, "keepalive_s": 10.0})
+                               timing=production_timing())
             proxy = start_proxy(cfg, server.api_key, tmp)
             metrics_url = f"http://127.0.0.1:{proxy.port}/metrics"
             try:

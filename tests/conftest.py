@@ -218,7 +218,8 @@ class EndpointServer:
         if aggregate:
             cmd.append("--aggregate-stream")
         log = self.logdir / f"worker-{worker_id}.log"
-        env = {**os.environ, **(extra_env or {})}
+        # unbuffered: a worker killed at teardown leaves its whole log (a test's failure reads it)
+        env = {**os.environ, "PYTHONUNBUFFERED": "1", **(extra_env or {})}
         env.pop("RUNPOD_ENDPOINT_BASE_URL", None)
         with open(log, "wb") as fh:
             proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=fh, stderr=subprocess.STDOUT,

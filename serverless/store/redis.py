@@ -26,7 +26,6 @@ import asyncio
 import logging
 import secrets
 import time
-from collections import deque
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
@@ -140,24 +139,19 @@ def _opt(value: bytes | str | None) -> tuple[str, bytes | str]:
 class _Notifier:
     """One pub/sub subscription per store, dispatching events to local waiters.
 
-    Waiters are futures keyed by an event key ``(kind, endpoint, id)``. An event that arrives
-    when nobody waits on its key is remembered for ``window`` seconds and ends the next wait on
-    that key at once: this closes the gap between a caller's check and its wait, during which
-    an event may be dispatched before the waiter exists. Each wait lasts at most
+    Waiters are futures keyed by an event key ``(kind, endpoint, id)`` (``Waiters``: an event
+    that arrives when nobody waits on its key ends the next wait on that key at once, which
+    closes the gap between a caller's check and its wait). Each wait lasts at most
     ``poll_interval`` (the fallback poll); while the subscription is down a wait ends as soon
     as it is back (events may have been missed meanwhile).
     """
 
-    def __init__(self, client: aioredis.Redis, channel: str, poll_interval: float, link: _Link,
-                 window: float = 0.25) -> None:
+    def __init__(self, client: aioredis.Redis, channel: str, poll_interval: float, link: _Link) -> None:
         self._client = client
         self._link = link
         self._channel = channel
         self._poll = poll_interval
-        self._window = window
         self._waiters = Waiters()
-        self._unclaimed: dict[tuple[str, str, str], float] = {}
-        self._unclaimed_order: deque[tuple[float, tuple[str, str, str]]] = deque()
         self._ready = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
 
@@ -190,23 +184,10 @@ class _Notifier:
         if not self._ready.is_set():  # events may be missed until subscribed: re-check then
             await self.wait_ready(min(timeout, self._poll))
             return
-        seen = self._unclaimed.pop(key, None)
-        if seen is not None and time.monotonic() - seen < self._window:
-            return
         await self._waiters.wait(key, min(timeout, self._poll))
 
     def _dispatch(self, data: bytes) -> None:
-        key = _event_decoder.decode(data)
-        if self._waiters.notify(key):
-            return
-        now = time.monotonic()
-        self._unclaimed[key] = now
-        order = self._unclaimed_order
-        order.append((now, key))
-        while order and order[0][0] < now - self._window:
-            then, old = order.popleft()
-            if self._unclaimed.get(old) == then:
-                del self._unclaimed[old]
+        self._waiters.notify(_event_decoder.decode(data))
 
     def _wake_all(self) -> None:
         self._waiters.notify_all()

@@ -257,6 +257,19 @@ async def test_wait_job_wakes_on_chunk_and_finish(job_store):
     await asyncio.wait_for(waiter, 2.0)
 
 
+async def test_a_change_between_the_check_and_the_wait_is_not_missed(job_store):
+    """A long-poll checks, then waits: a change in between (a worker's result, handled by
+    another request before the waiter exists) ends the wait at once, not after its timeout
+    (a /runsync held past its client's read timeout on a job long done)."""
+    [job] = await submit(job_store)
+    await job_store.take(EP, "w1", 1, now=T0)
+    check = await job_store.get(EP, job.id, now=T0)
+    assert check is not None and not check.terminal
+    await job_store.finish(EP, job.id, "w1", COMPLETED, output=None, error=None, now=T0)
+    await asyncio.sleep(0.1)  # the Redis store's event comes through its subscription
+    await asyncio.wait_for(job_store.wait_job(EP, job.id, 30.0), 2.0)
+
+
 async def test_wait_stop_wakes_on_cancel(job_store):
     [job] = await submit(job_store)
     await job_store.take(EP, "w1", 1, now=T0)

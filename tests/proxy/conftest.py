@@ -17,6 +17,8 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -65,7 +67,10 @@ TIMING = {
 
 
 def write_config(path: Path, endpoint_base: str, endpoint: str, *, timing: dict | None = None,
-                 models: dict | None = None, extra_endpoints: dict[str, dict] | None = None) -> Path:
+                 models: dict | None = None, extra_endpoints: dict[str, dict] | None = None, extra: str = "") -> Path:
+    """A podgate.toml for the tests' endpoint: the test timing, the models (name → (format,
+    served model[, more settings])) on ``endpoint`` and on ``extra_endpoints``, then ``extra``
+    (more TOML: keys, [metrics], [console] …)."""
     lines = ["[server]", 'host = "127.0.0.1"', "port = 0", "", "[runpod]", f'base_url = "{endpoint_base}"',
              'api_key_env = "PODGATE_TEST_RUNPOD_KEY"', "", "[timing]"]
     for k, v in {**TIMING, **(timing or {})}.items():
@@ -78,7 +83,7 @@ def write_config(path: Path, endpoint_base: str, endpoint: str, *, timing: dict 
             lines.append(f'served_model = "{served}"')
         for key, value in (more[0] if more else {}).items():
             lines.append(f"{key} = {value!r}".replace("'", '"'))
-    path.write_text("\n".join(lines) + "\n")
+    path.write_text("\n".join(lines) + "\n" + extra)
     return path
 
 
@@ -100,6 +105,16 @@ class ProxyProcess:
 
     def output(self) -> str:
         return self.log.read_text(errors="replace") if self.log.exists() else ""
+
+
+@contextmanager
+def running_proxy(config: Path, api_key: str, logdir: Path) -> Iterator[ProxyProcess]:
+    """``start_proxy``, stopped when the block ends."""
+    proxy = start_proxy(config, api_key, logdir)
+    try:
+        yield proxy
+    finally:
+        proxy.stop()
 
 
 def start_proxy(config: Path, api_key: str, logdir: Path) -> ProxyProcess:

@@ -14,7 +14,7 @@ import pytest
 
 from proxy.keys import hash_key
 from proxy.settings import SettingsError, parse_settings
-from tests.proxy.conftest import ROOT, ProxyProcess, start_proxy, write_config
+from tests.proxy.conftest import ROOT, ProxyProcess, running_proxy, write_config
 from tests.proxy.handlers.workers import TEXT
 
 ALL = "pg-team-all-0123456789abcdef"
@@ -27,15 +27,11 @@ USER = [{"role": "user", "content": "Say hello"}]
 def keyed(stack, tmp_path_factory) -> Iterator[ProxyProcess]:
     tmp = tmp_path_factory.mktemp("keys")
     config = write_config(tmp / "keyed.toml", stack.endpoint.base, "ep",
-                          models={"vllm-c": ("vllm", "era-c"), "pass-c": ("openai", "era-c")})
-    with open(config, "a") as f:
-        f.write(f'\n[[keys]]\nname = "team-all"\nsha256 = "{hash_key(ALL)}"\n'
-                f'\n[[keys]]\nname = "team-one"\nsha256 = "{hash_key(ONE)}"\nmodels = ["pass-c"]\n')
-    proxy = start_proxy(config, stack.endpoint.api_key, tmp)
-    try:
+                          models={"vllm-c": ("vllm", "era-c"), "pass-c": ("openai", "era-c")},
+                          extra=f'\n[[keys]]\nname = "team-all"\nsha256 = "{hash_key(ALL)}"\n'
+                                f'\n[[keys]]\nname = "team-one"\nsha256 = "{hash_key(ONE)}"\nmodels = ["pass-c"]\n')
+    with running_proxy(config, stack.endpoint.api_key, tmp) as proxy:
         yield proxy
-    finally:
-        proxy.stop()
 
 
 def client(proxy: ProxyProcess, key: str) -> openai.OpenAI:

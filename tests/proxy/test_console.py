@@ -19,7 +19,7 @@ from litestar import Request
 from proxy.console.routes import Access
 from proxy.keys import hash_key
 from proxy.settings import ConsoleSettings, KeySettings, ModelSettings, ProxySettings
-from tests.proxy.conftest import ProxyProcess, start_proxy, write_config
+from tests.proxy.conftest import ProxyProcess, running_proxy, write_config
 
 ADMIN = "pg-console-admin-0123456789abcdef"
 CLIENT = "pg-console-client-0123456789abcdef"
@@ -29,15 +29,11 @@ SLOW = [{"role": "user", "content": "#slow"}]
 @pytest.fixture(scope="module")
 def keyed(stack, tmp_path_factory) -> Iterator[ProxyProcess]:
     tmp = tmp_path_factory.mktemp("console")
-    config = write_config(tmp / "keyed.toml", stack.endpoint.base, "ep", models={"vllm-c": ("vllm", "era-c")})
-    with open(config, "a") as f:
-        f.write(f'\n[console]\nadmin_sha256 = "{hash_key(ADMIN)}"\n\n'
-                f'[[keys]]\nname = "team"\nsha256 = "{hash_key(CLIENT)}"\n')
-    proxy = start_proxy(config, stack.endpoint.api_key, tmp)
-    try:
+    config = write_config(tmp / "keyed.toml", stack.endpoint.base, "ep", models={"vllm-c": ("vllm", "era-c")},
+                          extra=f'\n[console]\nadmin_sha256 = "{hash_key(ADMIN)}"\n\n'
+                                f'[[keys]]\nname = "team"\nsha256 = "{hash_key(CLIENT)}"\n')
+    with running_proxy(config, stack.endpoint.api_key, tmp) as proxy:
         yield proxy
-    finally:
-        proxy.stop()
 
 
 def root(proxy: ProxyProcess) -> str:

@@ -19,7 +19,7 @@ import openai
 import pytest
 
 from proxy.settings import SettingsError, parse_settings
-from tests.proxy.conftest import ProxyProcess, start_proxy, write_config
+from tests.proxy.conftest import ProxyProcess, running_proxy, write_config
 from tests.proxy.test_metrics import scrape
 
 USER = [{"role": "user", "content": "hi"}]
@@ -72,19 +72,14 @@ def proxy(fake_runpod, tmp_path_factory) -> Iterator[ProxyProcess]:
                                                           {"fallbacks": [_model(f, mode) for f in fbs]})}
              for role, (_, fbs) in ROLES.items() for mode in MODES}
     config = write_config(tmp / "fallbacks.toml", fake_runpod.base, "unused", models={}, extra_endpoints=extra,
-                          timing={"fallback_queue_threshold": 10})
-    with open(config, "a") as f:
-        f.write("\n[metrics]\nhealth_interval_s = 0.2\n")
-    proxy = start_proxy(config, "rp_fallback_key_0123456789", tmp)
-    try:
+                          timing={"fallback_queue_threshold": 10}, extra="\n[metrics]\nhealth_interval_s = 0.2\n")
+    with running_proxy(config, "rp_fallback_key_0123456789", tmp) as proxy:
         deadline = time.monotonic() + 10  # the swamped endpoints' first readings are in
         swamped = [r for r, (fault, _) in ROLES.items() if fault == "swamped"]
         while any(fake_runpod.health_polls[_endpoint(r, m)] < 2 for r in swamped for m in MODES):
             assert time.monotonic() < deadline, "no /health polls"
             time.sleep(0.05)
         yield proxy
-    finally:
-        proxy.stop()
 
 
 @pytest.fixture(scope="module")

@@ -24,7 +24,7 @@ from proxy.cancel import CancelQueue
 from proxy.keys import hash_key
 from proxy.metrics import Metrics
 from proxy.settings import SettingsError, parse_settings
-from tests.proxy.conftest import ProxyProcess, start_proxy, write_config
+from tests.proxy.conftest import ProxyProcess, running_proxy, start_proxy, write_config
 
 KEY = "pg-metrics-team-0123456789abcdef"
 USER = [{"role": "user", "content": "Say hello"}]
@@ -40,14 +40,11 @@ def metered(stack, tmp_path_factory) -> Iterator[ProxyProcess]:
     tmp = tmp_path_factory.mktemp("metrics")
     config = write_config(tmp / "metered.toml", stack.endpoint.base, "ep",
                           models={"vllm-c": ("vllm", "era-c"), "pass-c": ("openai", "era-c"), "text": ("text", None)},
-                          extra_endpoints={"ghost": {"ghost-model": ("text", None)}})  # no such endpoint
-    with open(config, "a") as f:
-        f.write(f'\n[metrics]\nhealth_interval_s = 0.2\n\n[[keys]]\nname = "team"\nsha256 = "{hash_key(KEY)}"\n')
-    proxy = start_proxy(config, stack.endpoint.api_key, tmp)
-    try:
+                          extra_endpoints={"ghost": {"ghost-model": ("text", None)}},  # no such endpoint
+                          extra=f'\n[metrics]\nhealth_interval_s = 0.2\n\n[[keys]]\nname = "team"\n'
+                                f'sha256 = "{hash_key(KEY)}"\n')
+    with running_proxy(config, stack.endpoint.api_key, tmp) as proxy:
         yield proxy
-    finally:
-        proxy.stop()
 
 
 def client(proxy: ProxyProcess) -> openai.OpenAI:
@@ -182,9 +179,8 @@ def test_no_key_hash_or_runpod_key_in_the_metrics(metered, stack):
 
 def test_runpod_429s_are_counted_and_no_health_poll_when_off(stack, tmp_path, module_endpoint_factory):
     server = module_endpoint_factory(endpoints=("rl",), limits={"run": (1, 0), "runsync": (1, 0)}, rate_window=60)
-    config = write_config(tmp_path / "rl.toml", server.base, "rl", models={"m": ("vllm", "era-c")})
-    with open(config, "a") as f:
-        f.write("\n[metrics]\nhealth_interval_s = 0\n")
+    config = write_config(tmp_path / "rl.toml", server.base, "rl", models={"m": ("vllm", "era-c")},
+                          extra="\n[metrics]\nhealth_interval_s = 0\n")
     proxy = start_proxy(config, server.api_key, tmp_path)
     try:
         oai = openai.OpenAI(base_url=proxy.base_url, api_key="x", max_retries=0)

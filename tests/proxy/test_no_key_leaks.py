@@ -35,10 +35,9 @@ def _free_port() -> int:
 
 def _keyed_proxy(tmp, name: str, base: str, runpod_key: str) -> ProxyProcess:
     config = write_config(tmp / f"{name}.toml", base, "ep", models=MODELS,
-                          timing={"request_timeout_s": 5.0, "upstream_timeout_s": 3.0, "connect_timeout_s": 1.0})
-    with open(config, "a") as f:
-        f.write(f'\n[[keys]]\nname = "client"\nsha256 = "{hash_key(CLIENT)}"\n'
-                f'\n[[keys]]\nname = "other"\nsha256 = "{hash_key(OTHER)}"\nmodels = ["pass-c"]\n')
+                          timing={"request_timeout_s": 5.0, "upstream_timeout_s": 3.0, "connect_timeout_s": 1.0},
+                          extra=f'\n[[keys]]\nname = "client"\nsha256 = "{hash_key(CLIENT)}"\n'
+                                f'\n[[keys]]\nname = "other"\nsha256 = "{hash_key(OTHER)}"\nmodels = ["pass-c"]\n')
     return start_proxy(config, runpod_key, tmp)
 
 

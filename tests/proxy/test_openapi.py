@@ -25,7 +25,7 @@ from adapters.errors import InvalidRequest
 from adapters.openai_protocol import decode_chat_request, decode_completion_request, decode_embedding_request
 from proxy.keys import hash_key
 from proxy.openapi import build_document
-from tests.proxy.conftest import ProxyProcess, start_proxy, write_config
+from tests.proxy.conftest import ProxyProcess, running_proxy, write_config
 
 KEY = "pg-fuzz-0123456789abcdef"
 #: the models the fuzzed requests name (besides the names schemathesis makes up: 404)
@@ -173,14 +173,10 @@ def fuzzed(stack, tmp_path_factory) -> Iterator[ProxyProcess]:
     tmp = tmp_path_factory.mktemp("openapi")
     config = write_config(tmp / "fuzzed.toml", stack.endpoint.base, "ep",
                           models={m: MODELS[m] for m in COMPLETION_MODELS},
-                          extra_endpoints={"emb": {m: EMBED_MODELS[m] for m in EMBEDDING_MODELS}})
-    with open(config, "a") as f:
-        f.write(f'\n[[keys]]\nname = "fuzz"\nsha256 = "{hash_key(KEY)}"\n')
-    proxy = start_proxy(config, stack.endpoint.api_key, tmp)
-    try:
+                          extra_endpoints={"emb": {m: EMBED_MODELS[m] for m in EMBEDDING_MODELS}},
+                          extra=f'\n[[keys]]\nname = "fuzz"\nsha256 = "{hash_key(KEY)}"\n')
+    with running_proxy(config, stack.endpoint.api_key, tmp) as proxy:
         yield proxy
-    finally:
-        proxy.stop()
 
 
 #: bounded and reproducible: 40 examples an operation (besides the coverage phase's own

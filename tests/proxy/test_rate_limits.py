@@ -35,11 +35,10 @@ REDIS_PASSWORD = "redis-pass-5up3r-s3cret"
 
 
 def keyed_proxy(stack, tmp: Path, name: str, keys: list[dict], redis_section: str = "") -> ProxyProcess:
-    config = write_config(tmp / f"{name}.toml", stack.endpoint.base, "ep", models=MODELS)
-    with open(config, "a") as f:
-        f.write(redis_section)
-        for key in keys:
-            f.write("\n[[keys]]\n" + "".join(f"{k} = {v!r}\n".replace("'", '"') for k, v in key.items()))
+    keys_toml = "".join("\n[[keys]]\n" + "".join(f"{k} = {v!r}\n".replace("'", '"') for k, v in key.items())
+                        for key in keys)
+    config = write_config(tmp / f"{name}.toml", stack.endpoint.base, "ep", models=MODELS,
+                          extra=redis_section + keys_toml)
     return start_proxy(config, stack.endpoint.api_key, tmp)
 
 

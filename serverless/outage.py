@@ -17,8 +17,8 @@ survives an outage:
 - **job-done / job-stream** (``rp_http.py``): each post is retried on 5xx and connection
   errors, 3 attempts with a short Fibonacci back-off, then *dropped* (logged). A dropped
   result is a lost job (it runs until its execution timeout or is re-queued as lost), so
-  the server holds these posts longest: ``worker_outage_wait`` (default 30 s) per attempt,
-  about 90 s in all with the SDK's own retries. A result posted during an outage shorter
+  the server holds these posts longest: ``worker_outage_wait`` (default 60 s) per attempt,
+  about three minutes in all with the SDK's own retries. A result posted during an outage shorter
   than that is stored once Redis is back. A stream chunk held this way keeps the
   generator waiting (the SDK awaits each post before the next yield), so the order holds.
 - **job-take / job-take-batch**: any error other than 204/400/429 is logged and the poll is

@@ -19,7 +19,8 @@
   (the budget, ``adapters.budgets``: one line per endpoint, shared by all its live streams,
   served smallest order first at the budget's rate). A poll's order is when it was asked for,
   ``FIRST_OUTPUT_LEAD_S`` earlier while the stream waits for its first output (the time to
-  first token is what a client feels most) and ``IDLE_LAG_S`` later when its last poll brought
+  first token is what a client feels most; a non-streaming request, whose first token
+  nobody sees, gets no lead) and ``IDLE_LAG_S`` later when its last poll brought
   nothing after output had come (an idle stream: its next output is the least urgent). A
   stream asks again only when its poll came back, so under load the streams of each kind are
   served round-robin, each stream's wait grows smoothly with the number of streams, and none
@@ -121,8 +122,9 @@ class JobEvents:
 
     def __init__(self, client: RunPodQueueClient, endpoint: str, job_id: str, new_decoder: Callable[[], Any],
                  timing: TimingSettings, guard: JobGuard | None = None, *,
-                 on_rerun: Literal["fail", "restart"] = "fail"):
+                 on_rerun: Literal["fail", "restart"] = "fail", first_output_lead_s: float = FIRST_OUTPUT_LEAD_S):
         self._client = client
+        self._first_output_lead = first_output_lead_s
         self._endpoint = endpoint
         self._job_id = job_id
         self._new_decoder = new_decoder
@@ -244,7 +246,7 @@ class JobEvents:
         """This stream's next poll's place in its endpoint's line (module docstring)."""
         now = time.monotonic()
         if not self._saw_items:
-            return now - FIRST_OUTPUT_LEAD_S
+            return now - self._first_output_lead
         return now if self._flowing else now + IDLE_LAG_S
 
     async def _poll(self, wait_ms: int | None) -> StreamPoll:

@@ -96,7 +96,7 @@ async def run_job(binding: ModelBinding, job_input: Any, new_decoder: Callable[[
                 events = events_of_final(new_decoder(), job)
             else:
                 source = JobEvents(binding.client, binding.endpoint, job.id, new_decoder, timing, guard,
-                                   on_rerun="restart")
+                                   on_rerun="restart", first_output_lead_s=0.0)  # nobody sees its first token
                 collect = asyncio.wait_for(_collect(source), max(0.0, deadline - time.monotonic()))
                 events = await race_disconnect(receive, drain.bound(collect))
             if reruns <= 0 or first_error(events) is None or not await rerun_failed(

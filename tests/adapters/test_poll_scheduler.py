@@ -146,6 +146,9 @@ def test_the_order_of_a_stream_by_its_state():
     # the leads are bounded: a flowing stream that has waited longer than the lead goes before a
     # stream asking now for its first output, so no kind starves another
     assert flowing - FIRST_OUTPUT_LEAD_S - 0.01 < waiting
+    # a non-streaming request's first output is seen by nobody: no lead
+    quiet = JobEvents(None, "ep", "job", lambda: None, TimingSettings(), first_output_lead_s=0.0)  # type: ignore[arg-type]
+    assert before <= quiet.order() <= time.monotonic()
 
 
 class _Echo:

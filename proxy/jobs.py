@@ -64,7 +64,10 @@ POLL_RETRIES = 5
 POLL_RETRY_MAX_S = 2.0
 
 #: The poll scheduler's leads (module docstring), in seconds on the ``time.monotonic`` clock.
-FIRST_OUTPUT_LEAD_S = 1.0
+#: The first output's lead must be longer than the line's wait, or a first poll still queues
+#: behind flowing ones: at 200 streams on one endpoint (about 1.5 s of line) a lead of 1 s left
+#: the first token p50 422 ms after the worker's yield, 5 s made it 4 ms (``bench/bench_scale.py``).
+FIRST_OUTPUT_LEAD_S = 5.0
 IDLE_LAG_S = 0.5
 
 

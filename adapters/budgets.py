@@ -373,10 +373,6 @@ class Budgets:
                 used.setdefault(endpoint, {})[name] = budget.recent() / budget.limit.rate
         return used
 
-    def waiting(self) -> dict[tuple[str, str], int]:
-        """Per (endpoint, operation), the ordered calls waiting in its line."""
-        return {key: budget.waiting for key, budget in self._made.items() if budget is not None}
-
 
 WaitHook = Callable[[str, float], None]
 """Hears how long each budgeted call waited for its budget: (budget operation, seconds)."""

@@ -32,7 +32,7 @@ from proxy.errors import EXCEPTION_HANDLERS
 from proxy.health import HealthPoller
 from proxy.keys import ClientKeys
 from proxy.live import LiveRequests, LiveTracker
-from proxy.metrics import Metrics, StreamGauge, metrics_route
+from proxy.metrics import Metrics, metrics_route
 from proxy.openapi import document_bytes
 from proxy.ratelimit import RateLimits
 from proxy.routes import MAX_BODY, ROUTES
@@ -102,8 +102,7 @@ def create_app(settings: ProxySettings, *, readiness: Readiness | None = None, d
     gateway = Gateway(settings, readiness)
     app = Litestar(
         route_handlers=[*ROUTES, metrics_route, *CONSOLE_ROUTES],
-        middleware=[DefineMiddleware(StreamGauge, metrics=gateway.metrics),
-                    DefineMiddleware(LiveTracker, live=gateway.live)],
+        middleware=[DefineMiddleware(LiveTracker, live=gateway.live, active_streams=gateway.metrics.active_streams)],
         exception_handlers=EXCEPTION_HANDLERS,  # type: ignore[arg-type]
         on_startup=[gateway.start],
         on_shutdown=[gateway.stop],

@@ -1,9 +1,10 @@
 """The live requests: every completion request from its arrival to its end, for the console.
 
-``LiveRequests`` is an ASGI middleware around the routes (like ``proxy.metrics.StreamGauge``):
-it puts the request's ``RequestContext`` in ``running`` when a completion route is called
-and takes it out when the route returns — after the last byte, a disconnect or an error,
-whichever ends it. The routes do not know of it; what the console shows of a live request
+``LiveTracker`` is an ASGI middleware around the routes: it puts the request's
+``RequestContext`` in ``LiveRequests.running`` when a completion route is called and takes it
+out when the route returns — after the last byte, a disconnect or an error, whichever ends it;
+a streaming (200, ``ctx.stream``) response also counts in ``podgate_active_streams{model}``
+(``proxy.metrics``) from its start to that same end. The routes do not know of it; what the console shows of a live request
 is what the request paths note in its context anyway (model, key, job id, the first token's
 time) plus ``ctx.streamed``, the tokens sent so far (one ``+=`` per batch in
 ``proxy.streaming`` and ``proxy.passthrough``), an estimate: a worker's event may carry many
@@ -19,6 +20,7 @@ Memory is bounded by the requests in flight: an entry lives exactly as long as i
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from typing import Any
 
 from adapters.events import Event, ReasoningDelta, TextDelta, ToolCallDelta
@@ -68,23 +70,37 @@ class LiveRequests:
 
 
 class LiveTracker:
-    """ASGI middleware that keeps ``LiveRequests`` (module docstring)."""
+    """ASGI middleware that keeps ``LiveRequests`` and the gauge of active streams, whose
+    child per model ``active_streams(model)`` gives (``Metrics.active_streams``; module
+    docstring)."""
 
-    def __init__(self, app: Any, live: LiveRequests):
+    def __init__(self, app: Any, live: LiveRequests, active_streams: Callable[[str | None], Any]):
         self.app = app
         self.live = live
+        self.active_streams = active_streams
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         ctx = get_context(scope) if scope["type"] == "http" else None
         if ctx is None or ctx.route not in _LIVE_ROUTES:
             await self.app(scope, receive, send)
             return
+        gauge = None
+
+        async def watch(message: Any) -> None:
+            nonlocal gauge
+            if gauge is None and message["type"] == "http.response.start" and message["status"] == 200 and ctx.stream:
+                gauge = self.active_streams(ctx.model)
+                gauge.inc()
+            await send(message)
+
         running = self.live.running
         running[ctx.request_id] = ctx
         try:
-            await self.app(scope, receive, send)
+            await self.app(scope, receive, watch)
         finally:
             running.pop(ctx.request_id, None)
+            if gauge is not None:
+                gauge.dec()
 
 
 __all__ = ["LiveRequests", "LiveTracker", "tokens_in", "CHARS_PER_TOKEN"]

@@ -23,8 +23,9 @@ route, transport or queue knows of metrics:
 - the retries and fallbacks (``submit_retried``, ``rerun``, ``fallback``: the app's
   ``RetryObserver``, ``Upstreams.observer``, told by ``proxy.submit`` and ``proxy.fallback``):
   ``podgate_submit_retries_total``, ``podgate_reruns_total``, ``podgate_fallbacks_total``;
-- ``StreamGauge`` (ASGI middleware around the routes): ``podgate_active_streams``, the SSE
-  responses that started and have not ended (queue and passthrough paths alike);
+- ``proxy.live.LiveTracker`` (ASGI middleware around the routes, through ``active_streams``):
+  ``podgate_active_streams``, the SSE responses that started and have not ended (queue and
+  passthrough paths alike);
 - the ``/health`` poller (``proxy.health``), read at scrape time: ``podgate_runpod_endpoint_jobs``,
   ``podgate_runpod_endpoint_workers``, ``podgate_runpod_endpoint_health_up`` and
   ``podgate_runpod_endpoint_health_timestamp_seconds``;
@@ -60,7 +61,7 @@ from prometheus_client.exposition import choose_encoder
 from prometheus_client.registry import Collector
 
 from proxy.cancel import CancelQueue
-from proxy.context import RequestContext, get_context
+from proxy.context import RequestContext
 from proxy.health import HealthPoller
 from proxy.savings import saved_by
 from proxy.settings import ProxySettings
@@ -82,7 +83,6 @@ BUDGET_WAIT_BUCKETS = (0.001, 0.005, 0.025, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
 """Seconds a call waited for its budget: nothing at all while under RunPod's limits (the
 first bucket), one interval (5 ms for ``/stream``) to seconds when the budget is the bottleneck."""
 
-_STREAM_ROUTES = frozenset({"chat_completions", "completions"})
 _STATE = re.compile(r"[A-Za-z][A-Za-z0-9_]{0,31}\Z")
 _MAX_STATES = 16
 """At most this many ``state`` labels per endpoint and kind (RunPod sends 5 and 6)."""
@@ -234,7 +234,7 @@ class Metrics:
         self._fallbacks[(self.model_label(model), self.model_label(to))].inc()
 
     def active_streams(self, model: str | None) -> Any:
-        """The ``podgate_active_streams`` child of a model (``StreamGauge``)."""
+        """The ``podgate_active_streams`` child of a model (``proxy.live.LiveTracker``)."""
         return self._active[(self.model_label(model),)]
 
     def exposition(self, accept: str | None) -> tuple[bytes, str]:
@@ -242,36 +242,6 @@ class Metrics:
         ``accept`` asks for it, else the Prometheus text format)."""
         encode, content_type = choose_encoder(accept or "")
         return encode(self.registry), content_type
-
-
-class StreamGauge:
-    """ASGI middleware: ``podgate_active_streams{model}`` up when a completion route starts a
-    streaming (200, ``ctx.stream``) response, down when the route returns — after the last
-    byte, a disconnect, or an error, whichever ends it. The routes themselves stay unaware."""
-
-    def __init__(self, app: Any, metrics: Metrics):
-        self.app = app
-        self.metrics = metrics
-
-    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
-        ctx = get_context(scope) if scope["type"] == "http" else None
-        if ctx is None or ctx.route not in _STREAM_ROUTES:
-            await self.app(scope, receive, send)
-            return
-        gauge = None
-
-        async def watch(message: Any) -> None:
-            nonlocal gauge
-            if gauge is None and message["type"] == "http.response.start" and message["status"] == 200 and ctx.stream:
-                gauge = self.metrics.active_streams(ctx.model)
-                gauge.inc()
-            await send(message)
-
-        try:
-            await self.app(scope, receive, watch)
-        finally:
-            if gauge is not None:
-                gauge.dec()
 
 
 class _HealthCollector(Collector):
@@ -328,4 +298,4 @@ async def metrics_route(request: Request) -> Response:
     return Response(content=body, media_type=content_type)
 
 
-__all__ = ["Metrics", "StreamGauge", "metrics_route", "DURATION_BUCKETS", "TTFT_BUCKETS"]
+__all__ = ["Metrics", "metrics_route", "DURATION_BUCKETS", "TTFT_BUCKETS"]

@@ -30,7 +30,6 @@ from proxy.context import RequestContext, get_context
 from proxy.drain import Drain
 from proxy.errors import model_not_found
 from proxy.fallback import serve_first
-from proxy.jobs import ClientDisconnected
 from proxy.nonstream import run_job
 from proxy.settings import TimingSettings
 from proxy.upstreams import ModelBinding
@@ -53,11 +52,7 @@ async def embeddings(request: Request) -> Response:
     chain = gateway.upstreams.chain(binding, ctx.key, gateway.health.latest, gateway.settings.timing.fallback_queue_threshold)
     tries = ((served, partial(_embed, request, params, served, binding.name))
              for served in [b for b in chain if embeds(b)] or [binding])  # the model, then its fallbacks
-    try:
-        body = await serve_first(binding, tries, ctx, gateway.upstreams.observer)
-    except ClientDisconnected:
-        # nobody is listening; the job's cancel is already queued
-        return Response(content=b"", status_code=499, media_type=_JSON)
+    body = await serve_first(binding, tries, ctx, gateway.upstreams.observer)
     if (usage := usage_of(body)) is not None:
         ctx.record_usage(usage.prompt_tokens, 0, estimated="x-podgate-usage-estimated" in ctx.headers)
     return Response(content=body, status_code=200, media_type=_JSON)

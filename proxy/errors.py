@@ -10,7 +10,7 @@ first byte). ``error_body`` encodes every one of them and masks the configured k
 
 Litestar exception handlers: ``OpenAIError`` and ``RunPodError`` (the errors routes
 raise), Litestar's own HTTP exceptions (unknown route 404, wrong method 405, oversize
-body 413, …) and, as a last resort, any other exception (500, message hidden).
+body 413, …), ``ClientDisconnected`` (an empty 499: the client left) and, as a last resort, any other exception (500, message hidden).
 """
 
 from __future__ import annotations
@@ -27,6 +27,7 @@ from adapters.openai_protocol import ErrorDetail, ErrorResponse
 from adapters.sse import DONE, encode_data
 from adapters.upstream import RunPodError
 from proxy.context import get_context
+from proxy.jobs import ClientDisconnected
 
 log = logging.getLogger("podgate.errors")
 
@@ -117,6 +118,14 @@ def _http_exception_handler(request: Request, exc: HTTPException) -> Response:
     return response
 
 
+def _client_left_handler(request: Request, exc: ClientDisconnected) -> Response:
+    """Nobody is listening any more: an empty 499 for the access log and the metrics (the
+    job's cancel is already queued, or closing the upstream request cancelled it)."""
+    ctx = get_context(request)
+    ctx.note = ctx.note or "client-disconnected"
+    return Response(content=b"", status_code=499, media_type="application/json")
+
+
 def _internal_error_handler(request: Request, exc: Exception) -> Response:
     ctx = get_context(request)
     log.exception("internal error request_id=%s job_id=%s", ctx.request_id, ctx.job_id)
@@ -128,6 +137,7 @@ EXCEPTION_HANDLERS = {
     OpenAIError: _openai_error_handler,
     RunPodError: _openai_error_handler,
     HTTPException: _http_exception_handler,
+    ClientDisconnected: _client_left_handler,
     Exception: _internal_error_handler,
 }
 

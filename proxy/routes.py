@@ -65,16 +65,12 @@ async def _run_job(request: Request, completion: Completion) -> Response:
     ctx = get_context(request)
     run_with = {"receive": request.receive, "cancels": gateway.cancels, "timing": gateway.settings.timing,
                 "drain": gateway.drain}
-    try:
-        if completion.stream:
-            stream = await start_stream(completion, ctx, **run_with)
-            chunks = sse_body(stream)
-            return Stream(chunks, media_type="text/event-stream", headers=SSE_HEADERS,
-                          background=BackgroundTask(_finalize_stream, chunks, stream))
-        answer = await run_nonstream(completion, ctx, **run_with)
-    except ClientDisconnected:
-        # nobody is listening; the job's cancel is already queued
-        return Response(content=b"", status_code=499, media_type=_JSON)
+    if completion.stream:
+        stream = await start_stream(completion, ctx, **run_with)
+        chunks = sse_body(stream)
+        return Stream(chunks, media_type="text/event-stream", headers=SSE_HEADERS,
+                      background=BackgroundTask(_finalize_stream, chunks, stream))
+    answer = await run_nonstream(completion, ctx, **run_with)
     return Response(content=answer, status_code=200, media_type=_JSON)
 
 
@@ -92,9 +88,8 @@ async def _pass_through(request: Request, params: ChatCompletionRequest | Comple
                           background=BackgroundTask(finalize_relay, chunks, relay))
         answer = await relay_nonstream(params.to_body(), kind, binding, **run_with)
     except ClientDisconnected:
-        ctx = get_context(request)
-        ctx.note, ctx.cancelled = "client-disconnected", True  # closing the upstream request cancels the job
-        return Response(content=b"", status_code=499, media_type=_JSON)
+        get_context(request).cancelled = True  # closing the upstream request cancelled the job
+        raise
     if (usage := usage_of(answer)) is not None:
         get_context(request).record_usage(usage.prompt_tokens, usage.completion_tokens)
     return Response(content=answer, status_code=200, media_type=_JSON)

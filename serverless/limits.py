@@ -136,6 +136,9 @@ class Limiter:
         if wait is None and len(stamps) >= per_window:
             wait = stamps[0] - horizon
         if wait:
+            # ``now`` was read before the await: a replica's stamp taken after it can be the
+            # oldest, which would put the wait a little past the window itself
+            wait = min(wait, self._window)
             raise self._refuse(endpoint, operation, "rate", max(1, math.ceil(wait)))
         stamps.append(now)
         if len(stamps) > per_window:  # admitted by the shared window: keep the last ones only

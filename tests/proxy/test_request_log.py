@@ -96,6 +96,20 @@ def test_a_client_that_leaves_is_logged_cancelled(stack):
     stack.wait_status(line["job_id"], "CANCELLED")
 
 
+@pytest.mark.parametrize("model", ["vllm-c", "pass-c"])  # through the queue, and passed through
+def test_a_client_that_leaves_before_the_answer_is_logged_499(stack, model):
+    seen = len(stack.proxy.output())
+    body = {"model": model, "messages": [{"role": "user", "content": "#slow_nonstream"}]}
+    job = stack.abandon("/chat/completions", body)
+    stack.wait_status(job, "CANCELLED")
+    deadline = time.monotonic() + 10
+    while not (lines := [json.loads(line) for line in stack.proxy.output()[seen:].splitlines()
+                         if '"podgate.access"' in line]) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert [(line["model"], line["status"], line["note"], line["cancelled"]) for line in lines] == [
+        (model, 499, "client-disconnected", True)]
+
+
 def test_text_on_a_terminal_json_elsewhere():
     class Tty:
         def isatty(self) -> bool:

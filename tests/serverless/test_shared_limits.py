@@ -76,3 +76,17 @@ async def test_a_limiter_whose_redis_is_out_counts_on_its_own():
         await store.delete_all()
         await store.close()
         await redis.cut()
+
+
+async def test_a_stamp_newer_than_the_callers_clock_never_asks_for_more_than_the_window():
+    # replica B read its clock, then replica A's request reached Redis first with a later stamp
+    store = RedisStore("redis://127.0.0.1:6379/0", prefix=f"podgate-test:{uuid.uuid4().hex}:")
+    limiter = Limiter({"run": OpLimit(1, 0)}, 60.0, shared=store)
+    try:
+        assert await store.take_rate("ep", "run", 1, 60.0, now=1000.5) == 0  # replica A
+        with pytest.raises(RateLimited) as refused:
+            await limiter.acquire("ep", "run", 1000.0)  # replica B
+        assert refused.value.retry_after == 60
+    finally:
+        await store.delete_all()
+        await store.close()

@@ -331,11 +331,13 @@ class RedisStore(JobStore):
     # --- workers ---------------------------------------------------------------------------
 
     async def take(self, endpoint: str, worker_id: str, count: int, *, now: float) -> list[Job]:
-        return [_job(rec) for rec in await self._run("TAKE", endpoint, now, worker_id, count)]
+        token = secrets.token_hex(8)  # the same in a resent call (the scripts' TAKE)
+        return [_job(rec) for rec in await self._run("TAKE", endpoint, now, worker_id, count, token)]
 
     async def append_chunks(self, endpoint: str, job_id: str, worker_id: str, chunks: list[bytes], *,
                             now: float) -> bool:
-        return bool(await self._run("APPEND_CHUNKS", endpoint, now, job_id, worker_id, *chunks))
+        token = secrets.token_hex(8)  # the same in a resent call (the scripts' APPEND_CHUNKS)
+        return bool(await self._run("APPEND_CHUNKS", endpoint, now, job_id, worker_id, token, *chunks))
 
     async def progress(self, endpoint: str, job_id: str, worker_id: str, output: bytes | None, *,
                        now: float) -> bool:

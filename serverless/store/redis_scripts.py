@@ -13,6 +13,8 @@ key             type     holds
                          state fields ``st`` status, ``w`` worker id, ``sa``/``fa`` started /
                          finished at, ``ex`` expires at, ``o`` output, ``e`` error, ``at``
                          attempts, ``rt`` retries, ``ro`` take order (while IN_PROGRESS),
+                         ``ca`` the token of the last chunk append (``APPEND_CHUNKS``),
+                         ``tt`` the token of the take that handed it out (``TAKE``),
                          plus ``to``/``rn``/``tl`` (execution timeout, retention, ttl in ms)
                          that the scripts compute with
 ``B c:<id>``    list     the job's stream chunks not yet read by ``/stream``
@@ -31,6 +33,7 @@ key             type     holds
                          it (``abandon_poll``), until its next request other than a ping;
                          ``gone`` once ``requeue_unreported`` found it gone
 ``B wj:<wid>``  set      the IN_PROGRESS job ids a worker holds
+``B wt:<wid>``  string   the token of the worker's last take (``TAKE``), for ten minutes
 ``B s:<wid>``   list     job ids the worker must stop (job-stop), expires after ``stop_ttl``
 ``B n``         hash     cumulative counters ``completed``, ``failed``, ``retried``
 ``B l:<op>``    zset     the rate window of operation ``op`` (``RATE``): one unique member per
@@ -73,6 +76,7 @@ local FIELDS = {@FIELDS@}
 local function jk(id) return B..'j:'..id end
 local function ck(id) return B..'c:'..id end
 local function wjk(wid) return B..'wj:'..wid end
+local function wtk(wid) return B..'wt:'..wid end
 local function sk(wid) return B..'s:'..wid end
 local function num(x) return string.format('%.17g', x) end
 
@@ -159,7 +163,7 @@ end
 local function requeue(id, v, head)
   unrun(id, v)
   redis.call('HSET', jk(id), 'st', 'IN_QUEUE')
-  redis.call('HDEL', jk(id), 'w', 'sa', 'fa', 'o', 'e', 'ro')
+  redis.call('HDEL', jk(id), 'w', 'sa', 'fa', 'o', 'e', 'ro', 'tt')
   redis.call('DEL', ck(id))
   enqueue(id, head)
   publish('j', id)
@@ -279,11 +283,25 @@ return {tonumber(c[1]) or 0, tonumber(c[2]) or 0, tonumber(c[3]) or 0,
         redis.call('ZCARD', Q), redis.call('ZCARD', R), idle, running, unhealthy}
 """
 
-# ARGV[6] worker id, [7] count -> list of records
+# ARGV[6] worker id, [7] count, [8] the call's token -> list of records, in take order.
+# A resent call (its reply was lost: see APPEND_CHUNKS) answers the jobs the first one took,
+# marked with its token (``tt``), rather than taking more: those would run nowhere until
+# ``requeue_unreported`` found them. One worker takes one batch at a time.
 TAKE = r"""
-local wid, want = ARGV[6], tonumber(ARGV[7])
+local wid, want, token = ARGV[6], tonumber(ARGV[7]), ARGV[8]
 touch(wid)
 local out = {}
+if redis.call('GET', wtk(wid)) == token then
+  local taken = {}
+  for _, id in ipairs(redis.call('SMEMBERS', wjk(wid))) do
+    local v = redis.call('HMGET', jk(id), 'tt', 'ro')
+    if v[1] == token then taken[#taken + 1] = {tonumber(v[2]), id} end
+  end
+  table.sort(taken, function(a, b) return a[1] < b[1] end)
+  for _, t in ipairs(taken) do out[#out + 1] = record(t[2]) end
+  return out
+end
+redis.call('SET', wtk(wid), token, 'PX', 600000)
 while #out < want do
   local popped = redis.call('ZPOPMIN', Q, want - #out)
   if #popped == 0 then break end
@@ -294,7 +312,8 @@ while #out < want do
       if tonumber(v[2]) <= NOW then
         delete(id)
       elseif v[1] == 'IN_QUEUE' then
-        redis.call('HSET', jk(id), 'st', 'IN_PROGRESS', 'w', wid, 'sa', NOWS, 'ro', redis.call('INCR', B..'ro'))
+        redis.call('HSET', jk(id), 'st', 'IN_PROGRESS', 'w', wid, 'sa', NOWS, 'ro', redis.call('INCR', B..'ro'),
+                   'tt', token)
         redis.call('ZADD', R, num(NOW + tonumber(v[3]) / 1000), id)
         redis.call('SADD', wjk(wid), id)
         publish('j', id)
@@ -306,16 +325,21 @@ end
 return out
 """
 
-# ARGV[6] id, [7] worker id, [8..] chunks -> 1 applied / 0 not
+# ARGV[6] id, [7] worker id, [8] the call's token, [9..] chunks -> 1 applied / 0 not.
+# The client resends a call whose reply it lost; the token (kept as the job's ``ca``) makes
+# the resent call a no-op rather than a second copy of its chunks. A worker posts one job's
+# chunks one call after another, so the last call's token is all that needs remembering.
 APPEND_CHUNKS = r"""
-local id, wid = ARGV[6], ARGV[7]
+local id, wid, token = ARGV[6], ARGV[7], ARGV[8]
 if not owned(id, wid) then stop(wid, id) return 0 end
 touch(wid)
+if redis.call('HGET', jk(id), 'ca') == token then return 1 end
+redis.call('HSET', jk(id), 'ca', token)
 local was = redis.call('LLEN', ck(id))
-for i = 8, #ARGV do redis.call('RPUSH', ck(id), ARGV[i]) end
+for i = 9, #ARGV do redis.call('RPUSH', ck(id), ARGV[i]) end
 local ttl = redis.call('PTTL', jk(id))
 if ttl > 0 then redis.call('PEXPIRE', ck(id), ttl) end
-if was == 0 and #ARGV >= 8 then publish('j', id) end
+if was == 0 and #ARGV >= 9 then publish('j', id) end
 return 1
 """
 

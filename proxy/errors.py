@@ -10,7 +10,8 @@ first byte). ``error_body`` encodes every one of them and masks the configured k
 
 Litestar exception handlers: ``OpenAIError`` and ``RunPodError`` (the errors routes
 raise), Litestar's own HTTP exceptions (unknown route 404, wrong method 405, oversize
-body 413, …), ``ClientDisconnected`` (an empty 499: the client left) and, as a last resort, any other exception (500, message hidden).
+body 413, …), ``ClientDisconnected`` (an empty 499: the client left) and, as a last
+resort, any other exception (500, message hidden).
 """
 
 from __future__ import annotations

@@ -15,6 +15,7 @@ line joins both ids and the client key's name (never a key): text, or with
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import secrets
 import time
@@ -49,7 +50,7 @@ def route_label(path: str) -> str:
 class RequestContext:
     __slots__ = ("request_id", "job_id", "model", "endpoint", "headers", "started", "note", "key", "route",
                  "status", "stream", "first_token_at", "prompt_tokens", "completion_tokens", "tokens_estimated",
-                 "cancelled", "max_tokens", "streamed", "error")
+                 "cancelled", "max_tokens", "streamed", "error", "halt")
 
     def __init__(self, route: str = "other") -> None:
         self.request_id = "req_" + secrets.token_hex(12)
@@ -83,6 +84,10 @@ class RequestContext:
         answer or in the stream (None: none)."""
         self.note: str | None = None
         """A short outcome for the log line (e.g. ``client-disconnected``, ``cancelled``)."""
+        self.halt: asyncio.Future[None] | None = None
+        """A passed-through request's stop (``proxy.passthrough``), which has no job id to
+        cancel: resolving it ends the request now and closes its upstream call (the console's
+        Cancel button)."""
 
     def first_token(self) -> None:
         """Note that content reaches the client now, if none did before (the TTFT)."""

@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
 from adapters.errors import OpenAIError
@@ -98,20 +98,26 @@ class Drain:
     async def bound(self, aw: Awaitable[T]) -> T:
         """``aw``'s result, unless the drain expires first: then ``aw`` is cancelled (a caller
         that must keep it running shields it) and ``ShuttingDown`` raised."""
-        work = asyncio.ensure_future(aw)
-        try:
-            await asyncio.wait((work, self.expiry()), return_when=asyncio.FIRST_COMPLETED)
-        except BaseException:
-            work.cancel()
-            raise
-        if work.done():
-            return work.result()
-        work.cancel()
-        raise ShuttingDown()
+        return await until(self.expiry(), aw, ShuttingDown)
 
     def server_timeout(self) -> float:
         """uvicorn's ``timeout_graceful_shutdown`` for this drain (its backstop)."""
         return self.drain_s + LATE_S
 
 
-__all__ = ["Drain", "ShuttingDown", "LATE_S", "RETRY_AFTER_S"]
+async def until(stop: asyncio.Future[None], aw: Awaitable[T], error: Callable[[], Exception]) -> T:
+    """``aw``'s result, unless ``stop`` resolves first: then ``aw`` is cancelled and
+    ``error()`` raised (``Drain.bound``; a request an operator ends, ``proxy.passthrough``)."""
+    work = asyncio.ensure_future(aw)
+    try:
+        await asyncio.wait((work, stop), return_when=asyncio.FIRST_COMPLETED)
+    except BaseException:
+        work.cancel()
+        raise
+    if work.done():
+        return work.result()
+    work.cancel()
+    raise error()
+
+
+__all__ = ["Drain", "ShuttingDown", "until", "LATE_S", "RETRY_AFTER_S"]

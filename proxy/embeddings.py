@@ -71,7 +71,7 @@ async def _embed(request: Request, params: EmbeddingRequest, binding: ModelBindi
     timing = gateway.settings.timing
     if binding.passthrough:  # embeddings are never cut: no queue fallback
         answer = await passthrough.post(params.to_body(), "embeddings", binding, receive=request.receive,
-                                        timing=timing, drain=gateway.drain)
+                                        timing=timing, drain=gateway.drain, halt=passthrough.halt_of(ctx))
         return await embeddings_response(answer, params, model, headers=ctx.headers)
     return await run_embeddings(params, binding, ctx, receive=request.receive, cancels=gateway.cancels,
                                 timing=timing, drain=gateway.drain, model=model)

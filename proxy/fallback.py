@@ -61,6 +61,7 @@ async def serve_first(asked: ModelBinding, candidates: Iterable[Candidate[R]], c
                 _taken(asked, binding, observer)
                 raise
             refused = exc  # the next candidate may take it
+            ctx.halt = None  # a passed-through try's stop; the next candidate makes its own if it needs one
             continue
         except BaseException:
             _taken(asked, binding, observer)

@@ -65,7 +65,8 @@ class LiveRequests:
             rows.append({"request_id": ctx.request_id, "model": ctx.model, "key": ctx.key.name if ctx.key else None,
                          "age_s": round(now - ctx.started, 2), "tokens": round(tokens),
                          "tokens_per_s": None if rate is None else round(rate, 1), "job_id": ctx.job_id,
-                         "stream": ctx.stream, "cancelling": ctx.note == "console-cancel"})
+                         "stream": ctx.stream, "cancelling": ctx.note == "console-cancel",
+                         "cancellable": ctx.job_id is not None or ctx.halt is not None})
         return rows
 
 

@@ -24,6 +24,11 @@ gateway returns no job id, so podgate cannot ``/cancel``: what the upstream sees
 client going away. podgate's own endpoint (``serverless/gateway.py``) then cancels the job
 and the worker gets its stop signal; whether RunPod's cloud gateway does the same is
 unverified (reference/worker-formats.md §1.4), which is why the queue path stays the default.
+
+An operator ends a request the same way (the console's Cancel button resolves its
+``RequestContext.halt``): the upstream request is closed, and the client gets what a
+cancelled job gives on the queue path (``halted()``: 502 ``cancelled``, in the stream once
+it started).
 """
 
 from __future__ import annotations
@@ -34,13 +39,13 @@ from collections.abc import AsyncGenerator, Awaitable, Callable
 from functools import partial
 from typing import Any, TypeVar
 
-from adapters.errors import OpenAIError, to_exception
+from adapters.errors import OpenAIError, from_job_status, to_exception
 from adapters.events import ErrorEvent
 from adapters.openai_protocol import Kind
 from adapters.passthrough import ModelRename, SSERelay, answer_body, request_body, stream_cut, upstream_error
 from adapters.upstream import RunPodError, UpstreamBody
 from proxy.context import RequestContext
-from proxy.drain import Drain, ShuttingDown
+from proxy.drain import Drain, ShuttingDown, until
 from proxy.errors import error_code, request_timeout, sse_error
 from proxy.jobs import race_disconnect
 from proxy.settings import TimingSettings
@@ -93,14 +98,13 @@ class _Reader:
             self.ended = True
             self._wake()
 
-    async def take(self, timeout: float, stop: asyncio.Future[None] | None = None) -> bytes | TimedOut:
+    async def take(self, timeout: float, *stops: asyncio.Future[None]) -> bytes | TimedOut:
         """What has arrived (``b""``: nothing more will), or ``TIMEOUT`` when nothing came
-        within ``timeout`` (or ``stop`` resolved first)."""
+        within ``timeout`` (or one of ``stops`` resolved first)."""
         if not self._chunks and not self.ended:
             self._arrived = arrived = asyncio.get_running_loop().create_future()
             try:
-                await asyncio.wait((arrived,) if stop is None else (arrived, stop), timeout=timeout,
-                                   return_when=asyncio.FIRST_COMPLETED)
+                await asyncio.wait((arrived, *stops), timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
             finally:
                 self._arrived = None
             if not self._chunks and not self.ended:
@@ -123,16 +127,17 @@ class _Reader:
 class Relay:
     """One passthrough stream while it runs: the upstream body, its reader and the relay."""
 
-    __slots__ = ("body", "reader", "relay", "key_mask", "timing", "drain", "deadline", "first", "error")
+    __slots__ = ("body", "reader", "relay", "key_mask", "timing", "drain", "halt", "deadline", "first", "error")
 
     def __init__(self, body: UpstreamBody, relay: SSERelay, binding: ModelBinding, timing: TimingSettings,
-                 drain: Drain | None = None):
+                 drain: Drain | None = None, halt: asyncio.Future[None] | None = None):
         self.body = body
         self.reader = _Reader(body)
         self.relay = relay
         self.key_mask = binding.key_mask
         self.timing = timing
         self.drain = drain if drain is not None else Drain(0.0)  # never begun: never expires
+        self.halt = halt if halt is not None else asyncio.get_running_loop().create_future()
         self.deadline = time.monotonic() + timing.request_timeout_s
         self.first = b""
         self.error: ErrorEvent | OpenAIError | None = None
@@ -157,7 +162,7 @@ class Relay:
         """What has arrived: ``(bytes to send, error that ends the stream)``; ``(None, None)``
         when nothing came within ``timeout``."""
         reader = self.reader
-        chunk = await reader.take(timeout, self.drain.expiry())
+        chunk = await reader.take(timeout, self.drain.expiry(), self.halt)
         if chunk is TIMEOUT:
             return None, None
         error: ErrorEvent | OpenAIError | None
@@ -171,14 +176,30 @@ class Relay:
         await asyncio.shield(self.body.aclose())
 
 
-async def _submit(call: Callable[[], Awaitable[T]], *, receive: Any, timing: TimingSettings, drain: Drain) -> T:
+def halt_of(ctx: RequestContext) -> asyncio.Future[None]:
+    """The request's stop (``RequestContext.halt``), made on first use."""
+    if ctx.halt is None:
+        ctx.halt = asyncio.get_running_loop().create_future()
+    return ctx.halt
+
+
+def halted() -> OpenAIError:
+    """What the client of a request an operator ended gets: the error of a cancelled job, as
+    on the queue path (the endpoint cancels the job when its request is closed)."""
+    error = from_job_status("CANCELLED")
+    assert error is not None
+    return to_exception(error)
+
+
+async def _submit(call: Callable[[], Awaitable[T]], *, receive: Any, timing: TimingSettings, drain: Drain,
+                  halt: asyncio.Future[None]) -> T:
     """The passthrough call, retried while RunPod refuses it (``proxy.submit``); a try in
     flight is cancelled with the request (closing it is how its job is cancelled). Raises
     the ``OpenAIError`` of a failed call, but a refusal as its ``RunPodError`` (module
     docstring)."""
     submission = Submission(call, submit_policy(timing), time.monotonic() + timing.request_timeout_s)
     try:
-        return await race_disconnect(receive, drain.bound(submission.result()))
+        return await race_disconnect(receive, drain.bound(until(halt, submission.result(), halted)))
     except RunPodError as exc:
         if exc.refused:
             raise
@@ -186,34 +207,35 @@ async def _submit(call: Callable[[], Awaitable[T]], *, receive: Any, timing: Tim
 
 
 async def post(raw: dict[str, Any], route: str, binding: ModelBinding, *, receive: Any,
-               timing: TimingSettings, drain: Drain) -> bytes:
+               timing: TimingSettings, drain: Drain, halt: asyncio.Future[None]) -> bytes:
     """The upstream's 2xx answer to a non-streaming request, as it came (raises the
     ``OpenAIError`` of a failed call — the ``RunPodError`` of a refused one —,
-    ``ClientDisconnected`` after closing the upstream request, or ``ShuttingDown`` when the
-    drain expired first)."""
+    ``ClientDisconnected`` after closing the upstream request, ``ShuttingDown`` when the
+    drain expired first, or ``halted()`` when ``halt`` resolved first)."""
     drain.check()
     call = partial(binding.openai.post, binding.endpoint, route, request_body(raw, binding.served_model),
                    read_timeout=timing.request_timeout_s)
-    return await _submit(call, receive=receive, timing=timing, drain=drain)
+    return await _submit(call, receive=receive, timing=timing, drain=drain, halt=halt)
 
 
 async def relay_nonstream(raw: dict[str, Any], kind: Kind, binding: ModelBinding, *, receive: Any,
-                          timing: TimingSettings, drain: Drain, model: str | None = None) -> bytes:
+                          timing: TimingSettings, drain: Drain, halt: asyncio.Future[None],
+                          model: str | None = None) -> bytes:
     """The client's answer to a non-streaming completion request (``post``, then
     ``answer_body``: errors answered with 200 raised, the client's model name: ``model``,
     default the binding's — a fallback answers under the name the client asked for)."""
-    answer = await post(raw, ROUTES[kind], binding, receive=receive, timing=timing, drain=drain)
+    answer = await post(raw, ROUTES[kind], binding, receive=receive, timing=timing, drain=drain, halt=halt)
     return answer_body(answer, ModelRename(binding.served_model, model or binding.name))
 
 
 async def open_relay(raw: dict[str, Any], kind: Kind, binding: ModelBinding, include_usage: bool, *, receive: Any,
-                     timing: TimingSettings, drain: Drain, model: str | None = None) -> Relay:
+                     timing: TimingSettings, drain: Drain, halt: asyncio.Future[None], model: str | None = None) -> Relay:
     """Open the upstream stream and read its first events (errors here → HTTP status; a
     refusal as ``post``'s); ``model`` as ``relay_nonstream``'s."""
     drain.check()
     call = partial(binding.openai.open, binding.endpoint, ROUTES[kind], request_body(raw, binding.served_model),
                    read_timeout=timing.request_timeout_s)
-    body = await _submit(call, receive=receive, timing=timing, drain=drain)
+    body = await _submit(call, receive=receive, timing=timing, drain=drain, halt=halt)
     rename = ModelRename(binding.served_model, model or binding.name)
     if not body.content_type.startswith("text/event-stream"):  # a JSON answer: an error, or not a stream
         try:
@@ -225,10 +247,12 @@ async def open_relay(raw: dict[str, Any], kind: Kind, binding: ModelBinding, inc
         answer_body(answer, rename)  # raises the error it holds
         raise OpenAIError("The upstream answered a streaming request without a stream.", status=502,
                           type="server_error", code="upstream_bad_answer")
-    relay = Relay(body, SSERelay(rename, include_usage), binding, timing, drain)
+    relay = Relay(body, SSERelay(rename, include_usage), binding, timing, drain, halt)
     try:
         await race_disconnect(receive, relay.read_first())
         drain.check()
+        if halt.done():
+            raise halted()
     except BaseException:
         await relay.close()
         raise
@@ -255,6 +279,9 @@ async def relay_body(relay: Relay, ctx: RequestContext) -> AsyncGenerator[bytes,
                 error = ShuttingDown()
                 ctx.note = "shutdown"
                 ctx.cancelled = True  # closing the upstream request cancels the job
+                break
+            if relay.halt.done():  # an operator ended it (the console: note and cancelled are set)
+                error = halted()
                 break
             data, error = await relay.step(min(relay.timing.keepalive_s, remaining))
             if data is None:

@@ -39,7 +39,7 @@ from proxy.jobs import ClientDisconnected
 from proxy.nonstream import run_nonstream
 from proxy.openapi import openapi_json
 from proxy.passthrough import finalize as finalize_relay
-from proxy.passthrough import open_relay, relay_body, relay_nonstream
+from proxy.passthrough import halt_of, open_relay, relay_body, relay_nonstream
 from proxy.streaming import SSE_HEADERS, StreamJob, sse_body, start_stream
 from proxy.upstreams import ModelBinding
 
@@ -79,19 +79,21 @@ async def _pass_through(request: Request, params: ChatCompletionRequest | Comple
     """A completion served by ``binding``'s endpoint's OpenAI gateway (``proxy.passthrough``),
     answered as ``model`` (the client's model name)."""
     gateway = request.app.state.gateway
-    run_with = {"receive": request.receive, "timing": gateway.settings.timing, "drain": gateway.drain, "model": model}
+    ctx = get_context(request)
+    run_with = {"receive": request.receive, "timing": gateway.settings.timing, "drain": gateway.drain, "model": model,
+                "halt": halt_of(ctx)}
     try:
         if params.stream:
             relay = await open_relay(params.to_body(), kind, binding, params.include_usage, **run_with)
-            chunks = relay_body(relay, get_context(request))
+            chunks = relay_body(relay, ctx)
             return Stream(chunks, media_type="text/event-stream", headers=SSE_HEADERS,
                           background=BackgroundTask(finalize_relay, chunks, relay))
         answer = await relay_nonstream(params.to_body(), kind, binding, **run_with)
     except ClientDisconnected:
-        get_context(request).cancelled = True  # closing the upstream request cancelled the job
+        ctx.cancelled = True  # closing the upstream request cancelled the job
         raise
     if (usage := usage_of(answer)) is not None:
-        get_context(request).record_usage(usage.prompt_tokens, usage.completion_tokens)
+        ctx.record_usage(usage.prompt_tokens, usage.completion_tokens)
     return Response(content=answer, status_code=200, media_type=_JSON)
 
 

@@ -136,12 +136,19 @@ async def console_cancel(request: Request) -> Response:
     if ctx is None:
         return _error(404, f"No live request {request_id}.", "invalid_request_error", "request_not_found")
     binding = gateway.upstreams.binding(ctx.headers.get("x-podgate-served-by") or ctx.model or "")
-    if ctx.job_id is None or binding is None or binding.endpoint != ctx.endpoint:
-        return _error(409, "This request has no RunPod job to cancel (it is passed through to the endpoint's "
-                      "OpenAI gateway, or its job is not submitted yet).", "invalid_request_error", "no_job")
-    ctx.note, ctx.cancelled = "console-cancel", True
-    gateway.cancels.submit(binding.client, binding.endpoint, ctx.job_id)
-    body = msgspec.json.encode({"request_id": request_id, "job_id": ctx.job_id, "cancel": "queued"})
+    if ctx.job_id is not None and binding is not None and binding.endpoint == ctx.endpoint:
+        ctx.note, ctx.cancelled = "console-cancel", True
+        gateway.cancels.submit(binding.client, binding.endpoint, ctx.job_id)
+        cancel = "queued"
+    elif ctx.halt is not None:  # passed through: no job id; closing its upstream request cancels the job
+        if not ctx.halt.done():
+            ctx.note, ctx.cancelled = "console-cancel", True
+            ctx.halt.set_result(None)
+        cancel = "upstream request closed"
+    else:
+        return _error(409, "This request has no RunPod job to cancel yet (it is not submitted).",
+                      "invalid_request_error", "no_job")
+    body = msgspec.json.encode({"request_id": request_id, "job_id": ctx.job_id, "cancel": cancel})
     return Response(content=body, status_code=202, media_type=_JSON)
 
 

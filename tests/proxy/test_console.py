@@ -29,7 +29,8 @@ SLOW = [{"role": "user", "content": "#slow"}]
 @pytest.fixture(scope="module")
 def keyed(stack, tmp_path_factory) -> Iterator[ProxyProcess]:
     tmp = tmp_path_factory.mktemp("console")
-    config = write_config(tmp / "keyed.toml", stack.endpoint.base, "ep", models={"vllm-c": ("vllm", "era-c")},
+    config = write_config(tmp / "keyed.toml", stack.endpoint.base, "ep",
+                          models={"vllm-c": ("vllm", "era-c"), "pass-c": ("openai", "era-c")},
                           extra=f'\n[console]\nadmin_sha256 = "{hash_key(ADMIN)}"\n\n'
                                 f'[[keys]]\nname = "team"\nsha256 = "{hash_key(CLIENT)}"\n')
     with running_proxy(config, stack.endpoint.api_key, tmp) as proxy:
@@ -80,7 +81,7 @@ def test_admin_key_opens_the_page_and_the_feed(keyed):
         assert httpx.get(root(keyed) + f"/console/static/{name}", timeout=10).status_code == 200
     assert httpx.get(root(keyed) + "/console/static/nope.js", timeout=10).status_code == 404
     s = first_snapshot(root(keyed), admin)
-    assert s["keyed"] is True and [m["name"] for m in s["models"]] == ["vllm-c"]
+    assert s["keyed"] is True and [m["name"] for m in s["models"]] == ["vllm-c", "pass-c"]
     assert ADMIN not in msgspec.json.encode(s).decode()
 
 
@@ -139,3 +140,46 @@ def test_cancel_button_path_ends_the_job_cancelled(stack, keyed):
     assert "worker" not in s["errors"]  # an operator's cancel is no worker failure
     gone = httpx.post(root(keyed) + f"/console/cancel/{row['request_id']}", headers=admin, timeout=10)
     assert gone.status_code == 404
+
+
+@pytest.mark.parametrize("stream", [True, False], ids=["stream", "nonstream"])
+def test_cancel_button_closes_a_passed_through_request(stack, keyed, stream):
+    """No job id to ``/cancel``: the button closes the upstream request, the endpoint cancels
+    the job, and the client gets what a cancelled job gives on the queue path."""
+    admin = {"authorization": f"Bearer {ADMIN}"}
+    client = openai.OpenAI(base_url=keyed.base_url, api_key=CLIENT, max_retries=0, timeout=60)
+    before = set(stack.markers.glob("*.started"))
+    outcome: dict = {}
+
+    def slow() -> None:
+        try:
+            if stream:
+                for chunk in client.chat.completions.create(model="pass-c", messages=SLOW, stream=True):
+                    outcome.setdefault("chunks", []).append(chunk)
+            else:
+                outcome["answer"] = client.chat.completions.create(
+                    model="pass-c", messages=[{"role": "user", "content": "#slow_nonstream"}])
+        except openai.APIError as exc:
+            outcome["error"] = exc
+
+    thread = threading.Thread(target=slow, daemon=True)
+    thread.start()
+    s = first_snapshot(root(keyed), admin, want=lambda s: any(r["model"] == "pass-c" for r in s["live"]))
+    [row] = s["live"]
+    assert row["job_id"] is None and row["cancellable"], row
+    deadline = time.monotonic() + 15
+    while not (jobs := [p for p in stack.markers.glob("*.started") if p not in before]):
+        assert time.monotonic() < deadline, "the passed-through job never started"
+        time.sleep(0.05)
+    job = jobs[0].name.removesuffix(".started")
+    r = httpx.post(root(keyed) + f"/console/cancel/{row['request_id']}", headers=admin, timeout=10)
+    assert r.status_code == 202, r.text
+    assert r.json() == {"request_id": row["request_id"], "job_id": None, "cancel": "upstream request closed"}
+    thread.join(30)
+    assert not thread.is_alive()
+    error = outcome.get("error")
+    assert isinstance(error, openai.APIError) and "cancelled" in str(error), outcome
+    if not stream:
+        assert isinstance(error, openai.APIStatusError) and error.status_code == 502
+    assert stack.wait_status(job, "CANCELLED", timeout=20) == "CANCELLED"
+    assert stack.wait_marker(f"{job}.cancelled"), "the handler did not see its cancellation"

@@ -119,8 +119,10 @@ function drawLive(s) {
     tr.cells[6].textContent = r.job_id ?? "—";
     const b = tr.cells[7].firstChild;
     if (r.cancelling) b.textContent = "cancelling…";
-    b.disabled = !r.job_id || r.cancelling || b.textContent !== "Cancel";
-    b.title = r.job_id ? "Send /cancel through the cancel queue" : "No RunPod job (passthrough, or not submitted yet)";
+    b.disabled = !r.cancellable || r.cancelling || b.textContent !== "Cancel";
+    b.title = r.job_id ? "Send /cancel through the cancel queue"
+      : r.cancellable ? "Close the upstream request (passed through: the endpoint cancels its job)"
+      : "No RunPod job yet (not submitted)";
   }
   for (const [id, tr] of liveRows) if (!now.has(id)) { tr.remove(); liveRows.delete(id); }
   $("live-count").textContent = s.live.length;

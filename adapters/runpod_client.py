@@ -8,17 +8,29 @@ failure — of the call, or a body that is not what RunPod sends — is one ``Ru
 (status + message; never the key), whose ``refused`` / ``transient`` say whether it is worth
 repeating. What a failure means for the client (its OpenAI error) is decided once, next to
 this client, by ``adapters.errors.from_runpod``.
+
+One body that is not what RunPod sends is still read: a submit's answer cut short after the
+job id (``{"id":"…","status":…`` and no more). The job exists, and sending the submit again
+would run it twice, so the id is what counts: the answer is taken as ``IN_QUEUE`` and the
+caller reads the job's real state as it does for any queued job.
 """
 
 from __future__ import annotations
 
+import logging
+import re
 from typing import Any, TypeVar
 
 import msgspec
 
 from adapters.upstream import RunPodError, Upstream, UpstreamRequest
 
+log = logging.getLogger("podgate.runpod")
+
 TERMINAL_STATUSES = frozenset({"COMPLETED", "FAILED", "CANCELLED", "TIMED_OUT"})
+
+#: a status body's leading job id, whole (its closing quote arrived); RunPod's ids are plain
+_LEADING_ID = re.compile(rb'\A\s*\{\s*"id"\s*:\s*"([A-Za-z0-9_.:-]{1,200})"')
 
 
 class JobStatus(msgspec.Struct, rename="camel"):
@@ -77,11 +89,11 @@ class RunPodQueueClient:
 
     async def run(self, endpoint: str, job_input: Any) -> JobStatus:
         body = _enc.encode({"input": job_input})
-        return await self._call(_status_dec, UpstreamRequest("POST", f"{endpoint}/run", "run", body))
+        return await self._submit(UpstreamRequest("POST", f"{endpoint}/run", "run", body))
 
     async def runsync(self, endpoint: str, job_input: Any, *, wait_ms: int | None = None) -> JobStatus:
         body = _enc.encode({"input": job_input})
-        return await self._call(_status_dec, UpstreamRequest("POST", f"{endpoint}/runsync", "runsync", body, wait_ms))
+        return await self._submit(UpstreamRequest("POST", f"{endpoint}/runsync", "runsync", body, wait_ms))
 
     async def status(self, endpoint: str, job_id: str, *, ttl_ms: int | None = None) -> JobStatus:
         """The job's status; ``ttl_ms`` also re-sets how long RunPod keeps it (``?ttl=``)."""
@@ -107,9 +119,26 @@ class RunPodQueueClient:
         return await self._call(_health_dec, UpstreamRequest("GET", f"{endpoint}/health", "health"))
 
     async def _call(self, decoder: msgspec.json.Decoder[_T], request: UpstreamRequest) -> _T:
+        return _decode(decoder, await self._upstream.send(request), request.operation)
+
+    async def _submit(self, request: UpstreamRequest) -> JobStatus:
+        """``/run`` or ``/runsync``: the job's status, or only its id when the answer was cut
+        short after it (module docstring)."""
         body = await self._upstream.send(request)
         try:
-            return decoder.decode(body)
-        except (msgspec.DecodeError, msgspec.ValidationError) as exc:
-            raise RunPodError(502, f"unexpected upstream body: {exc}", operation=request.operation,
-                              answered=False) from None
+            return _decode(_status_dec, body, request.operation)
+        except RunPodError:
+            found = _LEADING_ID.match(body)
+            if found is None:
+                raise
+        job_id = found.group(1).decode()
+        log.warning("RunPod's answer to %s was cut short (%d bytes); going on with job %s, read from it",
+                    request.operation, len(body), job_id)
+        return JobStatus(id=job_id, status="IN_QUEUE")
+
+
+def _decode(decoder: msgspec.json.Decoder[_T], body: bytes, operation: str) -> _T:
+    try:
+        return decoder.decode(body)
+    except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+        raise RunPodError(502, f"unexpected upstream body: {exc}", operation=operation, answered=False) from None

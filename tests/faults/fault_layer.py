@@ -15,7 +15,7 @@ test set matches it, and then misbehaves as RunPod, its load balancer or the net
   connection; then nothing is forwarded, so a ``/stream`` poll consumes no chunk), then
   forwarded;
 - ``truncate=True``: forwarded, and the answer's JSON body is cut in half (the HTTP framing
-  stays correct: ``content-length`` is the cut body's).
+  stays correct: ``content-length`` is the cut body's); ``truncate=0.8`` keeps that share.
 
 A rule matches an operation (``run``, ``runsync``, ``stream``, ``status``, ``cancel``,
 ``retry``, ``health``, ``openai``: the path segment after the endpoint id), optionally one
@@ -67,7 +67,7 @@ class Rule:
     forward: bool = False
     reset: Literal["before", "after"] | None = None
     stall: float | None = None
-    truncate: bool = False
+    truncate: bool | float = False
     hits: int = 0
     until: float | None = None
 
@@ -130,7 +130,7 @@ class FaultLayer:
     def inject(self, op: str, *, times: int | None = 1, duration: float | None = None, endpoint: str | None = None,
                status: int | None = None, retry_after: float | str | None = None, forward: bool = False,
                reset: Literal["before", "after"] | None = None, stall: float | None = None,
-               truncate: bool = False) -> Rule:
+               truncate: bool | float = False) -> Rule:
         """Add a rule (module docstring); ``duration`` with ``times=None`` makes a storm."""
         rule = Rule(op, endpoint, times, duration, status, None if retry_after is None else str(retry_after),
                     forward, reset, stall, truncate)
@@ -217,7 +217,7 @@ class FaultLayer:
         if rule.status is not None:  # forward=True: the endpoint acted, the caller hears a failure
             return await _send_error(writer, hit, rule)
         if rule.truncate:
-            body = body[:len(body) // 2]
+            body = body[:int(len(body) * (0.5 if rule.truncate is True else rule.truncate))]
         await _send(writer, hit, resp.status, body, headers)
 
     def _note_job(self, request: Request, status: int, body: bytes) -> None:

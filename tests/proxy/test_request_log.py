@@ -17,11 +17,18 @@ from proxy.logs import formatter
 USER = [{"role": "user", "content": "Say hello"}]
 
 
+def logged_lines(stack, since: int = 0) -> list[str]:
+    """The proxy's log lines written whole so far (the last one may be half written), from
+    character ``since`` on."""
+    text = stack.proxy.output()[since:]
+    return text[:text.rfind("\n") + 1].splitlines()
+
+
 def request_line(stack, request_id: str, timeout: float = 10.0) -> dict:
     """The access line of ``request_id`` in the proxy's log (written after the response ended)."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        for line in stack.proxy.output().splitlines():
+        for line in logged_lines(stack):
             if request_id in line:
                 record = json.loads(line)
                 if record.get("request_id") == request_id:
@@ -32,7 +39,7 @@ def request_line(stack, request_id: str, timeout: float = 10.0) -> dict:
 
 def test_every_line_of_a_non_terminal_log_is_a_json_object(stack, http):
     http.get("/models")
-    lines = [line for line in stack.proxy.output().splitlines()
+    lines = [line for line in logged_lines(stack)
              if line.strip() and not line.startswith("podgate proxy listening on")]  # the banner, on stdout
     assert lines
     for line in lines:
@@ -103,7 +110,7 @@ def test_a_client_that_leaves_before_the_answer_is_logged_499(stack, model):
     job = stack.abandon("/chat/completions", body)
     stack.wait_status(job, "CANCELLED")
     deadline = time.monotonic() + 10
-    while not (lines := [json.loads(line) for line in stack.proxy.output()[seen:].splitlines()
+    while not (lines := [json.loads(line) for line in logged_lines(stack, seen)
                          if '"podgate.access"' in line]) and time.monotonic() < deadline:
         time.sleep(0.05)
     assert [(line["model"], line["status"], line["note"], line["cancelled"]) for line in lines] == [

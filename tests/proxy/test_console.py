@@ -164,8 +164,10 @@ def test_cancel_button_closes_a_passed_through_request(stack, keyed, stream):
 
     thread = threading.Thread(target=slow, daemon=True)
     thread.start()
-    s = first_snapshot(root(keyed), admin, want=lambda s: any(r["model"] == "pass-c" for r in s["live"]))
-    [row] = s["live"]
+    def ours(s: dict) -> list[dict]:  # (the other case's request may not have left the table yet)
+        return [r for r in s["live"] if r["model"] == "pass-c" and r["stream"] is stream]
+
+    [row] = ours(first_snapshot(root(keyed), admin, want=ours))
     assert row["job_id"] is None and row["cancellable"], row
     deadline = time.monotonic() + 15
     while not (jobs := [p for p in stack.markers.glob("*.started") if p not in before]):

@@ -25,6 +25,7 @@ import adapters.redis_link
 from proxy.settings import parse_settings
 from proxy.upstreams import Upstreams
 from tests.adapters.test_budgets import most_in_a_window
+from tests.redis_forwarder import Forwarder
 
 RATE, PER_S = 20, 2.0
 RUN_S = 3.0
@@ -141,42 +142,6 @@ async def test_with_redis_down_calls_go_at_each_replicas_share_with_one_warning(
     warnings = [r for r in caplog.records if r.name == "podgate.budgets"]
     assert len(warnings) == 2  # one per replica for the whole outage
     assert all("unreachable" in r.getMessage() and "127.0.0.1:1" in r.getMessage() for r in warnings)
-
-
-class Forwarder:
-    """A TCP forwarder to the real Redis that can be cut and restored (a Redis outage)."""
-
-    def __init__(self) -> None:
-        self.port = 0
-        self._server: asyncio.Server | None = None
-        self._writers: set[asyncio.StreamWriter] = set()
-
-    async def start(self) -> None:
-        self._server = await asyncio.start_server(self._pipe, "127.0.0.1", self.port)
-        self.port = self._server.sockets[0].getsockname()[1]
-
-    async def cut(self) -> None:
-        assert self._server is not None
-        self._server.close()
-        for w in self._writers:
-            w.close()
-        await self._server.wait_closed()
-
-    async def _pipe(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        up_reader, up_writer = await asyncio.open_connection("127.0.0.1", 6379)
-        self._writers |= {writer, up_writer}
-
-        async def copy(src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
-            try:
-                while data := await src.read(65536):
-                    dst.write(data)
-                    await dst.drain()
-            except OSError:
-                pass
-            finally:
-                dst.close()
-
-        await asyncio.gather(copy(reader, up_writer), copy(up_reader, writer))
 
 
 async def test_a_redis_outage_falls_back_and_recovers(endpoint: Endpoint, caplog: pytest.LogCaptureFixture,

@@ -4,84 +4,26 @@ stored once, and a take must hand out the jobs it took, not take more (those wou
 IN_PROGRESS on a worker that never got them). The other scripts are idempotent by their
 nature (a set, a state change that happens once, a unique rate-window member).
 
-The lost reply is real: a TCP forwarder in front of the real Redis passes the call through,
-drops Redis' answer to it and closes the client's connection."""
+The lost reply is real: a TCP forwarder in front of the real Redis (``tests.redis_forwarder``)
+passes the call through, drops Redis' answer to it and closes the client's connection."""
 
 from __future__ import annotations
 
-import asyncio
 import uuid
 
 import pytest
 
 from serverless.store.redis import RedisStore
+from tests.redis_forwarder import Forwarder
 from tests.serverless.test_store_contract import EP, T0, submit
 
 pytestmark = pytest.mark.usefixtures("redis_required")
 
 
-class ReplyLosingForwarder:
-    """Forwards to the Redis on 6379; the reply to the first command that carries
-    ``marker`` never reaches the client, whose connection is closed instead."""
-
-    def __init__(self, marker: bytes) -> None:
-        self.marker = marker
-        self.lost = 0
-        self.port = 0
-        self._server: asyncio.Server | None = None
-        self._pipes: set[asyncio.Task] = set()
-        self._writers: set[asyncio.StreamWriter] = set()
-
-    async def start(self) -> None:
-        self._server = await asyncio.start_server(self._pipe, "127.0.0.1", 0)
-        self.port = self._server.sockets[0].getsockname()[1]
-
-    async def stop(self) -> None:
-        assert self._server is not None
-        self._server.close()
-        for writer in self._writers:  # the pipes see their ends closed and return
-            writer.transport.abort()
-        await asyncio.gather(*self._pipes, return_exceptions=True)
-        await self._server.wait_closed()
-
-    async def _pipe(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        task = asyncio.current_task()
-        assert task is not None
-        self._pipes.add(task)
-        task.add_done_callback(self._pipes.discard)
-        up_reader, up_writer = await asyncio.open_connection("127.0.0.1", 6379)
-        self._writers |= {writer, up_writer}
-        doomed = asyncio.Event()  # this connection carried the marked command
-
-        async def upward() -> None:
-            while data := await reader.read(65536):
-                if not self.lost and self.marker in data:
-                    self.lost += 1
-                    doomed.set()
-                up_writer.write(data)
-                await up_writer.drain()
-
-        async def downward() -> None:
-            while data := await up_reader.read(65536):
-                if doomed.is_set():  # Redis ran the command; its answer is lost with the connection
-                    writer.transport.abort()
-                    return
-                writer.write(data)
-                await writer.drain()
-
-        try:
-            await asyncio.gather(upward(), downward())
-        except OSError:
-            pass
-        finally:
-            writer.close()
-            up_writer.close()
-
-
 @pytest.fixture
 async def lossy():
     """A store behind a forwarder that loses the reply to the first command with ``b"lost-reply"``."""
-    redis = ReplyLosingForwarder(b"lost-reply")
+    redis = Forwarder(lose_reply_to=b"lost-reply")
     await redis.start()
     store = RedisStore(f"redis://127.0.0.1:{redis.port}/0", prefix=f"podgate-test:{uuid.uuid4().hex}:")
     try:
@@ -89,7 +31,7 @@ async def lossy():
     finally:
         await store.delete_all()
         await store.close()
-        await redis.stop()
+        await redis.cut()
 
 
 async def test_chunks_whose_reply_was_lost_are_stored_once(lossy):

@@ -30,7 +30,7 @@ from serverless.settings import EndpointSettings
 from serverless.store.redis import RedisStore
 from supervisor.server import AppServer
 from tests.conftest import FAST, EndpointServer
-from tests.proxy.test_budgets_shared import Forwarder
+from tests.redis_forwarder import Forwarder
 
 pytestmark = pytest.mark.usefixtures("redis_required")
 

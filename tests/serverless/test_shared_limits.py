@@ -15,7 +15,7 @@ import pytest
 from serverless.limits import Limiter, RateLimited
 from serverless.settings import OpLimit
 from serverless.store.redis import RedisStore
-from tests.proxy.test_budgets_shared import Forwarder
+from tests.redis_forwarder import Forwarder
 
 pytestmark = pytest.mark.usefixtures("redis_required")
 

@@ -4,8 +4,8 @@
 ``RequestContext`` in ``LiveRequests.running`` when a completion route is called and takes it
 out when the route returns — after the last byte, a disconnect or an error, whichever ends it;
 a streaming (200, ``ctx.stream``) response also counts in ``podgate_active_streams{model}``
-(``proxy.metrics``) from its start to that same end. The routes do not know of it; what the console shows of a live request
-is what the request paths note in its context anyway (model, key, job id, the first token's
+(``proxy.metrics``) from its start to that same end. The routes do not know of it; what the
+console shows of a live request is what the request paths note in its context anyway (model, key, job id, the first token's
 time) plus ``ctx.streamed``, the tokens sent so far (one ``+=`` per batch in
 ``proxy.streaming`` and ``proxy.passthrough``), an estimate: a worker's event may carry many
 tokens (worker-vllm and podgate's SmolLM2 worker gather what came in ~50 ms), and counting

@@ -130,14 +130,14 @@ class Relay:
     __slots__ = ("body", "reader", "relay", "key_mask", "timing", "drain", "halt", "deadline", "first", "error")
 
     def __init__(self, body: UpstreamBody, relay: SSERelay, binding: ModelBinding, timing: TimingSettings,
-                 drain: Drain | None = None, halt: asyncio.Future[None] | None = None):
+                 drain: Drain, halt: asyncio.Future[None]):
         self.body = body
         self.reader = _Reader(body)
         self.relay = relay
         self.key_mask = binding.key_mask
         self.timing = timing
-        self.drain = drain if drain is not None else Drain(0.0)  # never begun: never expires
-        self.halt = halt if halt is not None else asyncio.get_running_loop().create_future()
+        self.drain = drain
+        self.halt = halt
         self.deadline = time.monotonic() + timing.request_timeout_s
         self.first = b""
         self.error: ErrorEvent | OpenAIError | None = None

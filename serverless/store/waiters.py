@@ -56,16 +56,15 @@ class Waiters:
             if not waiters and self._by_key.get(key) is waiters:
                 del self._by_key[key]
 
-    def notify(self, key: Hashable) -> bool:
-        """Wake every waiter of ``key``; False when nobody was waiting (the event is then
-        remembered for the window)."""
+    def notify(self, key: Hashable) -> None:
+        """Wake every waiter of ``key``; when nobody was waiting, the event is remembered for
+        the window."""
         waiters = self._by_key.pop(key, None)
         if not waiters:
             self._remember(key)
-            return False
+            return
         for fut in waiters:
             _resolve(fut)
-        return True
 
     def _remember(self, key: Hashable) -> None:
         if self._window <= 0:
